@@ -1,0 +1,17 @@
+"""The agent SDK: agents reason with a model and ask the runtime for everything else."""
+
+from agents.agent import Agent
+from agents.client import RuntimeClient, RuntimeRefused
+from agents.context import Context
+from agents.model import Model, ModelRequest, ModelResult, ScriptedModel
+
+__all__ = [
+    "Agent",
+    "Context",
+    "Model",
+    "ModelRequest",
+    "ModelResult",
+    "RuntimeClient",
+    "RuntimeRefused",
+    "ScriptedModel",
+]

@@ -1,0 +1,140 @@
+"""``Agent``: an untrusted process that consumes its inbox and asks the runtime for everything.
+
+An agent is a name, a model and handlers for the tasks it knows::
+
+    triage = Agent("triage", model=ScriptedModel(...))
+
+    @triage.task("triage_complaint")
+    async def handle(ctx: Context) -> None: ...
+
+``claimcheck agent run agents.complaints:triage`` runs it as its own OS process.
+Its inbox is a durable JetStream consumer shared by every replica of the agent
+(a work queue); a handoff is acknowledged only after its handler returned, so a
+crash mid-handler means redelivery, and step keys make the rerun safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from agents.client import RuntimeClient, RuntimeRefused
+from agents.context import Context
+from agents.model import Model
+from bus.artifacts import ArtifactStore
+from bus.connection import connect, ensure_streams
+from bus.settings import Settings
+from bus.subjects import Subjects
+from handoff_schemas import Handoff, SchemaError, decode
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Context], Awaitable[None]]
+
+FINAL_REFUSALS = frozenset(
+    {"workflow_closed", "unknown_workflow", "unknown_task", "permission_denied"}
+)
+"""Refusals a retry cannot change: the handoff is acknowledged and not redelivered."""
+
+
+class Agent:
+    def __init__(
+        self,
+        name: str,
+        model: Model | Callable[[], Model],
+        system_prompt: str = "",
+        ack_wait: float = 60.0,
+        max_deliver: int = 5,
+    ) -> None:
+        self.name = name
+        self._model = model
+        self.system_prompt = system_prompt or f"You are the {name} agent."
+        self.ack_wait = ack_wait
+        self.max_deliver = max_deliver
+        self.handlers: dict[str, Handler] = {}
+
+    def task(self, name: str) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.handlers[name] = handler
+            return handler
+
+        return register
+
+    @property
+    def model(self) -> Model:
+        """The model, built on first use when given as a factory."""
+        if callable(self._model) and not hasattr(self._model, "complete"):
+            self._model = self._model()
+        return self._model  # type: ignore[return-value]
+
+    async def run(self, settings: Settings, stop: asyncio.Event | None = None) -> None:
+        """Consume the inbox until ``stop`` is set."""
+        stop = stop or asyncio.Event()
+        nc = await connect(settings, f"claimcheck-agent-{self.name}")
+        subjects = Subjects(settings.prefix)
+        js = nc.jetstream()
+        await ensure_streams(js, subjects)
+        inbox = await js.pull_subscribe(
+            subjects.inbox(self.name),
+            durable=f"agent-{self.name}",
+            stream=subjects.stream("handoff"),
+            config=ConsumerConfig(
+                ack_policy=AckPolicy.EXPLICIT, ack_wait=self.ack_wait, max_deliver=self.max_deliver
+            ),
+        )
+        client = RuntimeClient(nc, subjects, self.name, settings.request_timeout)
+        artifacts = ArtifactStore(js, subjects.artifact_bucket)
+        log.info("agent %s consuming %s", self.name, subjects.inbox(self.name))
+        try:
+            while not stop.is_set():
+                try:
+                    messages = await inbox.fetch(1, timeout=1.0)
+                except NatsTimeout:
+                    continue
+                for msg in messages:
+                    await self.handle(msg, client, artifacts)
+        finally:
+            await nc.drain()
+
+    async def handle(self, msg: Msg, client: RuntimeClient, artifacts: ArtifactStore) -> None:
+        try:
+            handoff = decode(msg.data, Handoff)
+        except SchemaError as error:
+            log.error("dropping a malformed inbox message: %s", error)
+            await msg.term()
+            return
+        handler = self.handlers.get(handoff.task)
+        ctx = Context(
+            self.name,
+            handoff,
+            client,
+            artifacts,
+            self.model,
+            sorted(self.handlers),
+            self.system_prompt,
+        )
+        try:
+            await ctx.begin()  # refuses a task this agent does not know, and records why
+            assert handler is not None
+            await handler(ctx)
+        except RuntimeRefused as refusal:
+            if refusal.code not in FINAL_REFUSALS:
+                await self._retry_later(msg, handoff, refusal)
+                return
+            log.warning("workflow %s ends for %s: %s", handoff.workflow_id, self.name, refusal)
+        except Exception as error:  # a handler bug must not kill the agent process
+            log.exception("handler %s failed", handoff.task)
+            await self._retry_later(msg, handoff, error)
+            return
+        await msg.ack_sync()
+        log.info("handled %s for workflow %s", handoff.task, handoff.workflow_id)
+
+    async def _retry_later(self, msg: Msg, handoff: Handoff, error: Exception) -> None:
+        """Redeliver after a pause; completed steps will replay from the ledger."""
+        log.warning("workflow %s: %s; redelivering", handoff.workflow_id, error)
+        await msg.nak(delay=1.0)

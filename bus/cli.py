@@ -1,0 +1,198 @@
+"""The ``claimcheck`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+import typer
+from rich.console import Console
+
+from bus.ledger import Ledger, LedgerError
+from bus.policy import PolicyError
+from bus.settings import Settings
+from bus.subjects import Subjects
+
+app = typer.Typer(
+    help="An event-sourced, governed message bus for multi-agent AI workflows.",
+    no_args_is_help=True,
+)
+tools_app = typer.Typer(help="Tool hosts.", no_args_is_help=True)
+agent_app = typer.Typer(help="Agents.", no_args_is_help=True)
+schemas_app = typer.Typer(help="Wire schemas.", no_args_is_help=True)
+app.add_typer(tools_app, name="tools")
+app.add_typer(agent_app, name="agent")
+app.add_typer(schemas_app, name="schemas")
+
+console = Console()
+StateDir = Annotated[
+    Path | None, typer.Option("--state-dir", help="State directory [.claimcheck].")
+]
+
+
+def settings_for(state_dir: Path | None) -> Settings:
+    return Settings(state_dir=state_dir) if state_dir else Settings()
+
+
+def fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/] {message}")
+    return typer.Exit(code=1)
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+@app.command()
+def runtime(state_dir: StateDir = None) -> None:
+    """Run the runtime: the only ledger writer, answering agents over NATS."""
+    from bus.services import run_runtime
+
+    configure_logging()
+    try:
+        asyncio.run(run_runtime(settings_for(state_dir)))
+    except PolicyError as error:
+        raise fail(f"bad policy: {error}") from None
+
+
+@tools_app.command("serve")
+def tools_serve(state_dir: StateDir = None) -> None:
+    """Run a tool host serving send_email and create_ticket."""
+    from bus.services import run_tool_host
+
+    configure_logging()
+    asyncio.run(run_tool_host(settings_for(state_dir)))
+
+
+@agent_app.command("run")
+def agent_run(
+    target: Annotated[str, typer.Argument(help="MODULE:OBJECT, e.g. agents.complaints:triage")],
+    state_dir: StateDir = None,
+) -> None:
+    """Run one agent as this process."""
+    from bus.services import until_stopped
+
+    configure_logging()
+    module_name, _, attribute = target.partition(":")
+    try:
+        agent = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise fail(f"cannot load {target}: {error}") from None
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        consumer = asyncio.create_task(agent.run(settings_for(state_dir), stop))
+        await until_stopped()
+        stop.set()
+        await consumer
+
+    asyncio.run(main())
+
+
+@app.command()
+def up(state_dir: StateDir = None) -> None:
+    """Start nats-server, the runtime, a tool host and the example agents, in the foreground."""
+    from bus.services import until_stopped
+    from bus.stack import Stack
+
+    settings = settings_for(state_dir)
+
+    async def main() -> None:
+        async with Stack(settings) as stack:
+            console.print(
+                f"claimcheck is up: NATS at {settings.nats_url}, state in {settings.state_dir}"
+            )
+            console.print(f"processes: {', '.join(stack.processes)}; Ctrl-C stops them all")
+            await until_stopped()
+
+    asyncio.run(main())
+
+
+@app.command()
+def submit(
+    task: str,
+    to: Annotated[str, typer.Option("--to", help="The agent that gets the first handoff.")],
+    input_file: Annotated[Path, typer.Option("--input", help="The request's input (any bytes).")],
+    scope: str = "default",
+    state_dir: StateDir = None,
+) -> None:
+    """Start a workflow: store the input as an artifact and hand it to an agent."""
+    from bus.connection import connect
+    from bus.submission import SubmitError
+    from bus.submission import submit as submit_workflow
+
+    settings = settings_for(state_dir)
+    try:
+        data = input_file.read_bytes()
+    except OSError as error:
+        raise fail(f"cannot read {input_file}: {error}") from None
+
+    async def main() -> str:
+        nc = await connect(settings, "claimcheck-cli")
+        try:
+            reply = await submit_workflow(nc, Subjects(settings.prefix), task, to, data, scope)
+        finally:
+            await nc.close()
+        return reply.workflow_id
+
+    try:
+        print(asyncio.run(main()))
+    except SubmitError as error:
+        raise fail(str(error)) from None
+
+
+@app.command()
+def events(
+    workflow: str,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    state_dir: StateDir = None,
+) -> None:
+    """Print a workflow's events, from the ledger."""
+    settings = settings_for(state_dir)
+    ledger = Ledger.from_url(settings.ledger_url())
+    try:
+        history = ledger.history(workflow)
+    except LedgerError as error:
+        raise fail(str(error)) from None
+    finally:
+        ledger.close()
+    if as_json:
+        print(msgspec.json.encode(history).decode())
+        return
+    for item in history:
+        details = json.dumps(item.data, sort_keys=True)
+        console.print(
+            f"{item.version:>4} {item.timestamp:%H:%M:%S.%f} [bold]{item.type}[/] {details}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@app.command()
+def demo(state_dir: StateDir = None) -> None:
+    """Run the complaint demo with every part as a real process, then stop them all."""
+    from bus.demo import run_demo
+
+    result = asyncio.run(run_demo(settings_for(state_dir or Path(".claimcheck"))))
+    unfinished = [view.workflow_id for view in result.views if not view.finished]
+    if unfinished:
+        raise fail(f"workflows did not finish: {unfinished}")
+
+
+@schemas_app.command("export")
+def schemas_export(directory: Path) -> None:
+    """Write one JSON Schema file per wire type."""
+    from handoff_schemas import export_schemas
+
+    for path in export_schemas(directory):
+        console.print(str(path))
+
+
+if __name__ == "__main__":
+    sys.exit(app())

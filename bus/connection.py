@@ -1,0 +1,60 @@
+"""Connecting to NATS, and the streams every deployment needs.
+
+Stream creation is idempotent, so every process may call :func:`ensure_streams`
+at start-up and the first one to arrive creates them.
+"""
+
+from __future__ import annotations
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError
+
+from bus.settings import Settings
+from bus.subjects import Subjects
+
+DUPLICATE_WINDOW_SECONDS = 3600.0
+"""How long JetStream remembers a ``Nats-Msg-Id``: longer than any relay restart."""
+
+
+async def connect(settings: Settings, name: str) -> Client:
+    """A client that reconnects for ever: a restarted nats-server is a pause, not a crash."""
+    return await nats.connect(
+        servers=settings.nats_url.split(","),
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.2,
+    )
+
+
+def stream_configs(subjects: Subjects) -> list[StreamConfig]:
+    def stream(kind: str, pattern: str, retention: RetentionPolicy) -> StreamConfig:
+        return StreamConfig(
+            name=subjects.stream(kind),
+            subjects=[f"{subjects.prefix}.{pattern}"],
+            storage=StorageType.FILE,
+            retention=retention,
+            discard=DiscardPolicy.OLD,
+            duplicate_window=DUPLICATE_WINDOW_SECONDS,
+        )
+
+    return [
+        stream("events", "events.>", RetentionPolicy.LIMITS),
+        stream("evidence", "evidence.>", RetentionPolicy.LIMITS),
+        stream("handoff", "handoff.>", RetentionPolicy.LIMITS),
+        stream("escalation", "escalation.>", RetentionPolicy.LIMITS),
+    ]
+
+
+async def ensure_streams(js: JetStreamContext, subjects: Subjects) -> None:
+    for config in stream_configs(subjects):
+        try:
+            await js.add_stream(config)
+        except BadRequestError:
+            await js.update_stream(config)
+    try:
+        await js.object_store(subjects.artifact_bucket)
+    except nats.js.errors.BucketNotFoundError:
+        await js.create_object_store(subjects.artifact_bucket, storage=StorageType.FILE)

@@ -1,0 +1,112 @@
+"""``claimcheck demo``: the mission's example, end to end, with every part a real process.
+
+Three complaints go to the triage agent: one that must be escalated by email,
+one that needs no escalation, and one whose escalation address the policy does
+not allow. The demo prints each workflow's outcome and evidence, and what the
+local SMTP server received, then stops everything it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+
+from rich.console import Console
+
+from bus.connection import connect
+from bus.mailbox import Mailbox
+from bus.settings import Settings
+from bus.stack import Stack
+from bus.subjects import Subjects
+from bus.submission import submit, watch
+from projections import WorkflowView
+
+COMPLAINTS = [
+    {
+        "customer": "northwind",
+        "channel": "email",
+        "text": "Your outage took our shop offline for a whole day. We want a refund.",
+    },
+    {
+        "customer": "contoso",
+        "channel": "chat",
+        "text": "The invoice PDF has a typo in my street name.",
+    },
+    {
+        "customer": "fabrikam",
+        "channel": "phone",
+        "text": "I am a journalist writing about your data leak and need a statement.",
+    },
+]
+
+
+@dataclass
+class DemoResult:
+    views: list[WorkflowView]
+    emails: list[str]
+
+
+async def run_demo(settings: Settings, console: Console | None = None) -> DemoResult:
+    console = console or Console()
+    mailbox = Mailbox()
+    await asyncio.to_thread(mailbox.start)
+    settings.smtp_port = mailbox.port
+    console.print(f"[bold]claimcheck demo[/] state in {settings.state_dir.resolve()}")
+    console.print("model: ScriptedModel (offline)")
+    try:
+        async with Stack(settings) as stack:
+            console.print(
+                f"started nats-server at {settings.nats_url}, and processes: "
+                + ", ".join(stack.processes)
+            )
+            views = await run_complaints(settings, console)
+    finally:
+        await asyncio.to_thread(mailbox.stop)
+    emails = [f"{m['To']}: {m['Subject']}" for m in mailbox.received]
+    show(console, views, emails)
+    return DemoResult(views, emails)
+
+
+async def run_complaints(settings: Settings, console: Console) -> list[WorkflowView]:
+    nc = await connect(settings, "claimcheck-demo")
+    subjects = Subjects(settings.prefix)
+    try:
+        started = []
+        for complaint in COMPLAINTS:
+            reply = await submit(
+                nc,
+                subjects,
+                "triage_complaint",
+                "triage",
+                json.dumps(complaint).encode(),
+                scope=f"complaint:{complaint['customer']}",
+            )
+            console.print(
+                f"submitted {complaint['customer']}'s complaint as workflow {reply.workflow_id}"
+            )
+            started.append(reply.workflow_id)
+        return list(await asyncio.gather(*(watch(nc, subjects, wf) for wf in started)))
+    finally:
+        await nc.close()
+
+
+def show(console: Console, views: list[WorkflowView], emails: list[str]) -> None:
+    for view in views:
+        console.print(f"\n[bold]workflow {view.workflow_id}: {view.status}[/]")
+        for record in view.evidence:
+            refs = " ".join(f"{key}={value}" for key, value in record.get("refs", {}).items())
+            console.print(
+                f"  evidence {record['auditId']}: {record['actor']} {record['action']} "
+                f"{record['resource']} permission={record['permission']} "
+                f"status={record['status']} {refs}",
+                markup=False, highlight=False, soft_wrap=True,
+            )
+        for claim in view.claims:
+            console.print(
+                f"  claim by {claim['agent']}: {claim['summary']!r} -> {claim['verdict']}",
+                markup=False, highlight=False, soft_wrap=True,
+            )
+    console.print(f"\nSMTP server received {len(emails)} email(s):")
+    for email in emails:
+        console.print(f"  {email}", markup=False, highlight=False, soft_wrap=True)

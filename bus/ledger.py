@@ -1,0 +1,372 @@
+"""The ledger: one event-sourced ``Workflow`` aggregate per workflow.
+
+Every claim and every execution is an event on the workflow's aggregate, in the
+order of the mission's pipeline. The aggregate owns the invariants, so they hold
+whatever a model or an agent says:
+
+- a closed workflow (completed or failed) takes no more actions;
+- only an agent the workflow was handed to may act in it;
+- a step that completed is never executed again (its recorded reply is kept);
+- a tool execution needs an allowing permission decision for the same step;
+- evidence is hash-chained within its workflow, in the order it was recorded.
+
+The runtime is the only writer. Several runtime replicas may share a ledger:
+optimistic concurrency on the aggregate version turns a race into an
+``IntegrityError``, and :meth:`Ledger.command` reloads and retries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlparse
+from uuid import UUID, uuid4
+
+import msgspec
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate, event
+from eventsourcing.persistence import IntegrityError, Notification
+
+from handoff_schemas import Claim, ClaimAssertion, EventEnvelope, Evidence
+
+T = TypeVar("T")
+
+GENESIS_HASH = "0" * 64
+CLOSED_STATUSES = frozenset({"completed", "failed"})
+
+
+class LedgerError(Exception):
+    """A command the ledger refuses; ``code`` is the wire error code."""
+
+    code = "invalid_request"
+
+
+class UnknownWorkflow(LedgerError):
+    code = "unknown_workflow"
+
+
+class WorkflowClosed(LedgerError):
+    code = "workflow_closed"
+
+
+class InvalidHandoff(LedgerError):
+    code = "invalid_handoff"
+
+
+class NotAParticipant(LedgerError):
+    code = "permission_denied"
+
+
+def evidence_hash(fields: dict[str, Any], prev_hash: str) -> str:
+    """SHA-256 over the canonical (sorted-key JSON) evidence fields and the previous hash."""
+    canonical = msgspec.json.encode({**fields, "prevHash": prev_hash}, order="sorted")
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def judge_claim(assertion: ClaimAssertion, evidence: dict[str, dict[str, Any]]) -> tuple[str, str]:
+    """Verdict and reason for a claim, from this workflow's evidence only."""
+    if not assertion.evidence_ids:
+        return "unverified", "the claim cites no evidence"
+    missing = [eid for eid in assertion.evidence_ids if eid not in evidence]
+    if missing:
+        return "unverified", f"no evidence {', '.join(missing)} in this workflow"
+    contrary = [
+        eid for eid in assertion.evidence_ids if evidence[eid]["status"] != assertion.asserts
+    ]
+    if contrary:
+        found = ", ".join(f"{eid} is {evidence[eid]['status']}" for eid in contrary)
+        return "contradicted", f"claim asserts {assertion.asserts}, but {found}"
+    return "verified", "every cited evidence record matches"
+
+
+class Workflow(Aggregate):
+    """One workflow's history: what was asked, believed, allowed, done and claimed."""
+
+    @event("WorkflowStarted")
+    def __init__(self, task: str, agent: str, artifact_id: str, scope: str, started_by: str):
+        self.task = task
+        self.agent = agent
+        self.artifact_id = artifact_id
+        self.scope = scope
+        self.started_by = started_by
+        self.status = "running"
+        self.steps: dict[str, Any] = {}
+        self.checkpoints: dict[str, Any] = {}
+        self.permissions: dict[str, dict[str, str]] = {}
+        self.evidence: dict[str, dict[str, Any]] = {}
+        self.last_evidence_hash = GENESIS_HASH
+        self.handoffs: dict[str, dict[str, Any]] = {}
+        self.claims: dict[str, dict[str, Any]] = {}
+
+    # -- guards ---------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self.status in CLOSED_STATUSES
+
+    def require_open(self) -> None:
+        if self.closed:
+            raise WorkflowClosed(f"workflow {self.id} is {self.status}")
+
+    def require_participant(self, agent: str) -> None:
+        """Only an agent this workflow was handed to may act in it."""
+        if all(handoff["to"] != agent for handoff in self.handoffs.values()):
+            raise NotAParticipant(f"agent {agent!r} was never handed workflow {self.id}")
+
+    # -- the pipeline ---------------------------------------------------------
+
+    @event("IntentResolved")
+    def resolve_intent(self, agent: str, handoff_id: str, task: str, step_key: str) -> None:
+        pass
+
+    @event("ContextAssembled")
+    def assemble_context(self, agent: str, artifacts: list[dict[str, Any]], step_key: str) -> None:
+        pass
+
+    @event("ReasoningRecorded")
+    def record_reasoning(
+        self,
+        agent: str,
+        purpose: str,
+        model: str,
+        output: dict[str, Any],
+        usage: dict[str, int],
+        step_key: str,
+    ) -> None:
+        pass
+
+    @event("ActionRequested")
+    def request_action(self, agent: str, action: str, resource: str, step_key: str) -> None:
+        pass
+
+    @event("PermissionDecided")
+    def decide_permission(
+        self,
+        agent: str,
+        action: str,
+        resource: str,
+        permission: str,
+        rule: str,
+        reason: str,
+        step_key: str,
+    ) -> None:
+        self.permissions[step_key] = {"permission": permission, "action": action}
+
+    def execute_tool(
+        self,
+        agent: str,
+        tool: str,
+        status: str,
+        duration_ms: float,
+        attempt: int,
+        step_key: str,
+    ) -> None:
+        """Record a tool run; the runtime may only run what was allowed for this step."""
+        decision = self.permissions.get(step_key)
+        if decision is None or decision["permission"] != "allowed":
+            raise LedgerError(f"no allowing permission decision for step {step_key}")
+        self._tool_executed(agent, tool, status, duration_ms, attempt, step_key)
+
+    @event("ToolExecuted")
+    def _tool_executed(
+        self,
+        agent: str,
+        tool: str,
+        status: str,
+        duration_ms: float,
+        attempt: int,
+        step_key: str,
+    ) -> None:
+        pass
+
+    def add_evidence(self, **fields: Any) -> Evidence:
+        """Chain a new evidence record to the previous one and record it."""
+        fields = {
+            "auditId": f"ev-{uuid4().hex}",
+            "workflowId": str(self.id),
+            "timestamp": datetime.now(UTC).isoformat(),
+            **fields,
+        }
+        digest = evidence_hash(fields, self.last_evidence_hash)
+        record = {**fields, "prevHash": self.last_evidence_hash, "hash": digest}
+        self._evidence_recorded(record)
+        return msgspec.convert(record, Evidence)
+
+    @event("EvidenceRecorded")
+    def _evidence_recorded(self, evidence: dict[str, Any]) -> None:
+        self.evidence[evidence["auditId"]] = evidence
+        self.last_evidence_hash = evidence["hash"]
+
+    @event("CheckpointReached")
+    def reach_checkpoint(self, agent: str, name: str, data: dict[str, Any], step_key: str) -> None:
+        self.checkpoints[name] = data
+
+    @event("AuditNoted")
+    def note_audit(self, agent: str, note: str, data: dict[str, Any], step_key: str) -> None:
+        pass
+
+    def send_handoff(self, handoff: dict[str, Any]) -> None:
+        """Hand work on; a ``verified`` handoff must cite evidence that verifies."""
+        if handoff["status"] == "verified":
+            evidence_id = handoff.get("evidenceId")
+            record = self.evidence.get(evidence_id or "")
+            if record is None or record["status"] != "succeeded":
+                reason = (
+                    f"status 'verified' needs succeeded evidence from this workflow, "
+                    f"and {evidence_id!r} is not"
+                )
+                self.reject_handoff(handoff, reason)
+                raise InvalidHandoff(reason)
+        self._handoff_sent(handoff)
+
+    @event("HandoffSent")
+    def _handoff_sent(self, handoff: dict[str, Any]) -> None:
+        self.handoffs[handoff["handoffId"]] = handoff
+
+    @event("HandoffRejected")
+    def reject_handoff(self, handoff: dict[str, Any], reason: str) -> None:
+        pass
+
+    def make_claim(self, agent: str, summary: str, assertion: ClaimAssertion) -> Claim:
+        verdict, reason = judge_claim(assertion, self.evidence)
+        claim = Claim(
+            claim_id=f"claim-{uuid4().hex}",
+            workflow_id=str(self.id),
+            agent=agent,
+            statement=assertion.statement,
+            asserts=assertion.asserts,
+            evidence_ids=list(assertion.evidence_ids),
+            verdict=verdict,
+            reason=reason,
+        )
+        self._claim_made(summary, msgspec.to_builtins(claim))
+        return claim
+
+    @event("ClaimMade")
+    def _claim_made(self, summary: str, claim: dict[str, Any]) -> None:
+        self.claims[claim["claimId"]] = claim
+
+    @event("FailureClassified")
+    def classify_failure(self, agent: str, kind: str, detail: str, step_key: str) -> None:
+        pass
+
+    @event("EscalationRaised")
+    def raise_escalation(self, reason: str, claim_id: str | None) -> None:
+        self.status = "escalated"
+
+    @event("WorkflowCompleted")
+    def complete(self, agent: str, claim_id: str) -> None:
+        self.status = "completed"
+
+    @event("WorkflowFailed")
+    def fail(self, reason: str) -> None:
+        self.status = "failed"
+
+    @event("StepCompleted")
+    def complete_step(self, step_key: str, op: str, result: Any) -> None:
+        """The durable-execution marker: ``result`` is the reply a retry gets back."""
+        self.steps[step_key] = result
+
+
+def sqlite_or_postgres_env(url: str) -> dict[str, str]:
+    """eventsourcing's environment variables for a ``sqlite:///`` or ``postgresql://`` URL."""
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": parsed.path}
+    if parsed.scheme in ("postgres", "postgresql"):
+        schema = parse_qs(parsed.query).get("schema", [""])[0]
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": parsed.path.lstrip("/"),
+            "POSTGRES_HOST": parsed.hostname or "127.0.0.1",
+            "POSTGRES_PORT": str(parsed.port or 5432),
+            "POSTGRES_USER": parsed.username or "postgres",
+            "POSTGRES_PASSWORD": parsed.password or "",
+            "POSTGRES_SCHEMA": schema,
+        }
+    raise ValueError(f"unsupported ledger URL {url!r}: use sqlite:///PATH or postgresql://...")
+
+
+class Ledger(Application[UUID]):
+    """The eventsourcing application holding every workflow.
+
+    Its methods are synchronous (the eventsourcing recorders are); the runtime
+    calls them from a worker thread so the event loop never blocks on a commit.
+    """
+
+    name = "claimcheck"
+    env = {"AGGREGATE_CACHE_MAXSIZE": "1000", "IS_SNAPSHOTTING_ENABLED": "y"}
+    snapshotting_intervals = {Workflow: 100}
+
+    @classmethod
+    def from_url(cls, url: str) -> Ledger:
+        return cls(env=sqlite_or_postgres_env(url))
+
+    def start(
+        self,
+        task: str,
+        agent: str,
+        artifact_id: str,
+        scope: str,
+        started_by: str,
+        handoff: dict[str, Any],
+    ) -> Workflow:
+        workflow = Workflow(task, agent, artifact_id, scope, started_by)
+        workflow.send_handoff({**handoff, "workflowId": str(workflow.id)})
+        self.save(workflow)
+        return workflow
+
+    def workflow(self, workflow_id: str) -> Workflow:
+        try:
+            return self.repository.get(UUID(workflow_id))
+        except (ValueError, AggregateNotFoundError):
+            raise UnknownWorkflow(f"no workflow {workflow_id!r}") from None
+
+    def command(self, workflow_id: str, change: Callable[[Workflow], T], attempts: int = 5) -> T:
+        """Apply ``change`` to the workflow and commit, retrying on a concurrent writer.
+
+        ``change`` may raise a :class:`LedgerError` to refuse; events it triggered
+        before refusing (a rejected handoff, say) are still committed, so the
+        reason for a refusal is never lost.
+        """
+        for attempt in range(attempts):
+            workflow = self.workflow(workflow_id)
+            try:
+                result = change(workflow)
+            except LedgerError:
+                self.save(workflow)
+                raise
+            try:
+                self.save(workflow)
+            except IntegrityError:
+                if attempt == attempts - 1:
+                    raise
+                continue
+            return result
+        raise AssertionError("unreachable")
+
+    def history(self, workflow_id: str, until: int | None = None) -> list[EventEnvelope]:
+        """A workflow's events in order, as they appear on the events stream."""
+        workflow = self.workflow(workflow_id)
+        stored = self.recorder.select_events(workflow.id, lte=until)
+        return [self.envelope(self.mapper.to_domain_event(item)) for item in stored]
+
+    def notifications(self, after: int, limit: int = 500) -> list[Notification]:
+        return list(self.recorder.select_notifications(after + 1, limit))
+
+    def envelope(self, domain_event: Any, position: int | None = None) -> EventEnvelope:
+        data = {
+            key: value
+            for key, value in vars(domain_event).items()
+            if key not in ("originator_id", "originator_version", "timestamp", "originator_topic")
+        }
+        return EventEnvelope(
+            position=position,
+            workflow_id=str(domain_event.originator_id),
+            version=domain_event.originator_version,
+            type=type(domain_event).__name__,
+            timestamp=domain_event.timestamp,
+            data=msgspec.to_builtins(data),
+        )

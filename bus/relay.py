@@ -1,0 +1,100 @@
+"""The relay: publishes committed ledger events to JetStream (the outbox pattern).
+
+The ledger is the source of truth; streams are derived from it. After each
+commit the relay reads new notifications in ledger order and publishes:
+
+- every event to ``<prefix>.events.<workflow>.<EventType>``;
+- evidence records, again, to ``<prefix>.evidence.<workflow>`` for auditors;
+- handoffs to the receiving agent's inbox ``<prefix>.handoff.<agent>``.
+
+Each message's ``Nats-Msg-Id`` is derived from the ledger position, so a
+republish after a crash is dropped by JetStream's duplicate window. The relay
+records its position with eventsourcing's tracking recorder after each batch
+and resumes from it; at worst it republishes one batch, which deduplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from eventsourcing.persistence import Notification, Tracking, TrackingRecorder
+from nats.js import JetStreamContext
+
+from bus.ledger import Ledger
+from bus.subjects import Subjects
+from handoff_schemas import EventEnvelope, encode
+
+log = logging.getLogger(__name__)
+
+TRACKING_NAME = "relay"
+
+
+class Relay:
+    def __init__(
+        self, ledger: Ledger, js: JetStreamContext, subjects: Subjects, poll_interval: float = 1.0
+    ) -> None:
+        self.ledger = ledger
+        self.js = js
+        self.subjects = subjects
+        self.poll_interval = poll_interval
+        self.tracking: TrackingRecorder = ledger.factory.tracking_recorder()
+        self._wake = asyncio.Event()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay")
+
+    def wake(self) -> None:
+        """Called after a local commit; other replicas' commits are found by polling."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        position = await self._in_thread(self.tracking.max_tracking_id, TRACKING_NAME) or 0
+        log.info("relay resumes after position %d", position)
+        while True:
+            self._wake.clear()
+            batch = await self._in_thread(self.ledger.notifications, position)
+            if batch:
+                position = await self.publish(batch)
+                continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            except TimeoutError:
+                pass
+
+    async def publish(self, batch: list[Notification]) -> int:
+        """Publish a batch in order; return the position of its last notification."""
+        for notification in batch:
+            domain_event = self.ledger.mapper.to_domain_event(notification)
+            envelope = self.ledger.envelope(domain_event, position=notification.id)
+            for subject, msg_id, payload in self.messages(envelope):
+                await self.js.publish(subject, payload, headers={"Nats-Msg-Id": msg_id})
+        last = batch[-1].id
+        await self._in_thread(self.tracking.insert_tracking, Tracking(TRACKING_NAME, last))
+        return last
+
+    def messages(self, envelope: EventEnvelope) -> list[tuple[str, str, bytes]]:
+        """(subject, Nats-Msg-Id, payload) for everything one event publishes."""
+        workflow_id = envelope.workflow_id
+        out = [
+            (
+                self.subjects.event(workflow_id, envelope.type),
+                f"event-{envelope.position}",
+                encode(envelope),
+            )
+        ]
+        if envelope.type == "EvidenceRecorded":
+            evidence = envelope.data["evidence"]
+            out.append(
+                (
+                    self.subjects.evidence(workflow_id),
+                    f"evidence-{evidence['auditId']}",
+                    encode(evidence),
+                )
+            )
+        if envelope.type == "HandoffSent":
+            handoff = envelope.data["handoff"]
+            out.append((self.subjects.inbox(handoff["to"]), handoff["handoffId"], encode(handoff)))
+        return out
+
+    async def _in_thread(self, function, *args):  # type: ignore[no-untyped-def]
+        return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)

@@ -1,0 +1,63 @@
+"""Entry points for the long-running processes: the runtime and the tool host.
+
+Each runs until SIGTERM or SIGINT, then drains its NATS connection so that
+in-flight replies are still sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from bus.connection import connect, ensure_streams
+from bus.ledger import Ledger
+from bus.policy import Policy
+from bus.relay import Relay
+from bus.runtime import Runtime
+from bus.settings import Settings
+from bus.subjects import Subjects
+from bus.tool_host import ToolHost
+
+log = logging.getLogger(__name__)
+
+
+async def until_stopped() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+
+async def run_runtime(settings: Settings) -> None:
+    policy = Policy.load(settings.policy)  # fail at start-up on a bad policy
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    ledger = Ledger.from_url(settings.ledger_url())
+    nc = await connect(settings, "claimcheck-runtime")
+    js = nc.jetstream()
+    subjects = Subjects(settings.prefix)
+    await ensure_streams(js, subjects)
+    relay = Relay(ledger, js, subjects)
+    runtime = Runtime(settings, ledger, policy, nc, on_commit=relay.wake)
+    await runtime.serve()
+    relay_task = asyncio.create_task(relay.run())
+    log.info("runtime serving %s with ledger %s", subjects.runtime_all, settings.ledger_url())
+    try:
+        await until_stopped()
+    finally:
+        await nc.drain()
+        relay_task.cancel()
+        runtime.close()
+        ledger.close()
+
+
+async def run_tool_host(settings: Settings) -> None:
+    nc = await connect(settings, "claimcheck-tools")
+    host = ToolHost(settings)
+    await host.serve(nc)
+    log.info("tool host serving %s", sorted(host.tools))
+    try:
+        await until_stopped()
+    finally:
+        await nc.drain()

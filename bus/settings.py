@@ -1,0 +1,52 @@
+"""Configuration, read from ``CLAIMCHECK_*`` environment variables.
+
+Every process (runtime, tool host, agent, CLI) reads the same settings, so one
+environment describes one deployment. Defaults give the embedded single-machine
+stack; pointing ``CLAIMCHECK_NATS_URL`` and ``CLAIMCHECK_LEDGER`` elsewhere
+scales it out without code changes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLAIMCHECK_", extra="ignore")
+
+    state_dir: Path = Field(Path(".claimcheck"), description="Where local state lives.")
+    nats_url: str = Field("nats://127.0.0.1:4222", description="NATS server(s), comma separated.")
+    prefix: str = Field("cc", pattern=r"^[A-Za-z0-9_-]+$", description="Subject prefix.")
+    ledger: str = Field(
+        "", description="Ledger URL: empty for <state_dir>/ledger.db, or postgresql://..."
+    )
+    policy: Path | None = Field(None, description="Permission policy TOML file.")
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 8025
+    tickets_db: Path | None = Field(None, description="SQLite file of the ticket tool.")
+    tool_timeout: float = Field(10.0, gt=0, description="Seconds the runtime waits for a tool.")
+    request_timeout: float = Field(
+        30.0, gt=0, description="Seconds an agent waits for the runtime."
+    )
+
+    @model_validator(mode="after")
+    def _nats_url_from_running_stack(self) -> Settings:
+        """Find the NATS server that ``claimcheck up`` started for this state directory."""
+        url_file = self.state_dir / "nats.url"
+        if "nats_url" not in self.model_fields_set and url_file.exists():
+            self.nats_url = url_file.read_text().strip()
+        return self
+
+    def ledger_url(self) -> str:
+        return self.ledger or f"sqlite:///{(self.state_dir / 'ledger.db').resolve()}"
+
+    def tickets_path(self) -> Path:
+        return self.tickets_db or self.state_dir / "tickets.db"
+
+    def as_environment(self) -> dict[str, str]:
+        """The variables that give a child process these same settings."""
+        values = self.model_dump(exclude_none=True)
+        return {f"CLAIMCHECK_{key.upper()}": str(value) for key, value in values.items()}

@@ -1,0 +1,44 @@
+"""Subject names and stream names, in one place.
+
+The prefix (``cc`` by default) lets several deployments share one NATS cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Subjects:
+    prefix: str = "cc"
+
+    def runtime(self, agent: str, op: str) -> str:
+        """Agent -> runtime request; ``agent`` is the caller's identity."""
+        return f"{self.prefix}.rt.{agent}.{op}"
+
+    @property
+    def runtime_all(self) -> str:
+        return f"{self.prefix}.rt.*.*"
+
+    def inbox(self, agent: str) -> str:
+        return f"{self.prefix}.handoff.{agent}"
+
+    def tool(self, tool: str) -> str:
+        return f"{self.prefix}.tool.{tool}"
+
+    def event(self, workflow_id: str, event_type: str) -> str:
+        return f"{self.prefix}.events.{workflow_id}.{event_type}"
+
+    def evidence(self, workflow_id: str) -> str:
+        return f"{self.prefix}.evidence.{workflow_id}"
+
+    def escalation(self, workflow_id: str) -> str:
+        return f"{self.prefix}.escalation.{workflow_id}"
+
+    def stream(self, kind: str) -> str:
+        """Stream name for ``events``, ``evidence``, ``handoff`` or ``escalation``."""
+        return f"{self.prefix}_{kind}".upper().replace("-", "_")
+
+    @property
+    def artifact_bucket(self) -> str:
+        return f"{self.prefix}-artifacts"

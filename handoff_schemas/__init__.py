@@ -1,0 +1,93 @@
+"""Wire types: the single source of truth for every message on the bus.
+
+This package depends on nothing else in the repository, so an auditor or a
+tool host can import it alone.
+"""
+
+from handoff_schemas.base import WireStruct, wire_name
+from handoff_schemas.export import export_schemas, wire_types
+from handoff_schemas.messages import (
+    Claim,
+    ClaimAssertion,
+    EventEnvelope,
+    Evidence,
+    Handoff,
+)
+from handoff_schemas.runtime import (
+    OPERATIONS,
+    Ack,
+    ArtifactDigest,
+    AuditRequest,
+    CheckpointRequest,
+    ContextRequest,
+    DeniedActionRequest,
+    ErrorInfo,
+    EvidenceReply,
+    ExecuteReply,
+    ExecuteRequest,
+    FieldError,
+    HandoffReply,
+    HandoffRequest,
+    IntentReply,
+    IntentRequest,
+    PermitReply,
+    PermitRequest,
+    ReasoningReply,
+    ReasoningRequest,
+    Reply,
+    StartReply,
+    StartRequest,
+    StateRequest,
+    StepsReply,
+    SummarizeRequest,
+    SummaryReply,
+    Usage,
+)
+from handoff_schemas.tools import ToolCall, ToolResult
+from handoff_schemas.validation import SchemaError, convert, decode, encode
+
+__all__ = [
+    "OPERATIONS",
+    "Ack",
+    "ArtifactDigest",
+    "AuditRequest",
+    "CheckpointRequest",
+    "Claim",
+    "ClaimAssertion",
+    "ContextRequest",
+    "DeniedActionRequest",
+    "ErrorInfo",
+    "EventEnvelope",
+    "Evidence",
+    "EvidenceReply",
+    "ExecuteReply",
+    "ExecuteRequest",
+    "FieldError",
+    "Handoff",
+    "HandoffReply",
+    "HandoffRequest",
+    "IntentReply",
+    "IntentRequest",
+    "PermitReply",
+    "PermitRequest",
+    "ReasoningReply",
+    "ReasoningRequest",
+    "Reply",
+    "SchemaError",
+    "StartReply",
+    "StartRequest",
+    "StateRequest",
+    "StepsReply",
+    "SummarizeRequest",
+    "SummaryReply",
+    "ToolCall",
+    "ToolResult",
+    "Usage",
+    "WireStruct",
+    "convert",
+    "decode",
+    "encode",
+    "export_schemas",
+    "wire_name",
+    "wire_types",
+]

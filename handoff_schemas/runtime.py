@@ -1,0 +1,232 @@
+"""Requests agents send to the runtime, and the runtime's replies.
+
+An agent asks the runtime on ``<prefix>.rt.<agent>.<op>``; the ``<agent>`` token
+is the caller's identity (NATS permissions pin it), so no request carries an
+``actor`` field a model could forge. Every request that changes a workflow
+carries a ``stepKey`` that is deterministic for the handoff being handled: a
+repeated key returns the recorded reply instead of acting twice.
+
+Every reply is a :class:`Reply`: ``ok`` with a ``result``, or an ``error`` with a
+code, a message and field-level errors. Never a stack trace.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from handoff_schemas.base import WireStruct
+from handoff_schemas.messages import (
+    ArtifactId,
+    Claim,
+    ClaimAssertion,
+    Evidence,
+    HandoffStatus,
+    Name,
+    PermissionOutcome,
+)
+
+StepKey = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+ErrorCode = Literal[
+    "invalid_request",
+    "unknown_operation",
+    "unknown_workflow",
+    "workflow_closed",
+    "unknown_task",
+    "invalid_handoff",
+    "permission_denied",
+    "invalid_tool_payload",
+    "tool_error",
+    "tool_timeout",
+    "internal",
+]
+
+
+class FieldError(WireStruct):
+    field: str
+    message: str
+
+
+class ErrorInfo(WireStruct):
+    code: ErrorCode
+    message: str
+    fields: list[FieldError] = []
+
+
+class Reply(WireStruct):
+    """The envelope of every reply on the bus."""
+
+    ok: bool
+    result: Any = None
+    error: ErrorInfo | None = None
+
+
+class Usage(WireStruct):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+
+# -- requests -----------------------------------------------------------------
+
+
+class StartRequest(WireStruct):
+    """A user request entering the system: the first handoff of a workflow."""
+
+    task: Name
+    to: Name
+    artifact_id: ArtifactId
+    scope: str = "default"
+
+
+class StateRequest(WireStruct):
+    workflow_id: str
+
+
+class StepRequest(WireStruct):
+    """Fields common to every request that changes a workflow."""
+
+    workflow_id: str
+    step_key: StepKey
+
+
+class IntentRequest(StepRequest):
+    handoff_id: str
+    task: str
+    known_tasks: list[str]
+
+
+class ArtifactDigest(WireStruct):
+    artifact_id: ArtifactId
+    size: int
+
+
+class ContextRequest(StepRequest):
+    artifacts: list[ArtifactDigest]
+
+
+class ReasoningRequest(StepRequest):
+    purpose: str
+    model: str
+    output: dict[str, Any]
+    usage: Usage = msgspec.field(default_factory=Usage)
+
+
+class PermitRequest(StepRequest):
+    action: Name
+    resource: str
+
+
+class DeniedActionRequest(StepRequest):
+    action: Name
+    resource: str
+    reason: str
+
+
+class ExecuteRequest(StepRequest):
+    """Run a tool. The resource the policy checks is derived from ``payload``."""
+
+    tool: Name
+    payload: dict[str, Any]
+
+
+class CheckpointRequest(StepRequest):
+    name: Annotated[str, msgspec.Meta(min_length=1)]
+    data: dict[str, Any] = {}
+
+
+class AuditRequest(StepRequest):
+    note: Annotated[str, msgspec.Meta(min_length=1)]
+    data: dict[str, Any] = {}
+
+
+class HandoffRequest(StepRequest):
+    to: Name
+    task: Name
+    artifact_id: ArtifactId
+    status: HandoffStatus
+    scope: str
+    evidence_id: str | None = None
+
+
+class SummarizeRequest(StepRequest):
+    """The agent's final summary: a claim the runtime verifies before completing."""
+
+    summary: str
+    claim: ClaimAssertion
+
+
+# -- replies ------------------------------------------------------------------
+
+
+class StartReply(WireStruct):
+    workflow_id: str
+    handoff_id: str
+
+
+class StepsReply(WireStruct):
+    """What a workflow already did, so a re-delivered handler can skip it."""
+
+    workflow_id: str
+    status: str
+    steps: dict[str, Any]
+    checkpoints: dict[str, Any]
+
+
+class Ack(WireStruct):
+    step_key: str
+
+
+class ReasoningReply(WireStruct):
+    """The recorded model output: what a re-run handler gets instead of a new model call."""
+
+    step_key: str
+    output: dict[str, Any]
+
+
+class IntentReply(WireStruct):
+    task: str
+
+
+class PermitReply(WireStruct):
+    permission: PermissionOutcome
+    rule: str
+    reason: str
+
+
+class EvidenceReply(WireStruct):
+    evidence: Evidence
+
+
+class ExecuteReply(WireStruct):
+    evidence: Evidence
+    output: dict[str, Any]
+
+
+class HandoffReply(WireStruct):
+    handoff_id: str
+
+
+class SummaryReply(WireStruct):
+    claim: Claim
+    workflow_status: str
+
+
+OPERATIONS: dict[str, type[WireStruct]] = {
+    "start": StartRequest,
+    "state": StateRequest,
+    "intent": IntentRequest,
+    "context": ContextRequest,
+    "reasoning": ReasoningRequest,
+    "permit": PermitRequest,
+    "denied": DeniedActionRequest,
+    "execute": ExecuteRequest,
+    "checkpoint": CheckpointRequest,
+    "audit": AuditRequest,
+    "handoff": HandoffRequest,
+    "summarize": SummarizeRequest,
+}
+"""Operation name (the last subject token) to the request type it takes."""

@@ -1,0 +1,29 @@
+"""What the runtime sends a tool host, and what comes back.
+
+``idempotencyKey`` is the workflow id plus the step key: a retried call carries
+the same key, and the tool host returns its recorded result instead of acting
+twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from handoff_schemas.base import WireStruct
+from handoff_schemas.runtime import FieldError
+
+
+class ToolCall(WireStruct):
+    idempotency_key: str
+    workflow_id: str
+    actor: str
+    payload: dict[str, Any]
+
+
+class ToolResult(WireStruct):
+    status: Literal["succeeded", "failed", "invalid_payload"]
+    output: dict[str, Any] = {}
+    refs: dict[str, str] = {}
+    error: str | None = None
+    transient: bool = False
+    fields: list[FieldError] = []

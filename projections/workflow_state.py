@@ -1,0 +1,78 @@
+"""The workflow-state read model: what happened in a workflow, folded from its events.
+
+It reads only :class:`~handoff_schemas.EventEnvelope` values, so it is built the
+same from the ledger (``claimcheck events``) or from the events stream (an
+outside subscriber), and a rebuild gives the same view as the live one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from handoff_schemas import EventEnvelope
+
+
+@dataclass
+class WorkflowView:
+    workflow_id: str
+    task: str = ""
+    status: str = "unknown"
+    last_event: str = ""
+    events: int = 0
+    agents: list[str] = field(default_factory=list)
+    checkpoints: dict[str, Any] = field(default_factory=dict)
+    permissions: list[dict[str, Any]] = field(default_factory=list)
+    tool_executions: list[dict[str, Any]] = field(default_factory=list)
+    evidence: list[dict[str, Any]] = field(default_factory=list)
+    claims: list[dict[str, Any]] = field(default_factory=list)
+    handoffs: list[dict[str, Any]] = field(default_factory=list)
+    rejected_handoffs: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    outcome: str = ""
+
+    def apply(self, event: EventEnvelope) -> None:
+        data = event.data
+        self.events += 1
+        self.last_event = event.type
+        match event.type:
+            case "WorkflowStarted":
+                self.task, self.status = data["task"], "running"
+            case "HandoffSent":
+                self.handoffs.append(data["handoff"])
+                if data["handoff"]["to"] not in self.agents:
+                    self.agents.append(data["handoff"]["to"])
+            case "HandoffRejected":
+                self.rejected_handoffs.append({**data["handoff"], "reason": data["reason"]})
+            case "PermissionDecided":
+                self.permissions.append(data)
+            case "ToolExecuted":
+                self.tool_executions.append(data)
+            case "EvidenceRecorded":
+                self.evidence.append(data["evidence"])
+            case "CheckpointReached":
+                self.checkpoints[data["name"]] = data["data"]
+            case "FailureClassified":
+                self.failures.append(data)
+            case "ClaimMade":
+                self.claims.append({**data["claim"], "summary": data["summary"]})
+                self.outcome = data["summary"]
+            case "EscalationRaised":
+                self.status = "escalated"
+            case "WorkflowCompleted":
+                self.status = "completed"
+            case "WorkflowFailed":
+                self.status = "failed"
+                self.outcome = data["reason"]
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("completed", "failed", "escalated")
+
+
+def project(workflow_id: str, events: Iterable[EventEnvelope]) -> WorkflowView:
+    view = WorkflowView(workflow_id)
+    for event in events:
+        view.apply(event)
+    return view
