@@ -78,7 +78,7 @@ class Agent:
         nc = await connect(settings, f"claimcheck-agent-{self.name}")
         subjects = Subjects(settings.prefix)
         js = nc.jetstream()
-        await ensure_streams(js, subjects)
+        await ensure_streams(js, subjects, settings.stream_replicas)
         inbox = await js.pull_subscribe(
             subjects.inbox(self.name),
             durable=f"agent-{self.name}",
@@ -99,7 +99,10 @@ class Agent:
                 for msg in messages:
                     await self.handle(msg, client, artifacts)
         finally:
-            await nc.drain()
+            # Every handled message was acknowledged synchronously, so nothing is
+            # in flight; a drain would wait on the idle pull request instead.
+            await inbox.unsubscribe()
+            await nc.close()
 
     async def handle(self, msg: Msg, client: RuntimeClient, artifacts: ArtifactStore) -> None:
         try:

@@ -29,7 +29,7 @@ async def connect(settings: Settings, name: str) -> Client:
     )
 
 
-def stream_configs(subjects: Subjects) -> list[StreamConfig]:
+def stream_configs(subjects: Subjects, replicas: int = 1) -> list[StreamConfig]:
     def stream(kind: str, pattern: str, retention: RetentionPolicy) -> StreamConfig:
         return StreamConfig(
             name=subjects.stream(kind),
@@ -38,6 +38,7 @@ def stream_configs(subjects: Subjects) -> list[StreamConfig]:
             retention=retention,
             discard=DiscardPolicy.OLD,
             duplicate_window=DUPLICATE_WINDOW_SECONDS,
+            num_replicas=replicas,
         )
 
     return [
@@ -48,8 +49,8 @@ def stream_configs(subjects: Subjects) -> list[StreamConfig]:
     ]
 
 
-async def ensure_streams(js: JetStreamContext, subjects: Subjects) -> None:
-    for config in stream_configs(subjects):
+async def ensure_streams(js: JetStreamContext, subjects: Subjects, replicas: int = 1) -> None:
+    for config in stream_configs(subjects, replicas):
         try:
             await js.add_stream(config)
         except BadRequestError:
@@ -57,4 +58,6 @@ async def ensure_streams(js: JetStreamContext, subjects: Subjects) -> None:
     try:
         await js.object_store(subjects.artifact_bucket)
     except nats.js.errors.BucketNotFoundError:
-        await js.create_object_store(subjects.artifact_bucket, storage=StorageType.FILE)
+        await js.create_object_store(
+            subjects.artifact_bucket, storage=StorageType.FILE, replicas=replicas
+        )

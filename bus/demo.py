@@ -100,12 +100,16 @@ def show(console: Console, views: list[WorkflowView], emails: list[str]) -> None
                 f"  evidence {record['auditId']}: {record['actor']} {record['action']} "
                 f"{record['resource']} permission={record['permission']} "
                 f"status={record['status']} {refs}",
-                markup=False, highlight=False, soft_wrap=True,
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
             )
         for claim in view.claims:
             console.print(
                 f"  claim by {claim['agent']}: {claim['summary']!r} -> {claim['verdict']}",
-                markup=False, highlight=False, soft_wrap=True,
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
             )
     console.print(f"\nSMTP server received {len(emails)} email(s):")
     for email in emails:

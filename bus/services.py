@@ -37,7 +37,7 @@ async def run_runtime(settings: Settings) -> None:
     nc = await connect(settings, "claimcheck-runtime")
     js = nc.jetstream()
     subjects = Subjects(settings.prefix)
-    await ensure_streams(js, subjects)
+    await ensure_streams(js, subjects, settings.stream_replicas)
     relay = Relay(ledger, js, subjects)
     runtime = Runtime(settings, ledger, policy, nc, on_commit=relay.wake)
     await runtime.serve()

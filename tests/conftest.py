@@ -1,0 +1,132 @@
+"""Fixtures that start real parts: a nats-server on a free port, a SQLite file or a
+PostgreSQL schema of the test's own, the runtime and a tool host over NATS, and a
+local SMTP server. Every fixture stops what it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+from uuid import uuid4
+
+import pytest
+from nats.aio.client import Client
+
+from bus.connection import connect, ensure_streams
+from bus.ledger import Ledger
+from bus.mailbox import Mailbox
+from bus.policy import Policy
+from bus.relay import Relay
+from bus.runtime import Runtime
+from bus.server import EmbeddedNats
+from bus.settings import Settings
+from bus.subjects import Subjects
+from bus.tool_host import ToolHost
+
+POSTGRES_URL = os.environ.get(
+    "CLAIMCHECK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def postgres_connection():  # type: ignore[no-untyped-def]
+    """A psycopg connection to the test server, or a skip (a failure under CI=true)."""
+    try:
+        import psycopg
+
+        parsed = urlparse(POSTGRES_URL)
+        return psycopg.connect(
+            host=parsed.hostname,
+            port=parsed.port or 5432,
+            user=parsed.username,
+            dbname=parsed.path.lstrip("/"),
+            connect_timeout=5,
+            autocommit=True,
+        )
+    except Exception as error:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL at {POSTGRES_URL} is required under CI=true: {error}")
+        pytest.skip(f"no PostgreSQL at {POSTGRES_URL}: {error}")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty ledger: a SQLite file, or a PostgreSQL schema dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'ledger.db'}"
+        return
+    schema = f"cc_test_{uuid4().hex[:12]}"
+    with postgres_connection() as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+        try:
+            yield f"{POSTGRES_URL}?schema={schema}"
+        finally:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def ledger(ledger_url: str) -> Iterator[Ledger]:
+    ledger = Ledger.from_url(ledger_url)
+    yield ledger
+    ledger.close()
+
+
+@pytest.fixture
+async def nats_server(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
+    server = EmbeddedNats(tmp_path / "nats")
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def mailbox() -> AsyncIterator[Mailbox]:
+    box = Mailbox()
+    await asyncio.to_thread(box.start)
+    yield box
+    await asyncio.to_thread(box.stop)
+
+
+@pytest.fixture
+def settings(
+    tmp_path: Path, nats_server: EmbeddedNats, mailbox: Mailbox, ledger_url: str
+) -> Settings:
+    return Settings(
+        state_dir=tmp_path / "state",
+        nats_url=nats_server.url,
+        ledger=ledger_url,
+        smtp_port=mailbox.port,
+        tool_timeout=5.0,
+        request_timeout=10.0,
+    )
+
+
+@dataclass
+class Bus:
+    """The runtime and a tool host in this process, talking over the real nats-server."""
+
+    settings: Settings
+    nc: Client
+    ledger: Ledger
+    runtime: Runtime
+    subjects: Subjects
+
+
+@pytest.fixture
+async def bus(settings: Settings, ledger: Ledger) -> AsyncIterator[Bus]:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    nc = await connect(settings, "test-bus")
+    subjects = Subjects(settings.prefix)
+    await ensure_streams(nc.jetstream(), subjects)
+    relay = Relay(ledger, nc.jetstream(), subjects, poll_interval=0.2)
+    runtime = Runtime(settings, ledger, Policy.load(), nc, on_commit=relay.wake)
+    await runtime.serve()
+    await ToolHost(settings).serve(nc)
+    relay_task = asyncio.create_task(relay.run())
+    yield Bus(settings, nc, ledger, runtime, subjects)
+    relay_task.cancel()
+    await nc.drain()
+    runtime.close()
