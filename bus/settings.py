@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     request_timeout: float = Field(
         30.0, gt=0, description="Seconds an agent waits for the runtime."
     )
+    stream_replicas: int = Field(1, ge=1, le=5, description="JetStream replicas (3 in a cluster).")
 
     @model_validator(mode="after")
     def _nats_url_from_running_stack(self) -> Settings:
