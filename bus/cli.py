@@ -169,6 +169,7 @@ def events(
         details = json.dumps(item.data, sort_keys=True)
         console.print(
             f"{item.version:>4} {item.timestamp:%H:%M:%S.%f} [bold]{item.type}[/] {details}",
+            markup=False,
             highlight=False,
             soft_wrap=True,
         )

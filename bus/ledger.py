@@ -17,7 +17,6 @@ optimistic concurrency on the aggregate version turns a race into an
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -29,7 +28,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import IntegrityError, Notification
 
-from handoff_schemas import Claim, ClaimAssertion, EventEnvelope, Evidence
+from handoff_schemas import Claim, ClaimAssertion, EventEnvelope, Evidence, evidence_hash
 
 T = TypeVar("T")
 
@@ -57,12 +56,6 @@ class InvalidHandoff(LedgerError):
 
 class NotAParticipant(LedgerError):
     code = "permission_denied"
-
-
-def evidence_hash(fields: dict[str, Any], prev_hash: str) -> str:
-    """SHA-256 over the canonical (sorted-key JSON) evidence fields and the previous hash."""
-    canonical = msgspec.json.encode({**fields, "prevHash": prev_hash}, order="sorted")
-    return hashlib.sha256(canonical).hexdigest()
 
 
 def judge_claim(assertion: ClaimAssertion, evidence: dict[str, dict[str, Any]]) -> tuple[str, str]:
@@ -183,14 +176,16 @@ class Workflow(Aggregate):
 
     def add_evidence(self, **fields: Any) -> Evidence:
         """Chain a new evidence record to the previous one and record it."""
-        fields = {
-            "auditId": f"ev-{uuid4().hex}",
-            "workflowId": str(self.id),
-            "timestamp": datetime.now(UTC).isoformat(),
+        draft = Evidence(
+            audit_id=f"ev-{uuid4().hex}",
+            workflow_id=str(self.id),
+            timestamp=datetime.now(UTC),
+            prev_hash=self.last_evidence_hash,
+            hash="",
             **fields,
-        }
-        digest = evidence_hash(fields, self.last_evidence_hash)
-        record = {**fields, "prevHash": self.last_evidence_hash, "hash": digest}
+        )
+        record = msgspec.to_builtins(draft)
+        record["hash"] = evidence_hash(record)
         self._evidence_recorded(record)
         return msgspec.convert(record, Evidence)
 

@@ -12,6 +12,7 @@ from handoff_schemas.messages import (
     EventEnvelope,
     Evidence,
     Handoff,
+    evidence_hash,
 )
 from handoff_schemas.runtime import (
     OPERATIONS,
@@ -87,6 +88,7 @@ __all__ = [
     "convert",
     "decode",
     "encode",
+    "evidence_hash",
     "export_schemas",
     "wire_name",
     "wire_types",

@@ -7,6 +7,7 @@ sender's status. That is the claim-check pattern the project is named after.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -62,6 +63,18 @@ class Evidence(WireStruct):
     hash: str
     tool: str | None = None
     refs: dict[str, str] = {}
+
+
+def evidence_hash(record: dict[str, Any]) -> str:
+    """The chain hash of an evidence record, as decoded from the wire.
+
+    SHA-256 over the record's canonical JSON (keys sorted) without its own
+    ``hash`` field; ``prevHash`` is included, which chains each record to the
+    one before it in the same workflow. Anyone holding the evidence stream can
+    recompute it.
+    """
+    body = {key: value for key, value in record.items() if key != "hash"}
+    return hashlib.sha256(msgspec.json.encode(body, order="sorted")).hexdigest()
 
 
 class ClaimAssertion(WireStruct):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 
 from bus.ledger import (
@@ -15,9 +16,8 @@ from bus.ledger import (
     UnknownWorkflow,
     Workflow,
     WorkflowClosed,
-    evidence_hash,
 )
-from handoff_schemas import ClaimAssertion
+from handoff_schemas import ClaimAssertion, evidence_hash
 
 ARTIFACT = "sha256-" + "0" * 64
 
@@ -112,12 +112,17 @@ def test_evidence_is_hash_chained(ledger: Ledger) -> None:
     second = ledger.command(workflow_id, lambda wf: allowed_execution(wf, "s2", "failed"))
     assert first.prev_hash == GENESIS_HASH
     assert second.prev_hash == first.hash
-    fields = {
-        key: value
-        for key, value in ledger.workflow(workflow_id).evidence[second.audit_id].items()
-        if key not in ("prevHash", "hash")
-    }
-    assert evidence_hash(fields, first.hash) == second.hash
+    # anyone can recompute a hash from the record as it travels on the wire
+    for evidence in (first, second):
+        wire = msgspec.json.decode(msgspec.json.encode(evidence))
+        assert evidence_hash(wire) == evidence.hash
+        assert (
+            evidence_hash(
+                {**wire, "status": "succeeded" if evidence.status == "failed" else "failed"}
+            )
+            != evidence.hash
+        )
+    assert ledger.workflow(workflow_id).evidence[second.audit_id]["hash"] == second.hash
 
 
 def test_a_verified_handoff_without_evidence_is_refused_and_recorded(ledger: Ledger) -> None:
