@@ -11,6 +11,9 @@ Each message's ``Nats-Msg-Id`` is derived from the ledger position, so a
 republish after a crash is dropped by JetStream's duplicate window. The relay
 records its position with eventsourcing's tracking recorder after each batch
 and resumes from it; at worst it republishes one batch, which deduplicates.
+Several runtime replicas may each run a relay on a shared ledger: they publish
+the same ids, JetStream keeps the first of each, and the tracking table keeps
+the furthest position.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from eventsourcing.persistence import Notification, Tracking, TrackingRecorder
+from eventsourcing.persistence import IntegrityError, Notification, Tracking, TrackingRecorder
 from nats.js import JetStreamContext
 
 from bus.ledger import Ledger
@@ -69,7 +72,12 @@ class Relay:
             for subject, msg_id, payload in self.messages(envelope):
                 await self.js.publish(subject, payload, headers={"Nats-Msg-Id": msg_id})
         last = batch[-1].id
-        await self._in_thread(self.tracking.insert_tracking, Tracking(TRACKING_NAME, last))
+        try:
+            await self._in_thread(self.tracking.insert_tracking, Tracking(TRACKING_NAME, last))
+        except IntegrityError:
+            # Another replica's relay tracked this far (or further) first; what we
+            # published again was dropped by the duplicate window.
+            return await self._in_thread(self.tracking.max_tracking_id, TRACKING_NAME) or last
         return last
 
     def messages(self, envelope: EventEnvelope) -> list[tuple[str, str, bytes]]:

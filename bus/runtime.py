@@ -260,10 +260,9 @@ class Runtime:
             if handoff is None or handoff["to"] != agent:
                 raise Refusal("invalid_request", f"handoff {request.handoff_id} is not {agent}'s")
             if request.task not in request.known_tasks or request.task != handoff["task"]:
-                raise Refusal(
-                    "unknown_task",
-                    f"{agent} has no task {handoff['task']!r}; it knows {request.known_tasks}",
-                )
+                reason = f"{agent} has no task {handoff['task']!r}; it knows {request.known_tasks}"
+                workflow.fail(reason)  # nobody else will pick this handoff up
+                raise Refusal("unknown_task", reason)
             workflow.resolve_intent(agent, request.handoff_id, request.task, request.step_key)
             return IntentReply(task=request.task)
 

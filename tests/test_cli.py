@@ -1,0 +1,124 @@
+"""The command line as a user drives it: `up` in one process, `submit` and `events` in others."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CLI = [sys.executable, "-m", "bus.cli"]
+
+
+def claimcheck(*args: str, state_dir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args, "--state-dir", str(state_dir)], capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.fixture
+def running_stack(tmp_path: Path) -> Iterator[Path]:
+    """``claimcheck up`` in the background, stopped with SIGTERM like Ctrl-C."""
+    state_dir = tmp_path / "state"
+    up = subprocess.Popen(
+        [*CLI, "up", "--state-dir", str(state_dir)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert up.stdout is not None
+        for line in up.stdout:
+            if "claimcheck is up" in line:
+                break
+        else:
+            pytest.fail(f"claimcheck up exited with {up.wait()}")
+        yield state_dir
+    finally:
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=30) == 0
+    leftover = subprocess.run(["pgrep", "-f", str(state_dir)], capture_output=True, text=True)
+    assert leftover.stdout == "", "claimcheck up left processes running"
+
+
+def wait_for_event(state_dir: Path, workflow_id: str, event_type: str) -> list[dict]:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        result = claimcheck("events", workflow_id, "--json", state_dir=state_dir)
+        events = json.loads(result.stdout)
+        if any(event["type"] == event_type for event in events):
+            return events
+        time.sleep(0.2)
+    pytest.fail(f"no {event_type} in workflow {workflow_id}")
+
+
+def test_submit_and_events_against_a_running_stack(running_stack: Path, tmp_path: Path) -> None:
+    complaint = tmp_path / "complaint.json"
+    complaint.write_text(json.dumps({"customer": "contoso", "text": "typo on my invoice"}))
+    submitted = claimcheck(
+        "submit",
+        "triage_complaint",
+        "--to",
+        "triage",
+        "--input",
+        str(complaint),
+        state_dir=running_stack,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    workflow_id = submitted.stdout.strip()
+    events = wait_for_event(running_stack, workflow_id, "WorkflowCompleted")
+    types = [event["type"] for event in events]
+    assert types[:2] == ["WorkflowStarted", "HandoffSent"]
+    pipeline = [t for t in types if t != "StepCompleted"]
+    assert (
+        pipeline.index("IntentResolved")
+        < pipeline.index("ContextAssembled")
+        < pipeline.index("ReasoningRecorded")
+    )
+    assert (
+        pipeline.index("ReasoningRecorded")
+        < pipeline.index("PermissionDecided")
+        < pipeline.index("ToolExecuted")
+    )
+    assert (
+        pipeline.index("ToolExecuted")
+        < pipeline.index("EvidenceRecorded")
+        < pipeline.index("CheckpointReached")
+    )
+    assert pipeline[-2:] == ["ClaimMade", "WorkflowCompleted"]
+
+    readable = claimcheck("events", workflow_id, state_dir=running_stack)
+    assert "WorkflowCompleted" in readable.stdout
+
+
+def test_a_task_the_agent_does_not_know_fails_the_workflow(
+    running_stack: Path, tmp_path: Path
+) -> None:
+    request = tmp_path / "request.txt"
+    request.write_text("please launch the rocket")
+    submitted = claimcheck(
+        "submit",
+        "launch_rocket",
+        "--to",
+        "triage",
+        "--input",
+        str(request),
+        state_dir=running_stack,
+    )
+    workflow_id = submitted.stdout.strip()
+    events = wait_for_event(running_stack, workflow_id, "WorkflowFailed")
+    assert "no task 'launch_rocket'" in events[-2]["data"]["reason"]
+
+
+def test_bad_input_to_the_cli_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    unknown = claimcheck("events", "00000000-0000-0000-0000-000000000000", state_dir=tmp_path)
+    missing = claimcheck(
+        "submit", "t", "--to", "triage", "--input", str(tmp_path / "nope"), state_dir=tmp_path
+    )
+    for result in (unknown, missing):
+        assert result.returncode == 1
+        assert "Traceback" not in result.stdout + result.stderr
+    assert "no workflow" in unknown.stdout
+    assert "cannot read" in missing.stdout
