@@ -2,7 +2,7 @@
 
 from agents.agent import Agent
 from agents.client import RuntimeClient, RuntimeRefused
-from agents.context import Context
+from agents.context import Context, WorkflowHalted
 from agents.model import Model, ModelRequest, ModelResult, ScriptedModel
 
 __all__ = [
@@ -14,4 +14,5 @@ __all__ = [
     "RuntimeClient",
     "RuntimeRefused",
     "ScriptedModel",
+    "WorkflowHalted",
 ]

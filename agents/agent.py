@@ -24,7 +24,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from agents.client import RuntimeClient, RuntimeRefused
-from agents.context import Context
+from agents.context import Context, WorkflowHalted
 from agents.model import Model
 from bus.artifacts import ArtifactStore
 from bus.connection import connect, ensure_streams
@@ -36,10 +36,9 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Context], Awaitable[None]]
 
-FINAL_REFUSALS = frozenset(
-    {"workflow_closed", "unknown_workflow", "unknown_task", "permission_denied"}
-)
-"""Refusals a retry cannot change: the handoff is acknowledged and not redelivered."""
+RETRYABLE_REFUSALS = frozenset({"internal"})
+"""Refusals a redelivery may change. Any other refusal is recorded as its step's
+reply, so a re-run would meet it again: the handoff is acknowledged instead."""
 
 
 class Agent:
@@ -126,10 +125,12 @@ class Agent:
             assert handler is not None
             await handler(ctx)
         except RuntimeRefused as refusal:
-            if refusal.code not in FINAL_REFUSALS:
+            if refusal.code in RETRYABLE_REFUSALS:
                 await self._retry_later(msg, handoff, refusal)
                 return
             log.warning("workflow %s ends for %s: %s", handoff.workflow_id, self.name, refusal)
+        except WorkflowHalted as halted:
+            log.warning("workflow %s halted for %s: %s", handoff.workflow_id, self.name, halted)
         except Exception as error:  # a handler bug must not kill the agent process
             log.exception("handler %s failed", handoff.task)
             await self._retry_later(msg, handoff, error)

@@ -2,8 +2,10 @@
 
 ``triage`` reads the complaint, decides its severity and whether to escalate,
 and files a ticket. An escalation is handed to ``notifier`` as a verified
-handoff citing the ticket's evidence; ``notifier`` drafts the email and sends
-it only if the runtime allows it for that address. Each agent ends with a claim
+handoff citing the ticket's evidence; ``notifier`` drafts the email, and the
+runtime sends it only if the policy allows that address. Otherwise the runtime
+escalates to a human (``claimcheck escalations approve|deny``), and an approval
+resumes the handler where it stopped. Each agent ends with a claim
 that cites its evidence, and the runtime verifies that claim before the
 workflow completes.
 
@@ -136,13 +138,8 @@ async def notify_escalation(ctx: Context) -> None:
         purpose="draft",
     )
     team = escalation["decision"]["team_email"]
-    permission = await ctx.permissions.verify("send_email", f"mailto:{team}")
-    if permission.permission == "denied":
-        denial = await ctx.record_denied_action("send_email", f"mailto:{team}", permission.reason)
-        await ctx.summarize(
-            f"did not email {team}: {permission.reason}", asserts="denied", evidence=[denial]
-        )
-        return
+    # The runtime checks the policy on the real recipient. An address the policy
+    # does not allow escalates to a human; this handler resumes here if approved.
     sent = await ctx.tools.send_email(to=team, subject=email.subject, body=email.body)
     await ctx.checkpoint("email-sent", {"messageId": sent.evidence.refs.get("messageId", "")})
     await ctx.summarize(

@@ -10,13 +10,15 @@ not run twice and the model is not asked twice.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from agents.client import RuntimeClient, unwrap
+from agents.client import RuntimeClient, RuntimeRefused, unwrap
 from agents.model import Model, ModelRequest
 from bus.artifacts import ArtifactStore
+from bus.tools import CATALOGUE
 from handoff_schemas import (
     Ack,
     ArtifactDigest,
@@ -29,6 +31,7 @@ from handoff_schemas import (
     EvidenceReply,
     ExecuteReply,
     ExecuteRequest,
+    FailureRequest,
     Handoff,
     HandoffReply,
     HandoffRequest,
@@ -39,6 +42,7 @@ from handoff_schemas import (
     ReasoningReply,
     ReasoningRequest,
     Reply,
+    RetryAdvice,
     StateRequest,
     StepsReply,
     SummarizeRequest,
@@ -49,8 +53,21 @@ from handoff_schemas.runtime import StepRequest
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
+Verifier = Callable[[M], str | None]
+"""Checks a model's decision; returns the problem, or None when it is acceptable."""
 
-REPAIR_ATTEMPTS = 2
+
+class WorkflowHalted(Exception):
+    """The runtime decided a failure ends this handling: escalated, stopped or failed."""
+
+    def __init__(self, kind: str, detail: str, advice: RetryAdvice) -> None:
+        super().__init__(f"{kind}: {detail} -> {advice.strategy}")
+        self.kind = kind
+        self.advice = advice
+
+
+def validation_problems(error: ValidationError) -> list[str]:
+    return [f"{'.'.join(map(str, e['loc'])) or '$'}: {e['msg']}" for e in error.errors()]
 
 
 class Permissions:
@@ -143,41 +160,76 @@ class Context:
         context: dict[str, Any],
         output_type: type[M],
         purpose: str = "decide",
+        verify: Verifier[M] | None = None,
     ) -> M:
-        """Ask the model for an ``output_type``; record what it believed and what it cost."""
+        """Ask the model for an ``output_type``; record what it believed and what it cost.
+
+        Output that does not validate is reported (``invalid_tool_payload``) and,
+        if the runtime allows a repair, the model sees its errors and answers
+        again. A decision ``verify`` rejects (it returns the problem) is reported
+        as ``bad_reasoning`` and, if allowed, the model replans from a fresh
+        context that notes only why the earlier plan was rejected.
+        """
+        note, repair = "", []
+        while True:
+            request = ModelRequest(
+                self._system_prompt, instructions + note, context, output_type, repair
+            )
+            output = await self._ask_model(request, purpose)
+            try:
+                decided = output_type.model_validate(output)
+            except ValidationError as error:
+                repair = validation_problems(error)
+                await self._report("invalid_tool_payload", "; ".join(repair))
+                continue
+            problem = verify(decided) if verify else None
+            if problem is None:
+                return decided
+            await self._report("bad_reasoning", problem)
+            note, repair = f"\n\nAn earlier plan was rejected: {problem}. Plan again.", []
+
+    async def act(self, tool: str, instructions: str, context: dict[str, Any]) -> ExecuteReply:
+        """Let the model write a tool's payload, and repair it when the runtime rejects it."""
+        payload_type = CATALOGUE[tool].payload
+        repair: list[str] = []
+        while True:
+            request = ModelRequest(self._system_prompt, instructions, context, payload_type, repair)
+            payload = await self._ask_model(request, f"payload:{tool}")
+            try:
+                return await getattr(self.tools, tool)(**payload)
+            except RuntimeRefused as refused:
+                advice = refused.error.retry
+                if (
+                    refused.code != "invalid_tool_payload"
+                    or advice is None
+                    or advice.strategy != "repair"
+                ):
+                    raise
+                repair = [f"{f.field}: {f.message}" for f in refused.error.fields]
+
+    async def _ask_model(self, request: ModelRequest, purpose: str) -> dict[str, Any]:
+        """One model call as one step: a recorded step returns what the model said then."""
         key = self._next_key()
         recorded = self.state.steps.get(key)
         if recorded is not None:
-            return output_type.model_validate(
-                unwrap(convert(recorded, Reply), ReasoningReply).output
-            )
-        request = ModelRequest(self._system_prompt, instructions, context, output_type)
-        for _ in range(REPAIR_ATTEMPTS + 1):
-            result = await self.model.complete(request)
-            try:
-                decided = output_type.model_validate(result.output)
-            except ValidationError as error:
-                problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()]
-                request = ModelRequest(
-                    self._system_prompt, instructions, context, output_type, problems
-                )
-                continue
-            await self._client.call(
-                "reasoning",
-                ReasoningRequest(
-                    workflow_id=self.workflow_id,
-                    step_key=key,
-                    purpose=purpose,
-                    model=result.model,
-                    output=result.output,
-                    usage=result.usage,
-                ),
-                ReasoningReply,
-            )
-            return decided
-        raise ValueError(
-            f"the model gave no valid {output_type.__name__} after repairs: {problems}"
+            return unwrap(convert(recorded, Reply), ReasoningReply).output
+        result = await self.model.complete(request)
+        reasoning = ReasoningRequest(
+            workflow_id=self.workflow_id,
+            step_key=key,
+            purpose=purpose,
+            model=result.model,
+            output=result.output,
+            usage=result.usage,
         )
+        return (await self._client.call("reasoning", reasoning, ReasoningReply)).output
+
+    async def _report(self, kind: str, detail: str) -> RetryAdvice:
+        """Report a model failure; go on only if the runtime says the model may try again."""
+        advice = await self._step("failure", FailureRequest, RetryAdvice, kind=kind, detail=detail)
+        if advice.strategy not in ("repair", "replan"):
+            raise WorkflowHalted(kind, detail, advice)
+        return advice
 
     async def record_denied_action(self, action: str, resource: str, reason: str) -> Evidence:
         reply = await self._step(

@@ -7,11 +7,13 @@ import importlib
 import json
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import msgspec
 import typer
+from nats.aio.client import Client
 from rich.console import Console
 
 from bus.ledger import Ledger, LedgerError
@@ -26,10 +28,13 @@ app = typer.Typer(
 tools_app = typer.Typer(help="Tool hosts.", no_args_is_help=True)
 agent_app = typer.Typer(help="Agents.", no_args_is_help=True)
 schemas_app = typer.Typer(help="Wire schemas.", no_args_is_help=True)
+escalations_app = typer.Typer(help="Questions for humans.", no_args_is_help=True)
 app.add_typer(tools_app, name="tools")
 app.add_typer(agent_app, name="agent")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(escalations_app, name="escalations")
 
+T = TypeVar("T")
 console = Console()
 StateDir = Annotated[
     Path | None, typer.Option("--state-dir", help="State directory [.claimcheck].")
@@ -114,37 +119,116 @@ def up(state_dir: StateDir = None) -> None:
     asyncio.run(main())
 
 
+def run_as_operator(settings: Settings, action: Callable[[Client, Subjects], Awaitable[T]]) -> T:
+    """Connect as the operator, run ``action``, and turn a refusal into a clean exit."""
+    from bus.connection import connect
+    from bus.operators import OperatorError
+
+    async def main() -> T:
+        nc = await connect(settings, "claimcheck-cli")
+        try:
+            return await action(nc, Subjects(settings.prefix))
+        finally:
+            await nc.close()
+
+    try:
+        return asyncio.run(main())
+    except OperatorError as error:
+        raise fail(str(error)) from None
+
+
 @app.command()
 def submit(
     task: str,
     to: Annotated[str, typer.Option("--to", help="The agent that gets the first handoff.")],
     input_file: Annotated[Path, typer.Option("--input", help="The request's input (any bytes).")],
     scope: str = "default",
+    budget: Annotated[float | None, typer.Option("--budget", help="Budget in USD.")] = None,
     state_dir: StateDir = None,
 ) -> None:
     """Start a workflow: store the input as an artifact and hand it to an agent."""
-    from bus.connection import connect
-    from bus.submission import SubmitError
-    from bus.submission import submit as submit_workflow
+    from bus.operators import submit as submit_workflow
 
-    settings = settings_for(state_dir)
     try:
         data = input_file.read_bytes()
     except OSError as error:
         raise fail(f"cannot read {input_file}: {error}") from None
+    reply = run_as_operator(
+        settings_for(state_dir),
+        lambda nc, subjects: submit_workflow(nc, subjects, task, to, data, scope, budget),
+    )
+    print(reply.workflow_id)
 
-    async def main() -> str:
-        nc = await connect(settings, "claimcheck-cli")
-        try:
-            reply = await submit_workflow(nc, Subjects(settings.prefix), task, to, data, scope)
-        finally:
-            await nc.close()
-        return reply.workflow_id
 
-    try:
-        print(asyncio.run(main()))
-    except SubmitError as error:
-        raise fail(str(error)) from None
+@escalations_app.command("list")
+def escalations_list(
+    show_all: Annotated[bool, typer.Option("--all", help="Resolved ones too.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    state_dir: StateDir = None,
+) -> None:
+    """Escalations waiting for a human (from the escalation stream)."""
+    from bus.operators import escalations
+
+    view = run_as_operator(settings_for(state_dir), escalations)
+    shown = [view.get(eid) for eid in view.raised] if show_all else view.open
+    if as_json:
+        print(json.dumps(shown))
+        return
+    if not shown:
+        console.print("no open escalations")
+    for escalation in shown:
+        console.print(
+            f"{escalation['escalationId']}  workflow {escalation['workflowId']}  "
+            f"{escalation['kind']}  {escalation['agent']}: {escalation['reason']}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@escalations_app.command("show")
+def escalations_show(escalation_id: str, state_dir: StateDir = None) -> None:
+    """One escalation, with the action it holds back."""
+    from bus.operators import escalations
+
+    escalation = run_as_operator(settings_for(state_dir), escalations).get(escalation_id)
+    if escalation is None:
+        raise fail(f"no escalation {escalation_id!r}")
+    print(json.dumps(escalation, indent=2))
+
+
+def resolve_escalation(
+    escalation_id: str, decision: str, approver: str, reason: str, state_dir: Path | None
+) -> None:
+    from bus.operators import resolve
+
+    result = run_as_operator(
+        settings_for(state_dir),
+        lambda nc, subjects: resolve(nc, subjects, escalation_id, decision, approver, reason),
+    )
+    done = {"approve": "approved", "deny": "denied"}[decision]
+    workflow, status = result["workflowId"], result["workflowStatus"]
+    console.print(f"{done} {escalation_id}; workflow {workflow} is {status}")
+
+
+Approver = Annotated[str, typer.Option("--as", help="Who decides (recorded in the ledger).")]
+Reason = Annotated[str, typer.Option("--reason", help="Why.")]
+
+
+@escalations_app.command("approve")
+def escalations_approve(
+    escalation_id: str, approver: Approver, reason: Reason = "", state_dir: StateDir = None
+) -> None:
+    """Approve: the held-back action runs with your grant, and the workflow resumes."""
+    resolve_escalation(escalation_id, "approve", approver, reason, state_dir)
+
+
+@escalations_app.command("deny")
+def escalations_deny(
+    escalation_id: str, approver: Approver, reason: Reason = "", state_dir: StateDir = None
+) -> None:
+    """Deny: the workflow ends, with your reason recorded."""
+    resolve_escalation(escalation_id, "deny", approver, reason, state_dir)
 
 
 @app.command()
@@ -181,9 +265,9 @@ def demo(state_dir: StateDir = None) -> None:
     from bus.demo import run_demo
 
     result = asyncio.run(run_demo(settings_for(state_dir or Path(".claimcheck"))))
-    unfinished = [view.workflow_id for view in result.views if not view.finished]
-    if unfinished:
-        raise fail(f"workflows did not finish: {unfinished}")
+    unsettled = [view.workflow_id for view in result.views if not view.settled]
+    if unsettled:
+        raise fail(f"workflows did not finish: {unsettled}")
 
 
 @schemas_app.command("export")

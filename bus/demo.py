@@ -16,10 +16,10 @@ from rich.console import Console
 
 from bus.connection import connect
 from bus.mailbox import Mailbox
+from bus.operators import submit, watch
 from bus.settings import Settings
 from bus.stack import Stack
 from bus.subjects import Subjects
-from bus.submission import submit, watch
 from projections import WorkflowView
 
 COMPLAINTS = [
@@ -100,6 +100,16 @@ def show(console: Console, views: list[WorkflowView], emails: list[str]) -> None
                 f"  evidence {record['auditId']}: {record['actor']} {record['action']} "
                 f"{record['resource']} permission={record['permission']} "
                 f"status={record['status']} {refs}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+        for escalation in view.escalations:
+            console.print(
+                f"  escalated to a human ({escalation['kind']}): {escalation['reason']}\n"
+                f"  with `claimcheck up` running, answer it with:\n"
+                f"    claimcheck escalations approve {escalation['escalationId']} --as YOUR-NAME\n"
+                f"    claimcheck escalations deny {escalation['escalationId']} --as YOUR-NAME",
                 markup=False,
                 highlight=False,
                 soft_wrap=True,

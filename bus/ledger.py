@@ -4,11 +4,14 @@ Every claim and every execution is an event on the workflow's aggregate, in the
 order of the mission's pipeline. The aggregate owns the invariants, so they hold
 whatever a model or an agent says:
 
-- a closed workflow (completed or failed) takes no more actions;
+- a closed workflow (completed, failed or stopped) takes no more actions, and
+  one that waits for a human takes none until the human answers;
 - only an agent the workflow was handed to may act in it;
 - a step that completed is never executed again (its recorded reply is kept);
 - a tool execution needs an allowing permission decision for the same step;
-- evidence is hash-chained within its workflow, in the order it was recorded.
+- evidence is hash-chained within its workflow, in the order it was recorded;
+- cost never passes the budget unnoticed: a model call that takes the total past
+  it stops the workflow, and the runtime refuses a model retry it cannot afford.
 
 The runtime is the only writer. Several runtime replicas may share a ledger:
 optimistic concurrency on the aggregate version turns a race into an
@@ -17,6 +20,7 @@ optimistic concurrency on the aggregate version turns a race into an
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -33,7 +37,7 @@ from handoff_schemas import Claim, ClaimAssertion, EventEnvelope, Evidence, evid
 T = TypeVar("T")
 
 GENESIS_HASH = "0" * 64
-CLOSED_STATUSES = frozenset({"completed", "failed"})
+CLOSED_STATUSES = frozenset({"completed", "failed", "stopped"})
 
 
 class LedgerError(Exception):
@@ -58,6 +62,14 @@ class NotAParticipant(LedgerError):
     code = "permission_denied"
 
 
+class WorkflowEscalated(LedgerError):
+    code = "escalated"
+
+
+class UnknownEscalation(LedgerError):
+    code = "invalid_request"
+
+
 def judge_claim(assertion: ClaimAssertion, evidence: dict[str, dict[str, Any]]) -> tuple[str, str]:
     """Verdict and reason for a claim, from this workflow's evidence only."""
     if not assertion.evidence_ids:
@@ -78,12 +90,23 @@ class Workflow(Aggregate):
     """One workflow's history: what was asked, believed, allowed, done and claimed."""
 
     @event("WorkflowStarted")
-    def __init__(self, task: str, agent: str, artifact_id: str, scope: str, started_by: str):
+    def __init__(
+        self,
+        task: str,
+        agent: str,
+        artifact_id: str,
+        scope: str,
+        started_by: str,
+        budget_usd: float,
+    ):
         self.task = task
         self.agent = agent
         self.artifact_id = artifact_id
         self.scope = scope
         self.started_by = started_by
+        self.budget_usd = budget_usd
+        self.cost_usd = 0.0
+        self.model_call_costs: list[float] = []
         self.status = "running"
         self.steps: dict[str, Any] = {}
         self.checkpoints: dict[str, Any] = {}
@@ -92,6 +115,8 @@ class Workflow(Aggregate):
         self.last_evidence_hash = GENESIS_HASH
         self.handoffs: dict[str, dict[str, Any]] = {}
         self.claims: dict[str, dict[str, Any]] = {}
+        self.failures: list[dict[str, str]] = []
+        self.escalations: dict[str, dict[str, Any]] = {}
 
     # -- guards ---------------------------------------------------------------
 
@@ -100,13 +125,37 @@ class Workflow(Aggregate):
         return self.status in CLOSED_STATUSES
 
     def require_open(self) -> None:
+        """Agents act only in a running workflow: not a closed one, nor one a human holds."""
         if self.closed:
             raise WorkflowClosed(f"workflow {self.id} is {self.status}")
+        if self.status == "escalated":
+            raise WorkflowEscalated(
+                f"workflow {self.id} waits for a human: {self.open_escalations()}"
+            )
 
     def require_participant(self, agent: str) -> None:
         """Only an agent this workflow was handed to may act in it."""
         if all(handoff["to"] != agent for handoff in self.handoffs.values()):
             raise NotAParticipant(f"agent {agent!r} was never handed workflow {self.id}")
+
+    def open_escalations(self) -> list[str]:
+        return [eid for eid, esc in self.escalations.items() if "decision" not in esc]
+
+    def rule_uses(self) -> Counter[str]:
+        """Executions each permission rule allowed so far (for ``max_calls``)."""
+        return Counter(e["rule"] for e in self.evidence.values() if e["permission"] == "allowed")
+
+    def failure_count(self, kind: str, handoff_id: str) -> int:
+        """Failures of ``kind`` while handling one handoff: the attempt number of the next."""
+        prefix = f"{handoff_id}/"
+        return sum(
+            1 for f in self.failures if f["kind"] == kind and f["step_key"].startswith(prefix)
+        )
+
+    def can_afford_model_call(self, default_cost: float) -> bool:
+        """Whether the remaining budget covers another model call like the ones so far."""
+        expected = max(self.model_call_costs, default=default_cost)
+        return self.cost_usd + expected <= self.budget_usd
 
     # -- the pipeline ---------------------------------------------------------
 
@@ -118,7 +167,6 @@ class Workflow(Aggregate):
     def assemble_context(self, agent: str, artifacts: list[dict[str, Any]], step_key: str) -> None:
         pass
 
-    @event("ReasoningRecorded")
     def record_reasoning(
         self,
         agent: str,
@@ -126,12 +174,37 @@ class Workflow(Aggregate):
         model: str,
         output: dict[str, Any],
         usage: dict[str, int],
+        cost_usd: float,
         step_key: str,
     ) -> None:
-        pass
+        """Record what the model believed and what it cost.
+
+        A cost that takes the workflow past its budget stops it.
+        """
+        self._reasoning_recorded(agent, purpose, model, output, usage, cost_usd, step_key)
+        if self.cost_usd > self.budget_usd:
+            self.exceed_budget(
+                f"spent {self.cost_usd:.6f} USD of a {self.budget_usd:.6f} USD budget"
+            )
+
+    @event("ReasoningRecorded")
+    def _reasoning_recorded(
+        self,
+        agent: str,
+        purpose: str,
+        model: str,
+        output: dict[str, Any],
+        usage: dict[str, int],
+        cost_usd: float,
+        step_key: str,
+    ) -> None:
+        self.cost_usd += cost_usd
+        self.model_call_costs.append(cost_usd)
 
     @event("ActionRequested")
-    def request_action(self, agent: str, action: str, resource: str, step_key: str) -> None:
+    def request_action(
+        self, agent: str, action: str, resource: str, payload: dict[str, Any], step_key: str
+    ) -> None:
         pass
 
     @event("PermissionDecided")
@@ -145,7 +218,7 @@ class Workflow(Aggregate):
         reason: str,
         step_key: str,
     ) -> None:
-        self.permissions[step_key] = {"permission": permission, "action": action}
+        self.permissions[step_key] = {"permission": permission, "action": action, "rule": rule}
 
     def execute_tool(
         self,
@@ -154,13 +227,14 @@ class Workflow(Aggregate):
         status: str,
         duration_ms: float,
         attempt: int,
+        cost_usd: float,
         step_key: str,
     ) -> None:
-        """Record a tool run; the runtime may only run what was allowed for this step."""
+        """Record a tool run: only what was allowed (or approved) for this step may run."""
         decision = self.permissions.get(step_key)
-        if decision is None or decision["permission"] != "allowed":
+        if decision is None or decision["permission"] not in ("allowed", "approved"):
             raise LedgerError(f"no allowing permission decision for step {step_key}")
-        self._tool_executed(agent, tool, status, duration_ms, attempt, step_key)
+        self._tool_executed(agent, tool, status, duration_ms, attempt, cost_usd, step_key)
 
     @event("ToolExecuted")
     def _tool_executed(
@@ -170,9 +244,10 @@ class Workflow(Aggregate):
         status: str,
         duration_ms: float,
         attempt: int,
+        cost_usd: float,
         step_key: str,
     ) -> None:
-        pass
+        self.cost_usd += cost_usd
 
     def add_evidence(self, **fields: Any) -> Evidence:
         """Chain a new evidence record to the previous one and record it."""
@@ -243,13 +318,86 @@ class Workflow(Aggregate):
     def _claim_made(self, summary: str, claim: dict[str, Any]) -> None:
         self.claims[claim["claimId"]] = claim
 
+    # -- failures, retries, escalations -----------------------------------------
+
     @event("FailureClassified")
     def classify_failure(self, agent: str, kind: str, detail: str, step_key: str) -> None:
+        self.failures.append({"kind": kind, "step_key": step_key})
+
+    @event("RetryDecided")
+    def decide_retry(self, kind: str, decision: dict[str, Any], step_key: str) -> None:
         pass
 
+    def raise_escalation(
+        self,
+        kind: str,
+        reason: str,
+        agent: str,
+        step_key: str,
+        action: dict[str, Any] | None = None,
+        claim_id: str | None = None,
+    ) -> str:
+        escalation = {
+            "escalationId": f"esc-{uuid4().hex}",
+            "workflowId": str(self.id),
+            "kind": kind,
+            "reason": reason,
+            "agent": agent,
+            "stepKey": step_key,
+            "raisedAt": msgspec.to_builtins(datetime.now(UTC)),
+            "action": action,
+            "claimId": claim_id,
+        }
+        self._escalation_raised(escalation)
+        return escalation["escalationId"]
+
     @event("EscalationRaised")
-    def raise_escalation(self, reason: str, claim_id: str | None) -> None:
+    def _escalation_raised(self, escalation: dict[str, Any]) -> None:
+        self.escalations[escalation["escalationId"]] = escalation
         self.status = "escalated"
+
+    def resolve_escalation(
+        self, escalation_id: str, decision: str, approver: str, reason: str
+    ) -> dict[str, Any]:
+        escalation = self.escalations.get(escalation_id)
+        if escalation is None:
+            raise UnknownEscalation(f"workflow {self.id} has no escalation {escalation_id!r}")
+        if "decision" in escalation:
+            raise LedgerError(
+                f"escalation {escalation_id} was already resolved: {escalation['decision']}"
+            )
+        resolution = {
+            "escalationId": escalation_id,
+            "workflowId": str(self.id),
+            "decision": decision,
+            "approver": approver,
+            "reason": reason,
+            "resolvedAt": msgspec.to_builtins(datetime.now(UTC)),
+        }
+        self._escalation_resolved(resolution)
+        return escalation
+
+    @event("EscalationResolved")
+    def _escalation_resolved(self, resolution: dict[str, Any]) -> None:
+        escalation = self.escalations[resolution["escalationId"]]
+        escalation["decision"] = resolution["decision"]
+        if resolution["decision"] == "approve":
+            if escalation["action"] is not None:  # the human's grant is the step's permission
+                self.permissions[escalation["stepKey"]] = {
+                    "permission": "approved",
+                    "action": escalation["action"]["tool"],
+                    "rule": f"human:{resolution['approver']}",
+                }
+            if not self.open_escalations():
+                self.status = "running"
+
+    @event("WorkflowResumed")
+    def resume(self, handoff: dict[str, Any], escalation_id: str) -> None:
+        """Deliver ``handoff`` again, so its agent re-runs and replays the recorded steps."""
+
+    @event("BudgetExceeded")
+    def exceed_budget(self, reason: str) -> None:
+        self.status = "stopped"
 
     @event("WorkflowCompleted")
     def complete(self, agent: str, claim_id: str) -> None:
@@ -259,9 +407,16 @@ class Workflow(Aggregate):
     def fail(self, reason: str) -> None:
         self.status = "failed"
 
+    @event("WorkflowStopped")
+    def stop(self, reason: str) -> None:
+        self.status = "stopped"
+
     @event("StepCompleted")
     def complete_step(self, step_key: str, op: str, result: Any) -> None:
-        """The durable-execution marker: ``result`` is the reply a retry gets back."""
+        """The durable-execution marker: ``result`` is the reply a retry gets back.
+
+        A step completed again (a human approved what was refused) keeps the later reply.
+        """
         self.steps[step_key] = result
 
 
@@ -306,9 +461,10 @@ class Ledger(Application[UUID]):
         artifact_id: str,
         scope: str,
         started_by: str,
+        budget_usd: float,
         handoff: dict[str, Any],
     ) -> Workflow:
-        workflow = Workflow(task, agent, artifact_id, scope, started_by)
+        workflow = Workflow(task, agent, artifact_id, scope, started_by, budget_usd)
         workflow.send_handoff({**handoff, "workflowId": str(workflow.id)})
         self.save(workflow)
         return workflow

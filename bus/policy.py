@@ -1,7 +1,8 @@
-"""The permission policy: deny by default, first matching rule wins.
+"""The governance policy: permissions, the failure table, prices and budgets, in one TOML file.
 
-A policy is a TOML file of ``[[rules]]``, each matching the actor (the agent's
-NATS identity, never a payload field), the action and the resource by glob::
+Permissions are deny by default; the first rule that matches the actor (the
+agent's NATS identity, never a payload field), the action and the resource (by
+glob) decides::
 
     [[rules]]
     name = "notifier-emails-internal"
@@ -9,36 +10,62 @@ NATS identity, never a payload field), the action and the resource by glob::
     action = "send_email"
     resource = "mailto:*@acme.example"
     effect = "allow"
+    max_calls = 3            # at most 3 allowed executions per workflow
+    require_approval = false # true: a human must approve each execution
 
-The runtime asks the policy when an agent checks a permission, and again when
-the action executes: an earlier "allowed" is never trusted at execution time.
+The runtime decides when an agent checks a permission and again when the action
+executes: an earlier "allowed" is never trusted at execution time.
+
+``[failures.<kind>]`` tunes the failure table of DESIGN.md, ``[prices.<model>]``
+prices model usage per million tokens, ``[tools.<tool>]`` prices tool calls,
+and ``[budget]`` gives each workflow its default budget.
 """
 
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from handoff_schemas import Usage
+
 DEFAULT_POLICY = Path(__file__).with_name("default_policy.toml")
+
+FailureKind = Literal[
+    "tool_timeout",
+    "tool_error",
+    "invalid_tool_payload",
+    "bad_reasoning",
+    "permission_denied",
+    "cost_budget_exceeded",
+    "unverified_claim",
+]
+Strategy = Literal["retry", "repair", "replan", "escalate", "stop", "fail"]
+MODEL_STRATEGIES = frozenset({"repair", "replan"})
+"""Strategies whose next attempt calls the model, so the budget must cover it."""
 
 
 class PolicyError(ValueError):
     """A policy file that cannot be used; the message names the file, rule and field."""
 
 
-class Rule(BaseModel):
+class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+
+class Rule(Strict):
     name: str = Field(min_length=1)
     actor: str = "*"
     action: str = "*"
     resource: str = "*"
     effect: Literal["allow", "deny"]
     reason: str = ""
+    max_calls: int | None = Field(None, ge=0)
+    require_approval: bool = False
 
     def matches(self, actor: str, action: str, resource: str) -> bool:
         return (
@@ -48,22 +75,84 @@ class Rule(BaseModel):
         )
 
 
-class Decision(BaseModel):
-    model_config = ConfigDict(frozen=True)
+Outcome = Literal["allowed", "denied", "approval_required"]
 
-    allowed: bool
+
+class Decision(Strict):
+    outcome: Outcome
     rule: str
     reason: str
 
     @property
-    def permission(self) -> Literal["allowed", "denied"]:
-        return "allowed" if self.allowed else "denied"
+    def allowed(self) -> bool:
+        return self.outcome == "allowed"
 
 
-class Policy(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class FailureStrategy(Strict):
+    """What the runtime does about one kind of failure, and how often."""
 
+    strategy: Strategy
+    max_attempts: int = Field(1, ge=1)
+    backoff_seconds: float = Field(0.0, ge=0)
+    exhausted: Strategy = "escalate"
+
+
+DEFAULT_FAILURES: dict[str, FailureStrategy] = {
+    "tool_timeout": FailureStrategy(
+        strategy="retry", max_attempts=3, backoff_seconds=0.2, exhausted="fail"
+    ),
+    "tool_error": FailureStrategy(
+        strategy="retry", max_attempts=3, backoff_seconds=0.2, exhausted="fail"
+    ),
+    "invalid_tool_payload": FailureStrategy(strategy="repair", max_attempts=3),
+    "bad_reasoning": FailureStrategy(strategy="replan", max_attempts=3),
+    "permission_denied": FailureStrategy(strategy="escalate"),
+    "cost_budget_exceeded": FailureStrategy(strategy="stop"),
+    "unverified_claim": FailureStrategy(strategy="escalate"),
+}
+
+
+class RetryDecision(Strict):
+    strategy: Strategy
+    attempt: int
+    max_attempts: int
+    delay_seconds: float = 0.0
+
+
+class Price(Strict):
+    """US dollars per million tokens."""
+
+    input: float = Field(0.0, ge=0)
+    output: float = Field(0.0, ge=0)
+    cache_read: float = Field(0.0, ge=0)
+    cache_write: float = Field(0.0, ge=0)
+
+    def cost(self, usage: Usage) -> float:
+        return (
+            usage.input_tokens * self.input
+            + usage.output_tokens * self.output
+            + usage.cache_read_tokens * self.cache_read
+            + usage.cache_write_tokens * self.cache_write
+        ) / 1_000_000
+
+
+class ToolPrice(Strict):
+    cost_usd: float = Field(0.0, ge=0)
+
+
+class Budget(Strict):
+    default_usd: float = Field(1.0, ge=0)
+    expected_model_call_usd: float = Field(
+        0.0, ge=0, description="Assumed cost of a model call when a workflow has made none yet."
+    )
+
+
+class Policy(Strict):
     rules: list[Rule] = []
+    failures: dict[FailureKind, FailureStrategy] = {}
+    prices: dict[str, Price] = {}
+    tools: dict[str, ToolPrice] = {}
+    budget: Budget = Budget()
 
     @classmethod
     def load(cls, path: Path | None = None) -> Policy:
@@ -77,16 +166,65 @@ class Policy(BaseModel):
         except ValidationError as error:
             raise PolicyError(describe(path, document, error)) from None
 
-    def decide(self, actor: str, action: str, resource: str) -> Decision:
+    def decide(
+        self, actor: str, action: str, resource: str, uses: Mapping[str, int] | None = None
+    ) -> Decision:
+        """Decide one action; ``uses`` counts allowed executions per rule in this workflow."""
         for rule in self.rules:
-            if rule.matches(actor, action, resource):
-                reason = rule.reason or f"rule {rule.name!r} {rule.effect}s {action} on {resource}"
-                return Decision(allowed=rule.effect == "allow", rule=rule.name, reason=reason)
+            if not rule.matches(actor, action, resource):
+                continue
+            if rule.effect == "deny":
+                return Decision(
+                    outcome="denied",
+                    rule=rule.name,
+                    reason=rule.reason or f"rule {rule.name!r} denies {action} on {resource}",
+                )
+            if rule.max_calls is not None and (uses or {}).get(rule.name, 0) >= rule.max_calls:
+                return Decision(
+                    outcome="denied",
+                    rule=rule.name,
+                    reason=f"rule {rule.name!r} allows at most {rule.max_calls} per workflow",
+                )
+            if rule.require_approval:
+                return Decision(
+                    outcome="approval_required",
+                    rule=rule.name,
+                    reason=f"rule {rule.name!r} requires a human's approval",
+                )
+            return Decision(
+                outcome="allowed",
+                rule=rule.name,
+                reason=rule.reason or f"rule {rule.name!r} allows {action} on {resource}",
+            )
         return Decision(
-            allowed=False,
+            outcome="denied",
             rule="default-deny",
             reason=f"no rule allows {actor} to {action} on {resource}",
         )
+
+    def failure(self, kind: FailureKind, attempt: int) -> RetryDecision:
+        """The strategy for the ``attempt``-th failure of ``kind`` (1 = the first)."""
+        table = self.failures.get(kind) or DEFAULT_FAILURES[kind]
+        if attempt < table.max_attempts:
+            return RetryDecision(
+                strategy=table.strategy,
+                attempt=attempt,
+                max_attempts=table.max_attempts,
+                delay_seconds=table.backoff_seconds * 2 ** (attempt - 1),
+            )
+        final = (
+            table.strategy
+            if table.strategy not in ("retry", "repair", "replan")
+            else table.exhausted
+        )
+        return RetryDecision(strategy=final, attempt=attempt, max_attempts=table.max_attempts)
+
+    def model_cost(self, model: str, usage: Usage) -> float:
+        price = self.prices.get(model) or self.prices.get("default") or Price()
+        return price.cost(usage)
+
+    def tool_cost(self, tool: str) -> float:
+        return (self.tools.get(tool) or ToolPrice()).cost_usd
 
 
 def describe(path: Path, document: dict, error: ValidationError) -> str:

@@ -5,7 +5,9 @@ commit the relay reads new notifications in ledger order and publishes:
 
 - every event to ``<prefix>.events.<workflow>.<EventType>``;
 - evidence records, again, to ``<prefix>.evidence.<workflow>`` for auditors;
-- handoffs to the receiving agent's inbox ``<prefix>.handoff.<agent>``.
+- handoffs to the receiving agent's inbox ``<prefix>.handoff.<agent>`` (again
+  when a human's approval resumes a workflow);
+- escalations and their resolutions to ``<prefix>.escalation.<workflow>``.
 
 Each message's ``Nats-Msg-Id`` is derived from the ledger position, so a
 republish after a crash is dropped by JetStream's duplicate window. The relay
@@ -82,26 +84,42 @@ class Relay:
 
     def messages(self, envelope: EventEnvelope) -> list[tuple[str, str, bytes]]:
         """(subject, Nats-Msg-Id, payload) for everything one event publishes."""
-        workflow_id = envelope.workflow_id
+        workflow_id, data, position = envelope.workflow_id, envelope.data, envelope.position
         out = [
-            (
-                self.subjects.event(workflow_id, envelope.type),
-                f"event-{envelope.position}",
-                encode(envelope),
-            )
+            (self.subjects.event(workflow_id, envelope.type), f"event-{position}", encode(envelope))
         ]
-        if envelope.type == "EvidenceRecorded":
-            evidence = envelope.data["evidence"]
-            out.append(
-                (
-                    self.subjects.evidence(workflow_id),
-                    f"evidence-{evidence['auditId']}",
-                    encode(evidence),
+        match envelope.type:
+            case "EvidenceRecorded":
+                evidence = data["evidence"]
+                out.append(
+                    (
+                        self.subjects.evidence(workflow_id),
+                        f"evidence-{evidence['auditId']}",
+                        encode(evidence),
+                    )
                 )
-            )
-        if envelope.type == "HandoffSent":
-            handoff = envelope.data["handoff"]
-            out.append((self.subjects.inbox(handoff["to"]), handoff["handoffId"], encode(handoff)))
+            case "HandoffSent":
+                handoff = data["handoff"]
+                out.append(
+                    (self.subjects.inbox(handoff["to"]), handoff["handoffId"], encode(handoff))
+                )
+            case "WorkflowResumed":
+                handoff = data["handoff"]
+                out.append(
+                    (
+                        self.subjects.inbox(handoff["to"]),
+                        f"{handoff['handoffId']}-resumed-{data['escalation_id']}",
+                        encode(handoff),
+                    )
+                )
+            case "EscalationRaised" | "EscalationResolved":
+                out.append(
+                    (
+                        self.subjects.escalation(workflow_id),
+                        f"escalation-{position}",
+                        encode(envelope),
+                    )
+                )
         return out
 
     async def _in_thread(self, function, *args):  # type: ignore[no-untyped-def]

@@ -9,6 +9,10 @@ only after it was validated and recorded.
 Every request that changes a workflow carries a step key. A key that already
 completed gets its recorded reply back, so a handler that runs again after a
 crash neither repeats a side effect nor pays for a model twice.
+
+Failures follow the policy's failure table (:mod:`bus.governance`): the
+runtime retries tool calls itself, tells the agent when its model may repair
+or replan (if the budget covers it), escalates to a human, or stops.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 from uuid import uuid4
 
 import msgspec
@@ -30,12 +34,13 @@ from nats.errors import TimeoutError as NatsTimeout
 from pydantic import ValidationError
 
 from bus.artifacts import ArtifactError, ArtifactStore
+from bus.governance import after_failure, granted, handoff_of
 from bus.ledger import Ledger, LedgerError, Workflow
-from bus.policy import Policy
+from bus.policy import Decision, Policy
 from bus.settings import Settings
-from bus.subjects import Subjects
+from bus.subjects import OPERATOR, Subjects
 from bus.tool_host import pydantic_field_errors
-from bus.tools import CATALOGUE
+from bus.tools import CATALOGUE, Tool
 from handoff_schemas import (
     OPERATIONS,
     Ack,
@@ -47,6 +52,7 @@ from handoff_schemas import (
     EvidenceReply,
     ExecuteReply,
     ExecuteRequest,
+    FailureRequest,
     FieldError,
     Handoff,
     HandoffReply,
@@ -58,6 +64,9 @@ from handoff_schemas import (
     ReasoningReply,
     ReasoningRequest,
     Reply,
+    ResolveReply,
+    ResolveRequest,
+    RetryAdvice,
     SchemaError,
     StartReply,
     StartRequest,
@@ -79,18 +88,46 @@ T = TypeVar("T")
 class Refusal(LedgerError):
     """A request the runtime answers with a structured error."""
 
-    def __init__(self, code: str, message: str, fields: list[FieldError] | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        fields: list[FieldError] | None = None,
+        retry: RetryAdvice | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.fields = fields or []
+        self.retry = retry
 
 
-def error_reply(code: str, message: str, fields: list[FieldError] | None = None) -> Reply:
-    return Reply(ok=False, error=ErrorInfo(code=code, message=message, fields=fields or []))
+class ToolUnavailable(Exception):
+    """No answer from a tool host: a timeout, or no host at all (both transient)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def error_reply(
+    code: str,
+    message: str,
+    fields: list[FieldError] | None = None,
+    retry: RetryAdvice | None = None,
+) -> Reply:
+    return Reply(
+        ok=False, error=ErrorInfo(code=code, message=message, fields=fields or [], retry=retry)
+    )
 
 
 def as_reply(error: LedgerError) -> Reply:
-    return error_reply(error.code, str(error), getattr(error, "fields", None))
+    return error_reply(
+        error.code, str(error), getattr(error, "fields", None), getattr(error, "retry", None)
+    )
+
+
+def ok_reply(result: Any) -> dict[str, Any]:
+    return msgspec.to_builtins(Reply(ok=True, result=msgspec.to_builtins(result)))
 
 
 class Runtime:
@@ -101,12 +138,14 @@ class Runtime:
         policy: Policy,
         nc: Client,
         on_commit: Callable[[], None] = lambda: None,
+        tools: dict[str, type[Tool]] | None = None,
     ) -> None:
         self.settings = settings
         self.subjects = Subjects(settings.prefix)
         self.ledger = ledger
         self.policy = policy
         self.nc = nc
+        self.tools = tools or CATALOGUE
         self.artifacts = ArtifactStore(nc.jetstream(), self.subjects.artifact_bucket)
         self.on_commit = on_commit
         # One thread owns the ledger in this process: commits never block the
@@ -126,6 +165,8 @@ class Runtime:
             "audit": self.audit,
             "handoff": self.handoff,
             "summarize": self.summarize,
+            "failure": self.failure,
+            "resolve": self.resolve,
         }
 
     async def serve(self) -> None:
@@ -191,32 +232,58 @@ class Runtime:
             self.on_commit()
 
     async def _step(
-        self, agent: str, op: str, request: StepRequest, change: Callable[[Workflow], Any]
+        self,
+        agent: str,
+        op: str,
+        workflow_id: str,
+        step_key: str,
+        change: Callable[[Workflow], Any],
+        require_open: bool = True,
+        redo: bool = False,
     ) -> Any:
-        """Apply ``change`` as step ``request.step_key`` of an open workflow, and record its reply.
+        """Apply ``change`` as one step of the workflow, and record its reply.
 
         A refusal raised by ``change`` is recorded as the step's reply too: asked
-        again, the runtime refuses again without re-deciding.
+        again, the runtime refuses again without re-deciding. Only ``redo`` (a
+        human approved what was refused) replaces a step's recorded reply.
         """
 
         def apply(workflow: Workflow) -> Any:
-            workflow.require_open()
+            if require_open:
+                workflow.require_open()
             workflow.require_participant(agent)
-            recorded = workflow.steps.get(request.step_key)
-            if recorded is not None:  # another replica finished it first
+            recorded = workflow.steps.get(step_key)
+            if recorded is not None and not redo:  # another replica finished it first
                 return msgspec.convert(recorded, Reply).result
             try:
                 result = change(workflow)
             except Refusal as refusal:
-                workflow.complete_step(request.step_key, op, msgspec.to_builtins(as_reply(refusal)))
+                workflow.complete_step(step_key, op, msgspec.to_builtins(as_reply(refusal)))
                 raise
-            reply = Reply(ok=True, result=msgspec.to_builtins(result))
-            workflow.complete_step(request.step_key, op, msgspec.to_builtins(reply))
+            workflow.complete_step(step_key, op, ok_reply(result))
             return result
 
-        return await self._command(request.workflow_id, apply)
+        return await self._command(workflow_id, apply)
 
-    # -- operations -----------------------------------------------------------
+    async def _refuse_step(
+        self,
+        agent: str,
+        op: str,
+        workflow_id: str,
+        step_key: str,
+        refusal: Refusal,
+        require_open: bool = True,
+        redo: bool = False,
+    ) -> NoReturn:
+        """Record ``refusal`` as the step's reply, then raise it."""
+
+        def refuse(workflow: Workflow) -> None:
+            raise refusal
+
+        await self._step(agent, op, workflow_id, step_key, refuse, require_open, redo)
+        raise AssertionError("unreachable: _step re-raises the refusal")
+
+    # -- starting and reading -------------------------------------------------
 
     async def start(self, agent: str, request: StartRequest) -> StartReply:
         await self._require_artifact(request.artifact_id)
@@ -231,6 +298,9 @@ class Runtime:
             scope=request.scope,
             created_at=datetime.now(UTC),
         )
+        budget = (
+            request.budget_usd if request.budget_usd is not None else self.policy.budget.default_usd
+        )
         loop = asyncio.get_running_loop()
         workflow = await loop.run_in_executor(
             self._ledger_thread,
@@ -240,6 +310,7 @@ class Runtime:
             request.artifact_id,
             request.scope,
             agent,
+            budget,
             msgspec.to_builtins(handoff),
         )
         self.on_commit()
@@ -254,6 +325,8 @@ class Runtime:
             checkpoints=workflow.checkpoints,
         )
 
+    # -- the pipeline ---------------------------------------------------------
+
     async def intent(self, agent: str, request: IntentRequest) -> IntentReply:
         def change(workflow: Workflow) -> IntentReply:
             handoff = workflow.handoffs.get(request.handoff_id)
@@ -266,7 +339,7 @@ class Runtime:
             workflow.resolve_intent(agent, request.handoff_id, request.task, request.step_key)
             return IntentReply(task=request.task)
 
-        return await self._step(agent, "intent", request, change)
+        return await self._step(agent, "intent", request.workflow_id, request.step_key, change)
 
     async def context(self, agent: str, request: ContextRequest) -> Ack:
         artifacts = msgspec.to_builtins(request.artifacts)
@@ -275,48 +348,59 @@ class Runtime:
             workflow.assemble_context(agent, artifacts, request.step_key)
             return Ack(step_key=request.step_key)
 
-        return await self._step(agent, "context", request, change)
+        return await self._step(agent, "context", request.workflow_id, request.step_key, change)
 
     async def reasoning(self, agent: str, request: ReasoningRequest) -> ReasoningReply:
         usage = msgspec.to_builtins(request.usage)
+        cost = self.policy.model_cost(request.model, request.usage)
 
         def change(workflow: Workflow) -> ReasoningReply:
             workflow.record_reasoning(
-                agent, request.purpose, request.model, request.output, usage, request.step_key
+                agent, request.purpose, request.model, request.output, usage, cost, request.step_key
             )
+            if workflow.status == "stopped":
+                raise Refusal(
+                    "cost_budget_exceeded",
+                    f"this model call took workflow {workflow.id} "
+                    f"past its budget of {workflow.budget_usd} USD; it is stopped",
+                )
             return ReasoningReply(step_key=request.step_key, output=request.output)
 
-        return await self._step(agent, "reasoning", request, change)
+        return await self._step(agent, "reasoning", request.workflow_id, request.step_key, change)
 
     async def permit(self, agent: str, request: PermitRequest) -> PermitReply:
-        decision = self.policy.decide(agent, request.action, request.resource)
-
         def change(workflow: Workflow) -> PermitReply:
+            decision = self.policy.decide(
+                agent, request.action, request.resource, workflow.rule_uses()
+            )
             workflow.decide_permission(
                 agent,
                 request.action,
                 request.resource,
-                decision.permission,
+                decision.outcome,
                 decision.rule,
                 decision.reason,
                 request.step_key,
             )
             return PermitReply(
-                permission=decision.permission, rule=decision.rule, reason=decision.reason
+                permission="allowed" if decision.allowed else "denied",
+                rule=decision.rule,
+                reason=decision.reason,
             )
 
-        return await self._step(agent, "permit", request, change)
+        return await self._step(agent, "permit", request.workflow_id, request.step_key, change)
 
     async def denied(self, agent: str, request: DeniedActionRequest) -> EvidenceReply:
-        decision = self.policy.decide(agent, request.action, request.resource)
-        if decision.allowed:
-            raise Refusal(
-                "invalid_request",
-                f"the policy allows {request.action} on {request.resource} (rule {decision.rule}); "
-                "there is no denial to record",
-            )
-
         def change(workflow: Workflow) -> EvidenceReply:
+            decision = self.policy.decide(
+                agent, request.action, request.resource, workflow.rule_uses()
+            )
+            if decision.allowed:
+                raise Refusal(
+                    "invalid_request",
+                    f"the policy allows {request.action} on {request.resource} "
+                    f"(rule {decision.rule}); there is no denial to record",
+                )
             evidence = workflow.add_evidence(
                 actor=agent,
                 action=request.action,
@@ -328,139 +412,253 @@ class Runtime:
             )
             return EvidenceReply(evidence=evidence)
 
-        return await self._step(agent, "denied", request, change)
-
-    async def execute(self, agent: str, request: ExecuteRequest) -> ExecuteReply:
-        tool_class = CATALOGUE.get(request.tool)
-        if tool_class is None:
-            raise Refusal(
-                "invalid_request", f"no tool {request.tool!r}; known: {sorted(CATALOGUE)}"
-            )
-        try:
-            payload = tool_class.payload.model_validate(request.payload)
-        except ValidationError as error:
-            fields = pydantic_field_errors(error)
-            await self._classify(agent, request, "invalid_tool_payload", fields)
-            raise Refusal(
-                "invalid_tool_payload", f"invalid {request.tool} payload", fields
-            ) from None
-        resource = tool_class.resource(payload)
-        decision = self.policy.decide(agent, request.tool, resource)
-
-        def decide(workflow: Workflow) -> None:
-            workflow.require_open()
-            workflow.require_participant(agent)
-            if request.step_key in workflow.permissions:
-                return  # decided on an earlier, interrupted attempt of this step
-            workflow.request_action(agent, request.tool, resource, request.step_key)
-            workflow.decide_permission(
-                agent,
-                request.tool,
-                resource,
-                decision.permission,
-                decision.rule,
-                decision.reason,
-                request.step_key,
-            )
-
-        await self._command(request.workflow_id, decide)
-        if not decision.allowed:
-            deny = lambda wf: self._deny(wf, agent, request.tool, resource, decision)  # noqa: E731
-            return await self._step(agent, "execute", request, deny)
-
-        started = time.monotonic()
-        result = await self._call_tool(agent, request)
-        duration_ms = (time.monotonic() - started) * 1000
-        if result.status == "invalid_payload":
-            await self._classify(agent, request, "invalid_tool_payload", result.fields)
-            raise Refusal("invalid_tool_payload", result.error or "invalid payload", result.fields)
-        if result.status == "failed" and result.transient:
-            await self._classify(
-                agent, request, "tool_error", [FieldError(field="$", message=result.error or "")]
-            )
-            raise Refusal("tool_error", f"{request.tool} failed (transient): {result.error}")
-
-        def record(workflow: Workflow) -> ExecuteReply:
-            workflow.execute_tool(
-                agent, request.tool, result.status, duration_ms, 1, request.step_key
-            )
-            evidence = workflow.add_evidence(
-                actor=agent,
-                action=request.tool,
-                resource=resource,
-                permission="allowed",
-                rule=decision.rule,
-                tool=request.tool,
-                status=result.status,
-                refs=result.refs,
-            )
-            output = result.output if result.status == "succeeded" else {"error": result.error}
-            return ExecuteReply(evidence=evidence, output=output)
-
-        return await self._step(agent, "execute", request, record)
-
-    @staticmethod
-    def _deny(workflow: Workflow, agent: str, tool: str, resource: str, decision: Any) -> None:
-        evidence = workflow.add_evidence(
-            actor=agent,
-            action=tool,
-            resource=resource,
-            permission="denied",
-            rule=decision.rule,
-            tool=tool,
-            status="denied",
-        )
-        raise Refusal(
-            "permission_denied",
-            f"{decision.reason} (rule {decision.rule}); evidence {evidence.audit_id}",
-            [FieldError(field="evidenceId", message=evidence.audit_id)],
-        )
-
-    async def _call_tool(self, agent: str, request: ExecuteRequest) -> ToolResult:
-        call = ToolCall(
-            idempotency_key=f"{request.workflow_id}/{request.step_key}",
-            workflow_id=request.workflow_id,
-            actor=agent,
-            payload=request.payload,
-        )
-        try:
-            msg = await self.nc.request(
-                self.subjects.tool(request.tool), encode(call), timeout=self.settings.tool_timeout
-            )
-        except NatsTimeout:
-            await self._classify(agent, request, "tool_timeout", [])
-            raise Refusal(
-                "tool_timeout", f"{request.tool} did not answer in {self.settings.tool_timeout}s"
-            ) from None
-        except NoRespondersError:
-            await self._classify(agent, request, "tool_error", [])
-            raise Refusal("tool_error", f"no tool host serves {request.tool}") from None
-        return decode(msg.data, ToolResult)
-
-    async def _classify(
-        self, agent: str, request: StepRequest, kind: str, fields: list[FieldError]
-    ) -> None:
-        detail = "; ".join(f"{f.field}: {f.message}" for f in fields)
-
-        def change(workflow: Workflow) -> None:
-            workflow.require_participant(agent)
-            workflow.classify_failure(agent, kind, detail, request.step_key)
-
-        await self._command(request.workflow_id, change)
+        return await self._step(agent, "denied", request.workflow_id, request.step_key, change)
 
     async def checkpoint(self, agent: str, request: CheckpointRequest) -> Ack:
         def change(workflow: Workflow) -> Ack:
             workflow.reach_checkpoint(agent, request.name, request.data, request.step_key)
             return Ack(step_key=request.step_key)
 
-        return await self._step(agent, "checkpoint", request, change)
+        return await self._step(agent, "checkpoint", request.workflow_id, request.step_key, change)
 
     async def audit(self, agent: str, request: AuditRequest) -> Ack:
         def change(workflow: Workflow) -> Ack:
             workflow.note_audit(agent, request.note, request.data, request.step_key)
             return Ack(step_key=request.step_key)
 
-        return await self._step(agent, "audit", request, change)
+        return await self._step(agent, "audit", request.workflow_id, request.step_key, change)
+
+    # -- tools ----------------------------------------------------------------
+
+    async def execute(self, agent: str, request: ExecuteRequest) -> ExecuteReply:
+        tool = self.tools.get(request.tool)
+        if tool is None:
+            raise Refusal(
+                "invalid_request", f"no tool {request.tool!r}; known: {sorted(self.tools)}"
+            )
+        try:
+            payload = tool.payload.model_validate(request.payload)
+        except ValidationError as error:
+            await self._invalid_payload(agent, request, pydantic_field_errors(error))
+        resource = tool.resource(payload)
+        action = {"tool": request.tool, "resource": resource, "payload": request.payload}
+
+        def authorize(workflow: Workflow) -> Decision:
+            workflow.require_open()
+            workflow.require_participant(agent)
+            earlier = workflow.permissions.get(request.step_key)
+            if earlier is not None:  # decided on an interrupted attempt of this step
+                return Decision(
+                    outcome=earlier["permission"], rule=earlier["rule"], reason="decided earlier"
+                )
+            decision = self.policy.decide(agent, request.tool, resource, workflow.rule_uses())
+            workflow.request_action(
+                agent, request.tool, resource, request.payload, request.step_key
+            )
+            workflow.decide_permission(
+                agent,
+                request.tool,
+                resource,
+                decision.outcome,
+                decision.rule,
+                decision.reason,
+                request.step_key,
+            )
+            return decision
+
+        decision = await self._command(request.workflow_id, authorize)
+        if not decision.allowed:
+            refuse = lambda wf: self._refuse_action(wf, agent, request.step_key, action, decision)  # noqa: E731
+            return await self._step(agent, "execute", request.workflow_id, request.step_key, refuse)
+        return await self._run_tool(
+            agent,
+            request.workflow_id,
+            request.step_key,
+            action,
+            permission="allowed",
+            rule=decision.rule,
+        )
+
+    def _refuse_action(
+        self,
+        workflow: Workflow,
+        agent: str,
+        step_key: str,
+        action: dict[str, Any],
+        decision: Decision,
+    ) -> None:
+        """A denied action is evidence and an escalation; one needing approval, an escalation."""
+        if decision.outcome == "approval_required":
+            workflow.raise_escalation(
+                "approval_required", decision.reason, agent, step_key, action=action
+            )
+            raise Refusal(
+                "approval_required",
+                decision.reason,
+                retry=RetryAdvice(strategy="escalate", attempt=1, max_attempts=1),
+            )
+        evidence = workflow.add_evidence(
+            actor=agent,
+            action=action["tool"],
+            resource=action["resource"],
+            permission="denied",
+            rule=decision.rule,
+            tool=action["tool"],
+            status="denied",
+        )
+        advice = after_failure(
+            workflow,
+            self.policy,
+            agent,
+            "permission_denied",
+            decision.reason,
+            step_key,
+            action=action,
+        )
+        raise Refusal(
+            "permission_denied",
+            f"{decision.reason} (rule {decision.rule}); evidence {evidence.audit_id}",
+            [FieldError(field="evidenceId", message=evidence.audit_id)],
+            retry=advice,
+        )
+
+    async def _invalid_payload(
+        self, agent: str, request: ExecuteRequest, fields: list[FieldError]
+    ) -> NoReturn:
+        """Record an invalid payload as the step's reply, with the runtime's advice (repair?)."""
+        detail = "; ".join(f"{f.field}: {f.message}" for f in fields)
+
+        def refuse(workflow: Workflow) -> None:
+            advice = after_failure(
+                workflow, self.policy, agent, "invalid_tool_payload", detail, request.step_key
+            )
+            raise Refusal(
+                "invalid_tool_payload",
+                f"invalid {request.tool} payload: {detail}",
+                fields,
+                retry=advice,
+            )
+
+        await self._step(agent, "execute", request.workflow_id, request.step_key, refuse)
+        raise AssertionError("unreachable: _step re-raises the refusal")
+
+    async def _run_tool(
+        self,
+        agent: str,
+        workflow_id: str,
+        step_key: str,
+        action: dict[str, Any],
+        permission: str,
+        rule: str,
+    ) -> ExecuteReply:
+        """Call the tool host, retrying timeouts and transient errors as the failure table says."""
+        approved = permission == "approved"
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.monotonic()
+            try:
+                result = await self._call_tool(agent, workflow_id, step_key, action)
+            except ToolUnavailable as unavailable:
+                kind, detail, fields = unavailable.kind, str(unavailable), []
+            else:
+                if result.status == "succeeded" or (
+                    result.status == "failed" and not result.transient
+                ):
+                    break
+                kind = (
+                    "invalid_tool_payload" if result.status == "invalid_payload" else "tool_error"
+                )
+                detail, fields = result.error or kind, result.fields
+            advice = await self._command(
+                workflow_id,
+                lambda wf, k=kind, d=detail: after_failure(
+                    wf, self.policy, agent, k, d, step_key, per_step=k != "invalid_tool_payload"
+                ),
+            )
+            if advice.strategy == "retry":
+                await asyncio.sleep(advice.delay_seconds)
+                continue
+            refusal = Refusal(
+                kind,
+                f"{action['tool']}: {detail}",
+                fields or [FieldError(field="$", message=detail)],
+                retry=advice,
+            )
+            await self._refuse_step(
+                agent, "execute", workflow_id, step_key, refusal, require_open=False, redo=approved
+            )
+        duration_ms = (time.monotonic() - started) * 1000
+
+        def record(workflow: Workflow) -> ExecuteReply:
+            workflow.execute_tool(
+                agent,
+                action["tool"],
+                result.status,
+                duration_ms,
+                attempt,
+                self.policy.tool_cost(action["tool"]),
+                step_key,
+            )
+            evidence = workflow.add_evidence(
+                actor=agent,
+                action=action["tool"],
+                resource=action["resource"],
+                permission=permission,
+                rule=rule,
+                tool=action["tool"],
+                status=result.status,
+                refs=result.refs,
+            )
+            output = result.output if result.status == "succeeded" else {"error": result.error}
+            return ExecuteReply(evidence=evidence, output=output)
+
+        # A human-approved action replaces the step's refusal, whatever the workflow's status.
+        return await self._step(
+            agent,
+            "execute",
+            workflow_id,
+            step_key,
+            record,
+            require_open=not approved,
+            redo=approved,
+        )
+
+    async def _call_tool(
+        self, agent: str, workflow_id: str, step_key: str, action: dict[str, Any]
+    ) -> ToolResult:
+        """One call to a tool host, with the step's idempotency key."""
+        call = ToolCall(
+            idempotency_key=f"{workflow_id}/{step_key}",
+            workflow_id=workflow_id,
+            actor=agent,
+            payload=action["payload"],
+        )
+        try:
+            msg = await self.nc.request(
+                self.subjects.tool(action["tool"]), encode(call), timeout=self.settings.tool_timeout
+            )
+        except NatsTimeout:
+            raise ToolUnavailable(
+                "tool_timeout", f"no answer within {self.settings.tool_timeout}s"
+            ) from None
+        except NoRespondersError:
+            raise ToolUnavailable("tool_error", f"no tool host serves {action['tool']}") from None
+        return decode(msg.data, ToolResult)
+
+    # -- model failures -------------------------------------------------------
+
+    async def failure(self, agent: str, request: FailureRequest) -> RetryAdvice:
+        """An agent's model produced output that failed validation or its verifier."""
+
+        def change(workflow: Workflow) -> RetryAdvice:
+            return after_failure(
+                workflow, self.policy, agent, request.kind, request.detail, request.step_key
+            )
+
+        return await self._step(agent, "failure", request.workflow_id, request.step_key, change)
+
+    # -- handoffs and claims --------------------------------------------------
 
     async def handoff(self, agent: str, request: HandoffRequest) -> HandoffReply:
         handoff = Handoff(
@@ -487,7 +685,7 @@ class Runtime:
             workflow.send_handoff(fields)
             return HandoffReply(handoff_id=handoff.handoff_id)
 
-        return await self._step(agent, "handoff", request, change)
+        return await self._step(agent, "handoff", request.workflow_id, request.step_key, change)
 
     async def _record_rejected_handoff(self, agent: str, data: bytes, reason: str) -> None:
         """Record a malformed handoff in its workflow, when the workflow can be told."""
@@ -509,12 +707,69 @@ class Runtime:
             if claim.verdict == "verified":
                 workflow.complete(agent, claim.claim_id)
             else:
+                reason = f"final claim is {claim.verdict}: {claim.reason}"
+                workflow.classify_failure(agent, "unverified_claim", reason, request.step_key)
                 workflow.raise_escalation(
-                    f"final claim is {claim.verdict}: {claim.reason}", claim.claim_id
+                    "unverified_claim", reason, agent, request.step_key, claim_id=claim.claim_id
                 )
             return SummaryReply(claim=claim, workflow_status=workflow.status)
 
-        return await self._step(agent, "summarize", request, change)
+        return await self._step(agent, "summarize", request.workflow_id, request.step_key, change)
+
+    # -- humans ---------------------------------------------------------------
+
+    async def resolve(self, agent: str, request: ResolveRequest) -> ResolveReply:
+        """A human approves or denies an escalation; approval resumes the workflow."""
+        if agent != OPERATOR:
+            raise Refusal(
+                "permission_denied", f"only the operator may resolve escalations, not {agent!r}"
+            )
+        escalation = await self._command(
+            request.workflow_id,
+            lambda wf: wf.resolve_escalation(
+                request.escalation_id, request.decision, request.approver, request.reason
+            ),
+        )
+        step_key, action = escalation["stepKey"], escalation["action"]
+        if request.decision == "deny":
+            why = request.reason or "no reason given"
+            reason = f"{request.approver} denied {escalation['kind']}: {why}"
+            await self._command(request.workflow_id, lambda wf: wf.fail(reason))
+        elif escalation["claimId"]:
+            await self._command(
+                request.workflow_id,
+                lambda wf: wf.complete(f"human:{request.approver}", escalation["claimId"]),
+            )
+        else:
+            if action is not None:
+                try:
+                    await self._run_tool(
+                        escalation["agent"],
+                        request.workflow_id,
+                        step_key,
+                        action,
+                        permission="approved",
+                        rule=f"human:{request.approver}",
+                    )
+                except (
+                    Refusal
+                ) as refusal:  # recorded as the step's reply; the agent sees it on resume
+                    log.warning("approved action failed: %s", refusal)
+            else:
+                await self._command(
+                    request.workflow_id,
+                    lambda wf: wf.complete_step(
+                        step_key,
+                        "resolve",
+                        granted(wf.steps[step_key], self.policy, escalation["kind"]),
+                    ),
+                )
+            await self._command(
+                request.workflow_id,
+                lambda wf: wf.resume(wf.handoffs[handoff_of(step_key)], request.escalation_id),
+            )
+        workflow = await self._read(request.workflow_id)
+        return ResolveReply(workflow_status=workflow.status)
 
     async def _require_artifact(self, artifact_id: str) -> None:
         try:

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+OPERATOR = "cli"
+"""The identity of people and scripts outside the agents: submit, escalations."""
+
 
 @dataclass(frozen=True)
 class Subjects:

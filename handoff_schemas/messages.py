@@ -23,7 +23,8 @@ ArtifactId = Annotated[str, msgspec.Meta(pattern=r"^sha256-[0-9a-f]{64}$")]
 
 HandoffStatus = Literal["new", "completed", "verified", "needs_review", "failed"]
 EvidenceStatus = Literal["succeeded", "failed", "denied"]
-PermissionOutcome = Literal["allowed", "denied"]
+PermissionOutcome = Literal["allowed", "denied", "approved"]
+"""``approved``: a human granted what the policy did not allow on its own."""
 Verdict = Literal["verified", "unverified", "contradicted"]
 
 
@@ -96,6 +97,37 @@ class Claim(WireStruct):
     evidence_ids: list[str]
     verdict: Verdict
     reason: str
+
+
+class PendingAction(WireStruct):
+    """The tool call an escalation holds back until a human decides."""
+
+    tool: str
+    resource: str
+    payload: dict[str, Any]
+
+
+class Escalation(WireStruct):
+    """A question for a human, on ``<prefix>.escalation.<workflow>``."""
+
+    escalation_id: str
+    workflow_id: str
+    kind: str
+    reason: str
+    agent: str
+    step_key: str
+    raised_at: datetime
+    action: PendingAction | None = None
+    claim_id: str | None = None
+
+
+class EscalationResolution(WireStruct):
+    escalation_id: str
+    workflow_id: str
+    decision: Literal["approve", "deny"]
+    approver: str
+    reason: str
+    resolved_at: datetime
 
 
 class EventEnvelope(WireStruct):

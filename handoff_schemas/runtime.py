@@ -37,9 +37,13 @@ ErrorCode = Literal[
     "unknown_task",
     "invalid_handoff",
     "permission_denied",
+    "approval_required",
+    "escalated",
     "invalid_tool_payload",
+    "bad_reasoning",
     "tool_error",
     "tool_timeout",
+    "cost_budget_exceeded",
     "internal",
 ]
 
@@ -49,10 +53,25 @@ class FieldError(WireStruct):
     message: str
 
 
+class RetryAdvice(WireStruct):
+    """The runtime's decision after a failure: what the agent may do next.
+
+    ``repair`` and ``replan`` mean: ask the model again (the budget covers it);
+    ``escalate`` means a human now holds the workflow; ``stop`` and ``fail``
+    mean the workflow or step is over.
+    """
+
+    strategy: Literal["retry", "repair", "replan", "escalate", "stop", "fail"]
+    attempt: int
+    max_attempts: int
+    delay_seconds: float = 0.0
+
+
 class ErrorInfo(WireStruct):
     code: ErrorCode
     message: str
     fields: list[FieldError] = []
+    retry: RetryAdvice | None = None
 
 
 class Reply(WireStruct):
@@ -80,6 +99,7 @@ class StartRequest(WireStruct):
     to: Name
     artifact_id: ArtifactId
     scope: str = "default"
+    budget_usd: Annotated[float, msgspec.Meta(ge=0)] | None = None
 
 
 class StateRequest(WireStruct):
@@ -152,6 +172,23 @@ class HandoffRequest(StepRequest):
     evidence_id: str | None = None
 
 
+class FailureRequest(StepRequest):
+    """The agent reports a failure of its model's output; the runtime decides what next."""
+
+    kind: Literal["invalid_tool_payload", "bad_reasoning"]
+    detail: str
+
+
+class ResolveRequest(WireStruct):
+    """A human's answer to an escalation (only the operator identity may send it)."""
+
+    workflow_id: str
+    escalation_id: str
+    decision: Literal["approve", "deny"]
+    approver: Annotated[str, msgspec.Meta(min_length=1)]
+    reason: str = ""
+
+
 class SummarizeRequest(StepRequest):
     """The agent's final summary: a claim the runtime verifies before completing."""
 
@@ -206,6 +243,10 @@ class ExecuteReply(WireStruct):
     output: dict[str, Any]
 
 
+class ResolveReply(WireStruct):
+    workflow_status: str
+
+
 class HandoffReply(WireStruct):
     handoff_id: str
 
@@ -228,5 +269,7 @@ OPERATIONS: dict[str, type[WireStruct]] = {
     "audit": AuditRequest,
     "handoff": HandoffRequest,
     "summarize": SummarizeRequest,
+    "failure": FailureRequest,
+    "resolve": ResolveRequest,
 }
 """Operation name (the last subject token) to the request type it takes."""

@@ -30,6 +30,8 @@ class WorkflowView:
     handoffs: list[dict[str, Any]] = field(default_factory=list)
     rejected_handoffs: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    escalations: list[dict[str, Any]] = field(default_factory=list)
+    resolutions: list[dict[str, Any]] = field(default_factory=list)
     outcome: str = ""
 
     def apply(self, event: EventEnvelope) -> None:
@@ -60,6 +62,14 @@ class WorkflowView:
                 self.outcome = data["summary"]
             case "EscalationRaised":
                 self.status = "escalated"
+                self.escalations.append(data["escalation"])
+            case "EscalationResolved":
+                self.resolutions.append(data["resolution"])
+                if data["resolution"]["decision"] == "approve":
+                    self.status = "running"
+            case "BudgetExceeded" | "WorkflowStopped":
+                self.status = "stopped"
+                self.outcome = data["reason"]
             case "WorkflowCompleted":
                 self.status = "completed"
             case "WorkflowFailed":
@@ -67,8 +77,9 @@ class WorkflowView:
                 self.outcome = data["reason"]
 
     @property
-    def finished(self) -> bool:
-        return self.status in ("completed", "failed", "escalated")
+    def settled(self) -> bool:
+        """Nothing more happens without outside input: closed, or waiting for a human."""
+        return self.status in ("completed", "failed", "stopped", "escalated")
 
 
 def project(workflow_id: str, events: Iterable[EventEnvelope]) -> WorkflowView:

@@ -13,14 +13,14 @@ from bus.connection import connect
 from bus.demo import run_complaints
 from bus.ledger import Ledger
 from bus.mailbox import Mailbox
+from bus.operators import resolve, watch
 from bus.settings import Settings
 from bus.stack import Stack
 from bus.subjects import Subjects
-from handoff_schemas import EventEnvelope
-from tests.conftest import ledger_url  # noqa: F401  (the parametrized backend fixture)
+from projections import WorkflowView
 
 
-async def stream_events(settings: Settings) -> list[EventEnvelope]:
+async def stream_events(settings: Settings) -> list[dict]:
     """Every message on the events stream, read back with a plain ordered consumer."""
     nc = await connect(settings, "test-reader")
     subjects = Subjects(settings.prefix)
@@ -35,7 +35,19 @@ async def stream_events(settings: Settings) -> list[EventEnvelope]:
     return found
 
 
-async def test_the_demo_workflows_across_processes(tmp_path: Path, ledger_url: str) -> None:  # noqa: F811
+async def approve_and_wait(settings: Settings, escalation_id: str) -> WorkflowView:
+    nc = await connect(settings, "test-approver")
+    subjects = Subjects(settings.prefix)
+    try:
+        result = await resolve(nc, subjects, escalation_id, "approve", "dana", "statement is fine")
+        return await watch(
+            nc, subjects, result["workflowId"], until=lambda v: v.status == "completed"
+        )
+    finally:
+        await nc.close()
+
+
+async def test_the_demo_workflows_across_processes(tmp_path: Path, ledger_url: str) -> None:
     mailbox = Mailbox()
     mailbox.start()
     settings = Settings(state_dir=tmp_path / "state", ledger=ledger_url, smtp_port=mailbox.port)
@@ -45,28 +57,39 @@ async def test_the_demo_workflows_across_processes(tmp_path: Path, ledger_url: s
             pids = {process.pid for process in stack.processes.values()}
             assert len(pids) == len(stack.processes) and os.getpid() not in pids
             escalated, routine, denied = await run_complaints(settings, console=_Silent())
+            emails_before_approval = [m["To"] for m in mailbox.received]
+            approved = await approve_and_wait(settings, denied.escalations[0]["escalationId"])
             streamed = await stream_events(settings)
     finally:
         mailbox.stop()
 
-    assert [view.status for view in (escalated, routine, denied)] == ["completed"] * 3
-    # exactly one email, for the escalated complaint
-    assert [m["To"] for m in mailbox.received] == ["support-leads@acme.example"]
+    statuses = [view.status for view in (escalated, routine, denied)]
+    assert statuses == ["completed", "completed", "escalated"]
+    # one email, for the escalated complaint, until a human approved the denied one
+    assert emails_before_approval == ["support-leads@acme.example"]
     assert "northwind" in mailbox.received[0]["Subject"]
-    # the denied complaint: a denial decision, denial evidence, and no email execution
+    # the denied complaint: a denial decision and evidence, no email execution, an escalation
     assert any(
         p["permission"] == "denied" and p["action"] == "send_email" for p in denied.permissions
     )
     assert [t["tool"] for t in denied.tool_executions] == ["create_ticket"]
-    assert denied.claims[-1]["verdict"] == "verified" and denied.claims[-1]["asserts"] == "denied"
+    assert denied.escalations[0]["kind"] == "permission_denied"
+    assert denied.escalations[0]["action"]["resource"] == "mailto:press@pr-agency.example"
+    # approved: the notifier resumed, the email went out once, the human's grant its permission
+    assert approved.status == "completed"
+    sent_to = [m["To"] for m in mailbox.received]
+    assert sent_to == ["support-leads@acme.example", "press@pr-agency.example"]
+    [grant] = [e for e in approved.evidence if e["permission"] == "approved"]
+    assert (grant["rule"], grant["status"]) == ("human:dana", "succeeded")
+    assert approved.claims[-1]["verdict"] == "verified"
     # the routine complaint was never handed to the notifier
     assert routine.agents == ["triage"]
     assert escalated.agents == ["triage", "notifier"]
-    # every tool execution has its evidence, and every allowed-action evidence its execution
-    for view in (escalated, routine, denied):
+    # every tool execution has its evidence, and every executed-action evidence its execution
+    for view in (escalated, routine, approved):
         executed = Counter((t["tool"], t["status"]) for t in view.tool_executions)
         evidenced = Counter(
-            (e.get("tool"), e["status"]) for e in view.evidence if e["permission"] == "allowed"
+            (e["tool"], e["status"]) for e in view.evidence if e["permission"] != "denied"
         )
         assert executed == evidenced and executed
 
@@ -92,8 +115,10 @@ def test_the_demo_command_runs_and_stops_everything(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SMTP server received 1 email(s)" in result.stdout
-    assert result.stdout.count(": completed") == 3
+    assert result.stdout.count(": completed") == 2
+    assert result.stdout.count(": escalated") == 1
     assert "permission=denied status=denied" in result.stdout
+    assert "claimcheck escalations approve esc-" in result.stdout
     leftover = subprocess.run(
         ["pgrep", "-f", str(tmp_path / "demo")], capture_output=True, text=True
     )

@@ -29,15 +29,16 @@ def start(ledger: Ledger) -> str:
         ARTIFACT,
         "test",
         "cli",
+        1.0,
         {"handoffId": "ho-1", "to": "triage", "status": "new"},
     )
     return str(workflow.id)
 
 
 def allowed_execution(workflow: Workflow, step: str = "s1", status: str = "succeeded") -> Any:
-    workflow.request_action("triage", "create_ticket", "ticket:x", step)
+    workflow.request_action("triage", "create_ticket", "ticket:x", {}, step)
     workflow.decide_permission("triage", "create_ticket", "ticket:x", "allowed", "r", "ok", step)
-    workflow.execute_tool("triage", "create_ticket", status, 1.0, 1, step)
+    workflow.execute_tool("triage", "create_ticket", status, 1.0, 1, 0.0, step)
     return workflow.add_evidence(
         actor="triage",
         action="create_ticket",
@@ -69,13 +70,13 @@ def test_a_tool_execution_needs_an_allowing_decision(ledger: Ledger) -> None:
 
     def denied_then_executed(workflow: Workflow) -> None:
         workflow.decide_permission("triage", "send_email", "mailto:x", "denied", "r", "no", "s1")
-        workflow.execute_tool("triage", "send_email", "succeeded", 1.0, 1, "s1")
+        workflow.execute_tool("triage", "send_email", "succeeded", 1.0, 1, 0.0, "s1")
 
     with pytest.raises(LedgerError, match="no allowing permission decision"):
         ledger.command(workflow_id, denied_then_executed)
     with pytest.raises(LedgerError, match="no allowing permission decision"):
         ledger.command(
-            workflow_id, lambda wf: wf.execute_tool("triage", "x", "succeeded", 1, 1, "s2")
+            workflow_id, lambda wf: wf.execute_tool("triage", "x", "succeeded", 1, 1, 0.0, "s2")
         )
     assert "ToolExecuted" not in [event.type for event in ledger.history(workflow_id)]
 

@@ -24,6 +24,7 @@ def add_workflow(ledger: Ledger) -> None:
         ARTIFACT,
         "s",
         "cli",
+        1.0,
         {"handoffId": f"ho-{id(ledger)}", "to": "triage", "status": "new"},
     )
     ledger.command(str(workflow.id), lambda wf: wf.note_audit("triage", "n", {}, "k"))

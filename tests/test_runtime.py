@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from bus.mailbox import Mailbox
-from bus.submission import submit
+from bus.operators import submit
 from handoff_schemas import Reply, decode, encode
 from tests.conftest import Bus
 
@@ -186,7 +186,8 @@ async def test_an_invalid_tool_payload_gets_field_errors_and_is_recorded(bus: Bu
     )
     assert reply.error.code == "invalid_tool_payload"
     assert {f.field for f in reply.error.fields} == {"to", "subject", "body"}
-    assert types(bus, workflow_id)[-1] == "FailureClassified"
+    assert reply.error.retry.strategy == "repair"
+    assert types(bus, workflow_id)[-3:] == ["FailureClassified", "RetryDecided", "StepCompleted"]
 
 
 async def test_a_schema_invalid_handoff_is_refused_and_recorded(bus: Bus) -> None:

@@ -1,0 +1,79 @@
+"""What the runtime decides after a failure: the failure table applied to one workflow.
+
+These functions run inside a ledger command, so the failure, the decision and
+its consequence (an escalation, a stopped workflow) commit together.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bus.ledger import Workflow
+from bus.policy import MODEL_STRATEGIES, FailureKind, Policy, RetryDecision
+from handoff_schemas import RetryAdvice
+
+
+def handoff_of(step_key: str) -> str:
+    """Step keys are ``<handoffId>/<n>``: the part that names one handling of a handoff."""
+    return step_key.rpartition("/")[0] or step_key
+
+
+def after_failure(
+    workflow: Workflow,
+    policy: Policy,
+    agent: str,
+    kind: FailureKind,
+    detail: str,
+    step_key: str,
+    per_step: bool = False,
+    action: dict[str, Any] | None = None,
+) -> RetryAdvice:
+    """Record a failure and decide what follows; return the advice for the agent.
+
+    Attempts are counted per step for tool retries (``per_step``), and per
+    handling of a handoff for model repairs and replans, which use new steps.
+    """
+    workflow.classify_failure(agent, kind, detail, step_key)
+    attempt = workflow.failure_count(kind, step_key if per_step else handoff_of(step_key))
+    decision = policy.failure(kind, attempt)
+    if decision.strategy in MODEL_STRATEGIES and not workflow.can_afford_model_call(
+        policy.budget.expected_model_call_usd
+    ):
+        decision = RetryDecision(
+            strategy="stop", attempt=attempt, max_attempts=decision.max_attempts
+        )
+        workflow.decide_retry(kind, decision.model_dump(), step_key)
+        workflow.exceed_budget(
+            f"the remaining budget ({workflow.budget_usd - workflow.cost_usd:.6f} USD) does not "
+            f"cover another model call to recover from {kind}"
+        )
+        return advice(decision)
+    workflow.decide_retry(kind, decision.model_dump(), step_key)
+    if decision.strategy == "escalate":
+        workflow.raise_escalation(kind, detail, agent, step_key, action=action)
+    elif decision.strategy == "stop":
+        workflow.stop(f"{kind}: {detail}")
+    return advice(decision)
+
+
+def advice(decision: RetryDecision) -> RetryAdvice:
+    return RetryAdvice(
+        strategy=decision.strategy,
+        attempt=decision.attempt,
+        max_attempts=decision.max_attempts,
+        delay_seconds=decision.delay_seconds,
+    )
+
+
+def granted(recorded: dict[str, Any], policy: Policy, kind: FailureKind) -> dict[str, Any]:
+    """A recorded step reply whose ``escalate`` advice a human turned into one more attempt."""
+    table = policy.failure(kind, 1)
+    reply = {**recorded}
+    if reply.get("ok"):
+        reply["result"] = {**reply["result"], "strategy": table.strategy}
+    else:
+        reply["error"] = {
+            **reply["error"],
+            "retry": {**reply["error"]["retry"], "strategy": table.strategy},
+        }
+    return reply

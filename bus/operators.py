@@ -1,0 +1,142 @@
+"""What people and scripts outside the agents do: submit work, watch it, answer escalations.
+
+They act as the operator identity (``<prefix>.rt.cli.<op>``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from nats.aio.client import Client
+from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from bus.artifacts import ArtifactStore
+from bus.subjects import OPERATOR, Subjects
+from handoff_schemas import (
+    EventEnvelope,
+    Reply,
+    ResolveReply,
+    ResolveRequest,
+    StartReply,
+    StartRequest,
+    WireStruct,
+    convert,
+    decode,
+    encode,
+)
+from projections import EscalationsView, WorkflowView
+
+T = TypeVar("T")
+
+
+class OperatorError(Exception):
+    """The runtime refused the operator's request; the message says why."""
+
+
+async def ask_runtime(
+    nc: Client,
+    subjects: Subjects,
+    op: str,
+    request: WireStruct,
+    into: type[T],
+    timeout: float = 30.0,
+) -> T:
+    msg = await nc.request(subjects.runtime(OPERATOR, op), encode(request), timeout=timeout)
+    reply = decode(msg.data, Reply)
+    if not reply.ok:
+        assert reply.error is not None
+        raise OperatorError(f"{reply.error.code}: {reply.error.message}")
+    return convert(reply.result, into)
+
+
+async def submit(
+    nc: Client,
+    subjects: Subjects,
+    task: str,
+    to: str,
+    data: bytes,
+    scope: str = "default",
+    budget_usd: float | None = None,
+) -> StartReply:
+    """Store the input as an artifact and start a workflow that hands it to ``to``."""
+    artifact_id = await ArtifactStore(nc.jetstream(), subjects.artifact_bucket).put(data)
+    request = StartRequest(
+        task=task, to=to, artifact_id=artifact_id, scope=scope, budget_usd=budget_usd
+    )
+    return await ask_runtime(nc, subjects, "start", request, StartReply)
+
+
+async def watch(
+    nc: Client,
+    subjects: Subjects,
+    workflow_id: str,
+    timeout: float = 60.0,
+    until: Callable[[WorkflowView], bool] = lambda view: view.settled,
+) -> WorkflowView:
+    """Follow a workflow on the events stream until ``until`` holds or ``timeout`` passes."""
+    view = WorkflowView(workflow_id)
+    subscription = await nc.jetstream().subscribe(
+        subjects.event(workflow_id, ">"),
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.ALL,
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            while not until(view):
+                msg = await subscription.next_msg(timeout=None)
+                view.apply(decode(msg.data, EventEnvelope))
+    except TimeoutError:
+        pass  # the caller sees that ``until`` does not hold
+    finally:
+        await subscription.unsubscribe()
+    return view
+
+
+async def escalations(nc: Client, subjects: Subjects) -> EscalationsView:
+    """Every escalation so far, read from the escalation stream."""
+    view = EscalationsView()
+    js = nc.jetstream()
+    try:
+        pending = (await js.stream_info(subjects.stream("escalation"))).state.messages
+    except NotFoundError:
+        return view
+    subscription = await js.subscribe(
+        f"{subjects.prefix}.escalation.>", ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+    )
+    try:
+        for _ in range(pending):
+            view.apply(decode((await subscription.next_msg(timeout=5)).data, EventEnvelope))
+    finally:
+        await subscription.unsubscribe()
+    return view
+
+
+async def resolve(
+    nc: Client,
+    subjects: Subjects,
+    escalation_id: str,
+    decision: str,
+    approver: str,
+    reason: str = "",
+) -> dict[str, Any]:
+    """Approve or deny an open escalation; return it with the workflow's new status."""
+    escalation = (await escalations(nc, subjects)).get(escalation_id)
+    if escalation is None:
+        raise OperatorError(f"no escalation {escalation_id!r}")
+    if escalation["resolution"] is not None:
+        raise OperatorError(
+            f"escalation {escalation_id} was already resolved: "
+            f"{escalation['resolution']['decision']}"
+        )
+    request = ResolveRequest(
+        workflow_id=escalation["workflowId"],
+        escalation_id=escalation_id,
+        decision=decision,
+        approver=approver,
+        reason=reason,
+    )
+    reply = await ask_runtime(nc, subjects, "resolve", request, ResolveReply)
+    return {**escalation, "workflowStatus": reply.workflow_status}
