@@ -64,8 +64,11 @@ class ScriptedModel:
 
     name = "scripted"
 
-    def __init__(self, script: Responder | Sequence[dict[str, Any] | BaseModel]) -> None:
+    def __init__(
+        self, script: Responder | Sequence[dict[str, Any] | BaseModel], usage: Usage | None = None
+    ) -> None:
         self._script = script
+        self._usage = usage
         self.calls: list[ModelRequest] = []
 
     async def complete(self, request: ModelRequest) -> ModelResult:
@@ -77,9 +80,9 @@ class ScriptedModel:
                 raise RuntimeError(f"ScriptedModel has only {len(self._script)} replies")
             answer = self._script[len(self.calls) - 1]
         output = answer.model_dump(mode="json") if isinstance(answer, BaseModel) else answer
-        words = len(request.user_message().split())
-        return ModelResult(
-            output=output,
-            usage=Usage(input_tokens=words, output_tokens=len(json.dumps(output).split())),
-            model=self.name,
+        # Without a fixed usage, count words as tokens: a stand-in that grows with the prompt.
+        usage = self._usage or Usage(
+            input_tokens=len(request.user_message().split()),
+            output_tokens=len(json.dumps(output).split()),
         )
+        return ModelResult(output=output, usage=usage, model=self.name)

@@ -145,11 +145,13 @@ class Workflow(Aggregate):
         """Executions each permission rule allowed so far (for ``max_calls``)."""
         return Counter(e["rule"] for e in self.evidence.values() if e["permission"] == "allowed")
 
-    def failure_count(self, kind: str, handoff_id: str) -> int:
-        """Failures of ``kind`` while handling one handoff: the attempt number of the next."""
-        prefix = f"{handoff_id}/"
+    def failure_count(self, kind: str, scope: str) -> int:
+        """Failures of ``kind`` in one step, or in all steps of one handling (``<handoffId>``)."""
         return sum(
-            1 for f in self.failures if f["kind"] == kind and f["step_key"].startswith(prefix)
+            1
+            for f in self.failures
+            if f["kind"] == kind
+            and (f["step_key"] == scope or f["step_key"].startswith(f"{scope}/"))
         )
 
     def can_afford_model_call(self, default_cost: float) -> bool:

@@ -59,6 +59,7 @@ class ToolHost:
         self.tools = {t.name: t for t in tools or [cls(settings) for cls in CATALOGUE.values()]}
         self.journal = Journal(settings.state_dir / "tool_journal.db")
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def serve(self, nc: Client) -> None:
         for name in self.tools:
@@ -66,6 +67,12 @@ class ToolHost:
         await nc.flush()
 
     async def _on_call(self, msg: Msg) -> None:
+        # One task per call: a slow SMTP server must not hold up every other call.
+        task = asyncio.create_task(self._answer(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, msg: Msg) -> None:
         tool = self.tools[msg.subject.rsplit(".", 1)[-1]]
         try:
             call = decode(msg.data, ToolCall)

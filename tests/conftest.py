@@ -26,6 +26,7 @@ from bus.server import EmbeddedNats
 from bus.settings import Settings
 from bus.subjects import Subjects
 from bus.tool_host import ToolHost
+from bus.tools import CATALOGUE, Tool
 
 POSTGRES_URL = os.environ.get(
     "CLAIMCHECK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
@@ -104,6 +105,18 @@ def settings(
     )
 
 
+@pytest.fixture
+def policy() -> Policy:
+    """The policy the in-process runtime uses; a test module may override this fixture."""
+    return Policy.load()
+
+
+@pytest.fixture
+def tool_classes() -> dict[str, type[Tool]]:
+    """The tools the runtime knows and the tool host runs; a test module may override this."""
+    return dict(CATALOGUE)
+
+
 @dataclass
 class Bus:
     """The runtime and a tool host in this process, talking over the real nats-server."""
@@ -116,15 +129,17 @@ class Bus:
 
 
 @pytest.fixture
-async def bus(settings: Settings, ledger: Ledger) -> AsyncIterator[Bus]:
+async def bus(
+    settings: Settings, ledger: Ledger, policy: Policy, tool_classes: dict[str, type[Tool]]
+) -> AsyncIterator[Bus]:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     nc = await connect(settings, "test-bus")
     subjects = Subjects(settings.prefix)
     await ensure_streams(nc.jetstream(), subjects)
     relay = Relay(ledger, nc.jetstream(), subjects, poll_interval=0.2)
-    runtime = Runtime(settings, ledger, Policy.load(), nc, on_commit=relay.wake)
+    runtime = Runtime(settings, ledger, policy, nc, on_commit=relay.wake, tools=tool_classes)
     await runtime.serve()
-    await ToolHost(settings).serve(nc)
+    await ToolHost(settings, [tool(settings) for tool in tool_classes.values()]).serve(nc)
     relay_task = asyncio.create_task(relay.run())
     yield Bus(settings, nc, ledger, runtime, subjects)
     relay_task.cancel()
