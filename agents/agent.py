@@ -21,13 +21,15 @@ from collections.abc import Awaitable, Callable
 
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.errors import NotFoundError
 
 from agents.client import RuntimeClient, RuntimeRefused
 from agents.context import Context, WorkflowHalted
 from agents.model import Model
 from bus.artifacts import ArtifactStore
-from bus.connection import connect, ensure_streams
+from bus.connection import connect
 from bus.settings import Settings
 from bus.subjects import Subjects
 from handoff_schemas import Handoff, SchemaError, decode
@@ -77,15 +79,7 @@ class Agent:
         nc = await connect(settings, f"claimcheck-agent-{self.name}")
         subjects = Subjects(settings.prefix)
         js = nc.jetstream()
-        await ensure_streams(js, subjects, settings.stream_replicas)
-        inbox = await js.pull_subscribe(
-            subjects.inbox(self.name),
-            durable=f"agent-{self.name}",
-            stream=subjects.stream("handoff"),
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT, ack_wait=self.ack_wait, max_deliver=self.max_deliver
-            ),
-        )
+        inbox = await self._subscribe_inbox(js, subjects)
         client = RuntimeClient(nc, subjects, self.name, settings.request_timeout)
         artifacts = ArtifactStore(js, subjects.artifact_bucket)
         log.info("agent %s consuming %s", self.name, subjects.inbox(self.name))
@@ -102,6 +96,24 @@ class Agent:
             # in flight; a drain would wait on the idle pull request instead.
             await inbox.unsubscribe()
             await nc.close()
+
+    async def _subscribe_inbox(
+        self, js: JetStreamContext, subjects: Subjects
+    ) -> JetStreamContext.PullSubscription:
+        """Bind to this agent's durable inbox consumer, waiting for the runtime's streams."""
+        config = ConsumerConfig(
+            ack_policy=AckPolicy.EXPLICIT, ack_wait=self.ack_wait, max_deliver=self.max_deliver
+        )
+        while True:
+            try:
+                return await js.pull_subscribe(
+                    subjects.inbox(self.name),
+                    durable=f"agent-{self.name}",
+                    stream=subjects.stream("handoff"),
+                    config=config,
+                )
+            except NotFoundError:  # the runtime creates the streams; it may not be up yet
+                await asyncio.sleep(0.5)
 
     async def handle(self, msg: Msg, client: RuntimeClient, artifacts: ArtifactStore) -> None:
         try:

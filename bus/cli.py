@@ -19,7 +19,7 @@ from rich.console import Console
 from bus.ledger import Ledger, LedgerError
 from bus.policy import PolicyError
 from bus.settings import Settings
-from bus.subjects import Subjects
+from bus.subjects import OPERATOR, Subjects
 
 app = typer.Typer(
     help="An event-sourced, governed message bus for multi-agent AI workflows.",
@@ -120,9 +120,17 @@ def up(state_dir: StateDir = None) -> None:
 
 
 def run_as_operator(settings: Settings, action: Callable[[Client, Subjects], Awaitable[T]]) -> T:
-    """Connect as the operator, run ``action``, and turn a refusal into a clean exit."""
+    """Connect as the operator, run ``action``, and turn a refusal into a clean exit.
+
+    Without ``CLAIMCHECK_CREDENTIALS``, the operator credentials that ``claimcheck
+    up`` wrote to the state directory are used.
+    """
     from bus.connection import connect
     from bus.operators import OperatorError
+
+    discovered = settings.state_dir / "credentials" / f"{OPERATOR}.json"
+    if settings.credentials is None and discovered.exists():
+        settings.credentials = discovered
 
     async def main() -> T:
         nc = await connect(settings, "claimcheck-cli")

@@ -12,6 +12,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
+from bus.auth import Credentials
 from bus.settings import Settings
 from bus.subjects import Subjects
 
@@ -20,12 +21,25 @@ DUPLICATE_WINDOW_SECONDS = 3600.0
 
 
 async def connect(settings: Settings, name: str) -> Client:
-    """A client that reconnects for ever: a restarted nats-server is a pause, not a crash."""
+    """A client that reconnects for ever: a restarted nats-server is a pause, not a crash.
+
+    With credentials, it authenticates as their role and takes replies on that
+    role's own inbox prefix, the only one its permissions let it read.
+    """
+    options: dict[str, object] = {}
+    if settings.credentials:
+        credentials = Credentials.load(settings.credentials)
+        options = {
+            "user": credentials.user,
+            "password": credentials.password,
+            "inbox_prefix": credentials.inbox_prefix,
+        }
     return await nats.connect(
         servers=settings.nats_url.split(","),
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.2,
+        **options,
     )
 
 

@@ -8,6 +8,7 @@ survives a power cut, which the ledger relay and the inboxes rely on.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import sys
@@ -42,6 +43,7 @@ class EmbeddedNats:
 
     state_dir: Path
     port: int = field(default_factory=free_port)
+    authorization: str = ""
     process: asyncio.subprocess.Process | None = None
 
     @property
@@ -55,10 +57,14 @@ class EmbeddedNats:
     def write_config(self) -> None:
         store = (self.state_dir / "jetstream").resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(
+        config = (
             f"listen: 127.0.0.1:{self.port}\n"
             f"jetstream {{\n  store_dir: {str(store)!r}\n  sync_interval: always\n}}\n"
+            f"{self.authorization}"
         )
+        descriptor = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as file:  # it may hold passwords
+            file.write(config)
 
     async def start(self, timeout: float = 10.0) -> None:
         self.write_config()

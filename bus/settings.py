@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     request_timeout: float = Field(
         30.0, gt=0, description="Seconds an agent waits for the runtime."
     )
+    credentials: Path | None = Field(
+        None, description="This process's NATS credentials (JSON: user, password)."
+    )
     stream_replicas: int = Field(1, ge=1, le=5, description="JetStream replicas (3 in a cluster).")
 
     @model_validator(mode="after")

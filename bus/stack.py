@@ -2,26 +2,36 @@
 
 Used by ``claimcheck up``, by the demo and by the tests that need real
 processes (which is why processes can be killed and restarted one by one).
-Every child gets the same ``CLAIMCHECK_*`` environment and logs to
-``<state_dir>/logs/<name>.log``.
+Every child gets the same ``CLAIMCHECK_*`` environment plus the credentials of
+its own role, and logs to ``<state_dir>/logs/<name>.log``. The embedded
+nats-server runs with the generated per-role permissions (:mod:`bus.auth`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
+from bus.auth import agent_role, authorization_config, ensure_credentials
 from bus.connection import connect
 from bus.server import EmbeddedNats
 from bus.settings import Settings
-from bus.subjects import Subjects
+from bus.subjects import OPERATOR, Subjects
 
 EXAMPLE_AGENTS = ("agents.complaints:triage", "agents.complaints:notifier")
+
+
+def agent_name(target: str) -> str:
+    """The name of the agent object at ``MODULE:OBJECT`` (its NATS identity)."""
+    module, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module), attribute).name
 
 
 @dataclass
@@ -31,34 +41,63 @@ class Stack:
     embedded_nats: bool = True
     nats: EmbeddedNats | None = None
     processes: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
+    credentials: dict[str, Path] = field(default_factory=dict)
 
-    def commands(self) -> dict[str, list[str]]:
+    def commands(self) -> dict[str, tuple[str, list[str]]]:
+        """Process name -> (role, command line)."""
         cli = [sys.executable, "-m", "bus.cli"]
-        commands = {"runtime": [*cli, "runtime"], "tools": [*cli, "tools", "serve"]}
+        commands = {
+            "runtime": ("runtime", [*cli, "runtime"]),
+            "tools": ("tools", [*cli, "tools", "serve"]),
+        }
         for target in self.agents:
-            commands[f"agent-{target.rsplit(':', 1)[-1]}"] = [*cli, "agent", "run", target]
+            name = agent_name(target)
+            commands[f"agent-{name}"] = (agent_role(name), [*cli, "agent", "run", target])
         return commands
 
     async def start(self) -> None:
+        """Start everything; on return, this process's settings act as the operator."""
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         if self.embedded_nats:
-            self.nats = EmbeddedNats(self.settings.state_dir)
-            await self.nats.start()
-            self.settings.nats_url = self.nats.url
-            (self.settings.state_dir / "nats.url").write_text(self.nats.url)
-        for name in self.commands():
+            await self.start_nats()
+        services = [name for name in self.commands() if not name.startswith("agent-")]
+        for name in services:
             await self.start_process(name)
         await self.wait_until_serving()
+        for name in self.commands():
+            if name not in services:
+                await self.start_process(name)
+
+    async def start_nats(self) -> None:
+        subjects = Subjects(self.settings.prefix)
+        roles = [
+            "runtime",
+            "tools",
+            OPERATOR,
+            "auditor",
+            *(role for role, _ in self.commands().values()),
+        ]
+        self.credentials = ensure_credentials(
+            self.settings.state_dir / "credentials", sorted(set(roles))
+        )
+        self.nats = EmbeddedNats(
+            self.settings.state_dir, authorization=authorization_config(self.credentials, subjects)
+        )
+        await self.nats.start()
+        self.settings.nats_url = self.nats.url
+        self.settings.credentials = self.credentials[OPERATOR]
+        (self.settings.state_dir / "nats.url").write_text(self.nats.url)
 
     async def start_process(self, name: str) -> asyncio.subprocess.Process:
+        role, command = self.commands()[name]
+        environment = {**os.environ, **self.settings.as_environment()}
+        if role in self.credentials:
+            environment["CLAIMCHECK_CREDENTIALS"] = str(self.credentials[role])
         logs = self.settings.state_dir / "logs"
         logs.mkdir(exist_ok=True)
         with (logs / f"{name}.log").open("ab") as log:
             process = await asyncio.create_subprocess_exec(
-                *self.commands()[name],
-                stdout=log,
-                stderr=log,
-                env={**os.environ, **self.settings.as_environment()},
+                *command, stdout=log, stderr=log, env=environment
             )
         self.processes[name] = process
         return process
@@ -75,22 +114,23 @@ class Stack:
         await self.start_process(name)
 
     async def wait_until_serving(self, timeout: float = 30.0) -> None:
-        """Wait until the runtime and the tool host answer requests."""
-        nc = await connect(self.settings, "claimcheck-stack-probe")
+        """Wait until the runtime answers the operator and the tool host answers the runtime."""
         subjects = Subjects(self.settings.prefix)
-        probes = [subjects.runtime("probe", "state"), subjects.tool("create_ticket")]
-        deadline = asyncio.get_running_loop().time() + timeout
+        async with asyncio.timeout(timeout):
+            await self._wait_for_answer(OPERATOR, subjects.runtime(OPERATOR, "state"))
+            await self._wait_for_answer("runtime", subjects.tool("create_ticket"))
+
+    async def _wait_for_answer(self, role: str, subject: str) -> None:
+        probe = self.settings.model_copy(update={"credentials": self.credentials.get(role)})
+        nc = await connect(probe, f"claimcheck-probe-{role}")
         try:
-            for subject in probes:
-                while True:
-                    self.raise_if_exited()
-                    try:
-                        await nc.request(subject, b"{}", timeout=1.0)
-                        break
-                    except (NoRespondersError, NatsTimeout):
-                        if asyncio.get_running_loop().time() > deadline:
-                            raise TimeoutError(f"nothing answers on {subject}") from None
-                        await asyncio.sleep(0.1)
+            while True:
+                self.raise_if_exited()
+                try:
+                    await nc.request(subject, b"{}", timeout=1.0)
+                    return
+                except (NoRespondersError, NatsTimeout):
+                    await asyncio.sleep(0.1)
         finally:
             await nc.close()
 

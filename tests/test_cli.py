@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -11,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from bus.mailbox import Mailbox
 
 CLI = [sys.executable, "-m", "bus.cli"]
 
@@ -22,11 +25,22 @@ def claimcheck(*args: str, state_dir: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def running_stack(tmp_path: Path) -> Iterator[Path]:
+def mail() -> Iterator[Mailbox]:
+    box = Mailbox()
+    box.start()
+    yield box
+    box.stop()
+
+
+@pytest.fixture
+def running_stack(tmp_path: Path, mail: Mailbox) -> Iterator[Path]:
     """``claimcheck up`` in the background, stopped with SIGTERM like Ctrl-C."""
     state_dir = tmp_path / "state"
     up = subprocess.Popen(
-        [*CLI, "up", "--state-dir", str(state_dir)], stdout=subprocess.PIPE, text=True
+        [*CLI, "up", "--state-dir", str(state_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "CLAIMCHECK_SMTP_PORT": str(mail.port)},
     )
     try:
         assert up.stdout is not None
@@ -122,3 +136,88 @@ def test_bad_input_to_the_cli_is_a_message_not_a_traceback(tmp_path: Path) -> No
         assert "Traceback" not in result.stdout + result.stderr
     assert "no workflow" in unknown.stdout
     assert "cannot read" in missing.stdout
+
+
+def open_escalation(state_dir: Path, workflow_id: str) -> dict:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        listed = claimcheck("escalations", "list", "--json", state_dir=state_dir)
+        assert listed.returncode == 0, listed.stdout + listed.stderr
+        found = [e for e in json.loads(listed.stdout) if e["workflowId"] == workflow_id]
+        if found:
+            return found[0]
+        time.sleep(0.2)
+    pytest.fail(f"workflow {workflow_id} never escalated")
+
+
+def submit_press_complaint(state_dir: Path, tmp_path: Path) -> str:
+    complaint = tmp_path / "press.json"
+    complaint.write_text(
+        json.dumps({"customer": "fabrikam", "text": "journalist asking about a leak"})
+    )
+    submitted = claimcheck(
+        "submit",
+        "triage_complaint",
+        "--to",
+        "triage",
+        "--input",
+        str(complaint),
+        state_dir=state_dir,
+    )
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    return submitted.stdout.strip()
+
+
+@pytest.mark.parametrize("decision", ["approve", "deny"])
+def test_a_human_answers_the_escalated_complaint(
+    running_stack: Path, tmp_path: Path, mail: Mailbox, decision: str
+) -> None:
+    workflow_id = submit_press_complaint(running_stack, tmp_path)
+    escalation = open_escalation(running_stack, workflow_id)
+    assert escalation["kind"] == "permission_denied"
+    shown = claimcheck("escalations", "show", escalation["escalationId"], state_dir=running_stack)
+    assert "press@pr-agency.example" in shown.stdout
+    assert mail.received == []
+
+    answered = claimcheck(
+        "escalations",
+        decision,
+        escalation["escalationId"],
+        "--as",
+        "dana",
+        "--reason",
+        "checked with legal",
+        state_dir=running_stack,
+    )
+    assert answered.returncode == 0, answered.stdout + answered.stderr
+    if decision == "approve":
+        events = wait_for_event(running_stack, workflow_id, "WorkflowCompleted")
+        assert [m["To"] for m in mail.received] == ["press@pr-agency.example"]
+    else:
+        events = wait_for_event(running_stack, workflow_id, "WorkflowFailed")
+        assert "dana denied permission_denied: checked with legal" in events[-1]["data"]["reason"]
+        assert mail.received == []
+    resolved = [e for e in events if e["type"] == "EscalationResolved"]
+    assert resolved[0]["data"]["resolution"]["approver"] == "dana"
+    again = claimcheck(
+        "escalations", decision, escalation["escalationId"], "--as", "dana", state_dir=running_stack
+    )
+    assert again.returncode == 1 and "already resolved" in again.stdout
+    assert (
+        claimcheck("escalations", "list", "--json", state_dir=running_stack).stdout.strip() == "[]"
+    )
+
+
+def test_a_bad_policy_file_stops_the_runtime_at_start_up(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[[rules]]\nname = "emails"\naction = "send_email"\neffect = "permit"\n')
+    result = subprocess.run(
+        [*CLI, "runtime", "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "CLAIMCHECK_POLICY": str(policy), "COLUMNS": "300"},
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    assert f"{policy}: rule 1 ('emails'), field 'effect'" in result.stdout
