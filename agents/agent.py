@@ -20,6 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
@@ -89,6 +90,10 @@ class Agent:
                     messages = await inbox.fetch(1, timeout=1.0)
                 except NatsTimeout:
                     continue
+                except NatsError as error:  # disconnected: the client reconnects by itself
+                    log.warning("inbox fetch failed (%s); retrying", error)
+                    await asyncio.sleep(0.5)
+                    continue
                 for msg in messages:
                     await self.handle(msg, client, artifacts)
         finally:
@@ -122,6 +127,25 @@ class Agent:
             log.error("dropping a malformed inbox message: %s", error)
             await msg.term()
             return
+        heartbeat = asyncio.create_task(self._keep_alive(msg))
+        try:
+            await self._run_handler(msg, handoff, client, artifacts)
+        finally:
+            heartbeat.cancel()
+
+    async def _keep_alive(self, msg: Msg) -> None:
+        """Tell JetStream the handoff is still being worked on (long reasoning), so it is not
+        redelivered to another replica while this one is alive."""
+        while True:
+            await asyncio.sleep(self.ack_wait / 3)
+            try:
+                await msg.in_progress()
+            except NatsError:
+                pass  # reconnecting; the next beat may get through
+
+    async def _run_handler(
+        self, msg: Msg, handoff: Handoff, client: RuntimeClient, artifacts: ArtifactStore
+    ) -> None:
         handler = self.handlers.get(handoff.task)
         ctx = Context(
             self.name,

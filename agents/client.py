@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TypeVar
 
 from nats.aio.client import Client
+from nats.errors import ConnectionClosedError, NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
 
 from bus.subjects import Subjects
 from handoff_schemas import ErrorInfo, Reply, WireStruct, convert, decode, encode
@@ -33,14 +36,33 @@ def unwrap(reply: Reply, into: type[T]) -> T:
 
 
 class RuntimeClient:
-    def __init__(self, nc: Client, subjects: Subjects, agent: str, timeout: float) -> None:
+    """Asks the runtime, and keeps asking while it is unreachable.
+
+    A runtime restart or a NATS reconnect is a pause, not a failure: every
+    request that changes a workflow carries a step key, so asking again is safe.
+    After ``patience`` seconds without an answer the last error is raised.
+    """
+
+    def __init__(
+        self, nc: Client, subjects: Subjects, agent: str, timeout: float, patience: float = 60.0
+    ) -> None:
         self.nc = nc
         self.subjects = subjects
         self.agent = agent
         self.timeout = timeout
+        self.patience = patience
 
     async def call(self, op: str, request: WireStruct, into: type[T]) -> T:
-        msg = await self.nc.request(
-            self.subjects.runtime(self.agent, op), encode(request), timeout=self.timeout
-        )
-        return unwrap(decode(msg.data, Reply), into)
+        subject, data = self.subjects.runtime(self.agent, op), encode(request)
+        deadline = asyncio.get_running_loop().time() + self.patience
+        pause = 0.1
+        while True:
+            try:
+                msg = await self.nc.request(subject, data, timeout=self.timeout)
+            except (NoRespondersError, NatsTimeout, ConnectionClosedError):
+                if asyncio.get_running_loop().time() + pause > deadline:
+                    raise
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
+                continue
+            return unwrap(decode(msg.data, Reply), into)

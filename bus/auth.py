@@ -73,11 +73,12 @@ def permissions(role: str, subjects: Subjects) -> dict[str, Any]:
                 f"{p}.evidence.>",
                 f"{p}.handoff.>",
                 f"{p}.escalation.>",
+                f"{p}.deadletter.>",
                 f"{p}.tool.>",
                 f"{JS}.>",
                 "$JS.FC.>",
             ],
-            "subscribe": [f"{p}.rt.>", inbox],
+            "subscribe": [f"{p}.rt.>", "$JS.EVENT.ADVISORY.>", inbox],
             "allow_responses": True,
         }
     if role == "tools":

@@ -60,6 +60,7 @@ def stream_configs(subjects: Subjects, replicas: int = 1) -> list[StreamConfig]:
         stream("evidence", "evidence.>", RetentionPolicy.LIMITS),
         stream("handoff", "handoff.>", RetentionPolicy.LIMITS),
         stream("escalation", "escalation.>", RetentionPolicy.LIMITS),
+        stream("deadletter", "deadletter.>", RetentionPolicy.LIMITS),
     ]
 
 

@@ -397,6 +397,19 @@ class Workflow(Aggregate):
     def resume(self, handoff: dict[str, Any], escalation_id: str) -> None:
         """Deliver ``handoff`` again, so its agent re-runs and replays the recorded steps."""
 
+    def dead_letter(self, handoff: dict[str, Any], deliveries: int) -> None:
+        """An agent failed this handoff on every delivery: park it and fail the workflow."""
+        if self.closed:
+            return  # already ended (or another replica recorded this first)
+        self._handoff_dead_lettered(handoff, deliveries)
+        self.fail(
+            f"handoff {handoff['handoffId']} to {handoff['to']} failed {deliveries} deliveries"
+        )
+
+    @event("HandoffDeadLettered")
+    def _handoff_dead_lettered(self, handoff: dict[str, Any], deliveries: int) -> None:
+        pass
+
     @event("BudgetExceeded")
     def exceed_budget(self, reason: str) -> None:
         self.status = "stopped"

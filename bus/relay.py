@@ -7,7 +7,8 @@ commit the relay reads new notifications in ledger order and publishes:
 - evidence records, again, to ``<prefix>.evidence.<workflow>`` for auditors;
 - handoffs to the receiving agent's inbox ``<prefix>.handoff.<agent>`` (again
   when a human's approval resumes a workflow);
-- escalations and their resolutions to ``<prefix>.escalation.<workflow>``.
+- escalations and their resolutions to ``<prefix>.escalation.<workflow>``;
+- handoffs no delivery could complete to ``<prefix>.deadletter.<agent>``.
 
 Each message's ``Nats-Msg-Id`` is derived from the ledger position, so a
 republish after a crash is dropped by JetStream's duplicate window. The relay
@@ -25,6 +26,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from eventsourcing.persistence import IntegrityError, Notification, Tracking, TrackingRecorder
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
 from bus.ledger import Ledger
@@ -59,7 +61,12 @@ class Relay:
             self._wake.clear()
             batch = await self._in_thread(self.ledger.notifications, position)
             if batch:
-                position = await self.publish(batch)
+                try:
+                    position = await self.publish(batch)
+                except (NatsError, TimeoutError) as error:
+                    # NATS is away (restarting?): publish the batch again; duplicates are dropped.
+                    log.warning("relay could not publish (%s); retrying", error)
+                    await asyncio.sleep(0.5)
                 continue
             try:
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
@@ -110,6 +117,15 @@ class Relay:
                         self.subjects.inbox(handoff["to"]),
                         f"{handoff['handoffId']}-resumed-{data['escalation_id']}",
                         encode(handoff),
+                    )
+                )
+            case "HandoffDeadLettered":
+                handoff = data["handoff"]
+                out.append(
+                    (
+                        self.subjects.dead_letter(handoff["to"]),
+                        f"deadletter-{handoff['handoffId']}",
+                        encode(envelope),
                     )
                 )
             case "EscalationRaised" | "EscalationResolved":

@@ -171,7 +171,28 @@ class Runtime:
 
     async def serve(self) -> None:
         await self.nc.subscribe(self.subjects.runtime_all, queue="runtime", cb=self._on_message)
+        await self.nc.subscribe(
+            self.subjects.max_deliveries_advisory(), queue="runtime", cb=self._on_dead_letter
+        )
         await self.nc.flush()
+
+    async def _on_dead_letter(self, msg: Msg) -> None:
+        """An inbox message ran out of deliveries: record it where people will look."""
+        advisory = msgspec.json.decode(msg.data)
+        stored = await self.nc.jetstream().get_msg(advisory["stream"], advisory["stream_seq"])
+        try:
+            handoff = msgspec.to_builtins(decode(stored.data or b"", Handoff))
+            await self._command(
+                handoff["workflowId"], lambda wf: wf.dead_letter(handoff, advisory["deliveries"])
+            )
+        except (SchemaError, LedgerError) as error:
+            log.error("dead letter %s could not be recorded: %s", advisory, error)
+            return
+        log.warning(
+            "handoff %s dead-lettered after %s deliveries",
+            handoff["handoffId"],
+            advisory["deliveries"],
+        )
 
     def close(self) -> None:
         self._ledger_thread.shutdown(wait=True)

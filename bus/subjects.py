@@ -38,6 +38,13 @@ class Subjects:
     def escalation(self, workflow_id: str) -> str:
         return f"{self.prefix}.escalation.{workflow_id}"
 
+    def dead_letter(self, agent: str) -> str:
+        return f"{self.prefix}.deadletter.{agent}"
+
+    def max_deliveries_advisory(self) -> str:
+        """JetStream's advisory when an inbox message ran out of deliveries."""
+        return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream('handoff')}.*"
+
     def stream(self, kind: str) -> str:
         """Stream name for ``events``, ``evidence``, ``handoff`` or ``escalation``."""
         return f"{self.prefix}_{kind}".upper().replace("-", "_")

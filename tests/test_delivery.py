@@ -1,0 +1,105 @@
+"""Inbox delivery: dead letters, heartbeats during long reasoning, replicas as a work queue."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+
+from pydantic import BaseModel
+
+from agents import Agent, Context, ModelRequest, ModelResult, ScriptedModel
+from bus.operators import submit, watch
+from handoff_schemas import Usage
+from tests.conftest import Bus
+
+
+async def run_agents(bus: Bus, agents: list[Agent], workflows: int = 1) -> list[str]:
+    stop = asyncio.Event()
+    runners = [asyncio.create_task(agent.run(bus.settings, stop)) for agent in agents]
+    try:
+        started = [
+            await submit(bus.nc, bus.subjects, "t", "triage", f"{i}".encode())
+            for i in range(workflows)
+        ]
+        views = await asyncio.gather(
+            *(watch(bus.nc, bus.subjects, s.workflow_id, timeout=30) for s in started)
+        )
+        return [view.status for view in views]
+    finally:
+        stop.set()
+        await asyncio.gather(*runners)
+
+
+async def test_a_handoff_that_fails_every_delivery_is_dead_lettered_and_recorded(bus: Bus) -> None:
+    attempts = []
+    agent = Agent("triage", model=ScriptedModel([]), max_deliver=2)
+
+    @agent.task("t")
+    async def broken(ctx: Context) -> None:
+        attempts.append(ctx.incoming.handoff_id)
+        raise RuntimeError("a bug in the handler")
+
+    assert await run_agents(bus, [agent]) == ["failed"]
+    assert len(attempts) == 2
+    letters = await bus.nc.jetstream().subscribe(
+        bus.subjects.dead_letter("triage"), ordered_consumer=True
+    )
+    letter = json.loads((await letters.next_msg(timeout=5)).data)
+    assert letter["type"] == "HandoffDeadLettered"
+    assert letter["data"]["deliveries"] == 2
+    history = [e.type for e in bus.ledger.history(letter["workflowId"])]
+    assert history[-2:] == ["HandoffDeadLettered", "WorkflowFailed"]
+
+
+class Decision(BaseModel):
+    severity: str
+
+
+class SlowModel:
+    """Thinks for longer than the inbox's ack wait."""
+
+    name = "slow"
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.calls = 0
+
+    async def complete(self, request: ModelRequest) -> ModelResult:
+        self.calls += 1
+        await asyncio.sleep(self.seconds)
+        return ModelResult(output={"severity": "low"}, usage=Usage(), model=self.name)
+
+
+async def test_heartbeats_keep_a_long_reasoning_handoff_from_redelivery(bus: Bus) -> None:
+    model = SlowModel(seconds=3.0)
+    agent = Agent("triage", model=model, ack_wait=1.0)
+    runs = []
+
+    @agent.task("t")
+    async def think(ctx: Context) -> None:
+        runs.append(ctx.incoming.handoff_id)
+        await ctx.reason("Decide.", {}, Decision)
+        await ctx.summarize("decided", asserts="succeeded", evidence=[])
+
+    statuses = await run_agents(bus, [agent])
+    assert statuses == ["escalated"]  # the claim cites nothing; what matters is below
+    assert model.calls == 1 and len(runs) == 1
+
+
+async def test_replicas_of_an_agent_share_its_inbox_as_a_work_queue(bus: Bus) -> None:
+    handled: Counter[str] = Counter()
+    replicas = []
+    for replica in ("a", "b"):
+        agent = Agent("triage", model=ScriptedModel([]))
+
+        @agent.task("t")
+        async def file(ctx: Context, replica: str = replica) -> None:
+            handled[ctx.workflow_id] += 1
+            ticket = await ctx.tools.create_ticket(customer=replica, title="t", severity="low")
+            await ctx.summarize("filed", asserts="succeeded", evidence=[ticket.evidence])
+
+        replicas.append(agent)
+    statuses = await run_agents(bus, replicas, workflows=6)
+    assert statuses == ["completed"] * 6
+    assert sorted(handled.values()) == [1] * 6
