@@ -5,6 +5,8 @@ It is a real SMTP exchange: the email tool speaks SMTP to it over loopback.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
@@ -17,9 +19,22 @@ from bus.server import free_port
 
 @dataclass
 class Mailbox:
+    """``rcpt_delays``: seconds to stall each next RCPT, to hold a sender mid-exchange."""
+
     port: int = field(default_factory=free_port)
     received: list[Message] = field(default_factory=list)
+    rcpt_delays: list[float] = field(default_factory=list)
+    rcpt_seen: threading.Event = field(default_factory=threading.Event)
     _controller: Controller | None = None
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        self.rcpt_seen.set()
+        if self.rcpt_delays:
+            await asyncio.sleep(self.rcpt_delays.pop(0))
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.received.append(message_from_bytes(envelope.original_content or b""))

@@ -207,6 +207,7 @@ class Runtime:
 
     async def _respond(self, msg: Msg) -> None:
         _, _, agent, op = msg.subject.rsplit(".", 3)
+        log.debug("request %s from %s", op, agent)
         reply = await self.dispatch(agent, op, msg.data)
         if msg.reply:
             await msg.respond(encode(reply))

@@ -39,6 +39,9 @@ class Stack:
     settings: Settings
     agents: tuple[str, ...] = EXAMPLE_AGENTS
     embedded_nats: bool = True
+    runtimes: int = 1
+    extra_roles: tuple[str, ...] = ()
+    """Roles to make credentials for without starting a process (an agent run elsewhere)."""
     nats: EmbeddedNats | None = None
     processes: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
     credentials: dict[str, Path] = field(default_factory=dict)
@@ -75,6 +78,7 @@ class Stack:
             "tools",
             OPERATOR,
             "auditor",
+            *self.extra_roles,
             *(role for role, _ in self.commands().values()),
         ]
         self.credentials = ensure_credentials(
