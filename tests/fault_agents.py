@@ -58,3 +58,10 @@ async def mail(ctx: Context) -> None:
     await gate("after-email")
     await ctx.checkpoint("email-sent", {"messageId": sent.evidence.refs["messageId"]})
     await ctx.summarize("emailed ops", asserts="succeeded", evidence=[sent.evidence])
+
+
+@mailer.task("mail_press")
+async def mail_press(ctx: Context) -> None:
+    """Emails an address no rule allows: the runtime escalates, and a human decides."""
+    sent = await ctx.tools.send_email(to="press@pr-agency.example", subject="statement", body="...")
+    await ctx.summarize("emailed the press", asserts="succeeded", evidence=[sent.evidence])

@@ -17,7 +17,7 @@ import pytest
 from bus.connection import connect
 from bus.ledger import Ledger
 from bus.mailbox import Mailbox
-from bus.operators import submit, watch
+from bus.operators import escalations, resolve, submit, watch
 from bus.settings import Settings
 from bus.stack import Stack
 from bus.subjects import Subjects
@@ -265,3 +265,27 @@ async def test_two_runtime_replicas_never_run_a_step_twice(
             8,
         )
         assert_exactly_once(ledger_url, workflow_id, streamed)
+
+
+async def test_an_escalation_survives_restarting_the_runtime_and_nats(
+    faults: Faults, ledger_url: str
+) -> None:
+    workflow_id = await faults.submit(task="mail_press")
+    assert (await faults.outcome(workflow_id)).status == "escalated"
+    assert faults.stack.nats is not None
+    await faults.stack.kill("runtime")
+    await faults.stack.nats.kill()
+    await faults.stack.nats.start()
+    await faults.stack.start_process("runtime")
+    await faults.stack.wait_until_serving()
+    nc = await connect(faults.settings, "test-approver")
+    subjects = Subjects(faults.settings.prefix)
+    try:
+        [waiting] = (await escalations(nc, subjects)).open
+        assert waiting["workflowId"] == workflow_id
+        await resolve(nc, subjects, waiting["escalationId"], "approve", "dana")
+        done = await watch(nc, subjects, workflow_id, until=lambda view: view.status == "completed")
+    finally:
+        await nc.close()
+    assert done.status == "completed"
+    assert [m["To"] for m in faults.mailbox.received] == ["press@pr-agency.example"]
