@@ -247,7 +247,7 @@ def events(
 ) -> None:
     """Print a workflow's events, from the ledger."""
     settings = settings_for(state_dir)
-    ledger = Ledger.from_url(settings.ledger_url())
+    ledger = open_ledger(settings)
     try:
         history = ledger.history(workflow)
     except LedgerError as error:
@@ -260,11 +260,54 @@ def events(
     for item in history:
         details = json.dumps(item.data, sort_keys=True)
         console.print(
-            f"{item.version:>4} {item.timestamp:%H:%M:%S.%f} [bold]{item.type}[/] {details}",
+            f"{item.version:>4} {item.timestamp:%H:%M:%S.%f} {item.type} {details}",
             markup=False,
             highlight=False,
             soft_wrap=True,
         )
+
+
+def open_ledger(settings: Settings) -> Ledger:
+    try:
+        return Ledger.from_url(settings.ledger_url())
+    except Exception as error:  # a missing file, a refused connection, a bad URL
+        raise fail(f"cannot open the ledger at {settings.ledger_url()}: {error}") from None
+
+
+@app.command()
+def verify(
+    workflow: Annotated[str | None, typer.Argument(help="One workflow; all by default.")] = None,
+    offline: Annotated[
+        bool, typer.Option(help="Check the ledger's chain only, not the stream.")
+    ] = False,
+    state_dir: StateDir = None,
+) -> None:
+    """Check the evidence chain, and the ledger against the events stream; name the first break."""
+    from bus.verification import first_break, published_events
+
+    settings = settings_for(state_dir)
+    ledger = open_ledger(settings)
+    try:
+        workflows = [workflow] if workflow else ledger.workflow_ids()
+        histories = {wf: ledger.history(wf) for wf in workflows}
+    except LedgerError as error:
+        raise fail(str(error)) from None
+    finally:
+        ledger.close()
+
+    async def published(nc: Client, subjects: Subjects) -> dict[str, list]:
+        return {wf: await published_events(nc, subjects, wf) for wf in workflows}
+
+    copies = {} if offline else run_as_operator(settings, published)
+    for workflow_id, history in histories.items():
+        broken = first_break(history, None if offline else copies[workflow_id])
+        if broken:
+            raise fail(f"broken: {broken}")
+    evidence = sum(1 for h in histories.values() for e in h if e.type == "EvidenceRecorded")
+    against = "" if offline else ", and every event matches the events stream"
+    console.print(
+        f"intact: {len(workflows)} workflow(s), {evidence} evidence record(s) chain{against}"
+    )
 
 
 @app.command()

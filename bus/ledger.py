@@ -31,6 +31,7 @@ import msgspec
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import IntegrityError, Notification
+from eventsourcing.utils import get_topic
 
 from handoff_schemas import Claim, ClaimAssertion, EventEnvelope, Evidence, evidence_hash
 
@@ -518,6 +519,16 @@ class Ledger(Application[UUID]):
         workflow = self.workflow(workflow_id)
         stored = self.recorder.select_events(workflow.id, lte=until)
         return [self.envelope(self.mapper.to_domain_event(item)) for item in stored]
+
+    def workflow_ids(self) -> list[str]:
+        """Every workflow, in the order they started."""
+        topic = get_topic(Workflow.WorkflowStarted)  # type: ignore[attr-defined]
+        ids: list[str] = []
+        after = 0
+        while batch := self.recorder.select_notifications(after + 1, 1000, topics=[topic]):
+            ids.extend(str(notification.originator_id) for notification in batch)
+            after = batch[-1].id
+        return ids
 
     def notifications(self, after: int, limit: int = 500) -> list[Notification]:
         return list(self.recorder.select_notifications(after + 1, limit))

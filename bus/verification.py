@@ -1,0 +1,148 @@
+"""``claimcheck verify``: is the record intact?
+
+Two independent checks, reported at the first record that breaks:
+
+- the evidence chain in the ledger: each record's hash must match its fields,
+  and its ``prevHash`` the hash of the record before it in the workflow;
+- the ledger against the events stream: every event the relay published must
+  still be in the ledger unchanged, and every ledger event must have been
+  published. An edit to a stored event (in SQLite or PostgreSQL) shows here
+  even when it touches no evidence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import msgspec
+from nats.aio.client import Client
+from nats.js.api import DeliverPolicy
+
+from bus.ledger import GENESIS_HASH
+from bus.subjects import Subjects
+from handoff_schemas import EventEnvelope, decode, evidence_hash
+
+
+@dataclass(frozen=True)
+class Break:
+    workflow_id: str
+    version: int
+    event_type: str
+    record: str
+    problem: str
+
+    def __str__(self) -> str:
+        return (
+            f"workflow {self.workflow_id}, event {self.version} ({self.event_type}), "
+            f"{self.record}: {self.problem}"
+        )
+
+
+def check_chain(history: Sequence[EventEnvelope]) -> Break | None:
+    """The first evidence record whose hash or link is wrong, if any."""
+    previous = GENESIS_HASH
+    for event in history:
+        if event.type != "EvidenceRecorded":
+            continue
+        record = event.data["evidence"]
+        where = f"evidence {record.get('auditId')}"
+        if evidence_hash(record) != record.get("hash"):
+            return Break(
+                event.workflow_id,
+                event.version,
+                event.type,
+                where,
+                "its fields do not match its hash (changed after it was recorded)",
+            )
+        if record.get("prevHash") != previous:
+            return Break(
+                event.workflow_id,
+                event.version,
+                event.type,
+                where,
+                "its prevHash does not link to the record before it",
+            )
+        previous = record["hash"]
+    return None
+
+
+def check_against_stream(
+    history: Sequence[EventEnvelope], published: Sequence[EventEnvelope]
+) -> Break | None:
+    """The first event where the ledger and the events stream disagree, if any."""
+    copies = {event.version: event for event in published}
+    last_published = max(copies, default=0)
+    for event in history:
+        copy = copies.get(event.version)
+        if copy is None and event.version > last_published:
+            break  # the relay has not published the newest events yet: lag, not tampering
+        if copy is None:
+            return Break(
+                event.workflow_id,
+                event.version,
+                event.type,
+                "the event",
+                "it is in the ledger but was never published",
+            )
+        if (copy.type, canonical(copy.data)) != (event.type, canonical(event.data)):
+            changed = sorted(
+                key
+                for key in {*copy.data, *event.data}
+                if canonical(copy.data.get(key)) != canonical(event.data.get(key))
+            )
+            return Break(
+                event.workflow_id,
+                event.version,
+                event.type,
+                "the event",
+                f"the ledger differs from the copy published at position {copy.position}"
+                f" (fields: {', '.join(changed) or 'type'})",
+            )
+    if len(copies) > len(history):
+        extra = min(set(copies) - {event.version for event in history})
+        return Break(
+            copies[extra].workflow_id,
+            extra,
+            copies[extra].type,
+            "the event",
+            "it was published but is missing from the ledger",
+        )
+    return None
+
+
+def canonical(value: object) -> bytes:
+    return msgspec.json.encode(value, order="sorted")
+
+
+def first_break(
+    history: Sequence[EventEnvelope], published: Sequence[EventEnvelope] | None
+) -> Break | None:
+    found = [
+        b
+        for b in (
+            check_chain(history),
+            check_against_stream(history, published) if published is not None else None,
+        )
+        if b
+    ]
+    return min(found, key=lambda b: b.version, default=None)
+
+
+async def published_events(nc: Client, subjects: Subjects, workflow_id: str) -> list[EventEnvelope]:
+    """Every copy of a workflow's events on the events stream."""
+    subscription = await nc.jetstream().subscribe(
+        subjects.event(workflow_id, ">"), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+    )
+    events: list[EventEnvelope] = []
+    try:
+        while True:
+            try:
+                msg = await subscription.next_msg(timeout=1.0)
+            except TimeoutError:
+                return events
+            events.append(decode(msg.data, EventEnvelope))
+            if msg.metadata.num_pending == 0:
+                return events
+    finally:
+        await subscription.unsubscribe()
