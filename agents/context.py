@@ -10,7 +10,7 @@ not run twice and the model is not asked twice.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -274,13 +274,20 @@ class Context:
         return reply.handoff_id
 
     async def summarize(
-        self, summary: str, asserts: str, evidence: list[Evidence], statement: str | None = None
+        self,
+        summary: str,
+        asserts: str,
+        evidence: Sequence[Evidence | str],
+        statement: str | None = None,
     ) -> SummaryReply:
-        """The final claim: the runtime verifies it against the evidence before completing."""
+        """The final claim: the runtime verifies it against the evidence before completing.
+
+        ``evidence`` holds the records (or just their ids) the claim rests on.
+        """
         claim = ClaimAssertion(
             statement=statement or summary,
             asserts=asserts,
-            evidence_ids=[e.audit_id for e in evidence],
+            evidence_ids=[e if isinstance(e, str) else e.audit_id for e in evidence],
         )
         return await self._step(
             "summarize", SummarizeRequest, SummaryReply, summary=summary, claim=claim

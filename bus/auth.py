@@ -78,7 +78,7 @@ def permissions(role: str, subjects: Subjects) -> dict[str, Any]:
                 f"{JS}.>",
                 "$JS.FC.>",
             ],
-            "subscribe": [f"{p}.rt.>", "$JS.EVENT.ADVISORY.>", inbox],
+            "subscribe": [f"{p}.rt.>", f"{p}.events.>", "$JS.EVENT.ADVISORY.>", inbox],
             "allow_responses": True,
         }
     if role == "tools":

@@ -14,6 +14,7 @@ from typing import Annotated, TypeVar
 import msgspec
 import typer
 from nats.aio.client import Client
+from nats.errors import Error as NatsError
 from rich.console import Console
 
 from bus.ledger import Ledger, LedgerError
@@ -29,10 +30,14 @@ tools_app = typer.Typer(help="Tool hosts.", no_args_is_help=True)
 agent_app = typer.Typer(help="Agents.", no_args_is_help=True)
 schemas_app = typer.Typer(help="Wire schemas.", no_args_is_help=True)
 escalations_app = typer.Typer(help="Questions for humans.", no_args_is_help=True)
+views_app = typer.Typer(help="Read models.", no_args_is_help=True)
+audit_app = typer.Typer(help="Read-only auditing.", no_args_is_help=True)
 app.add_typer(tools_app, name="tools")
 app.add_typer(agent_app, name="agent")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(escalations_app, name="escalations")
+app.add_typer(views_app, name="views")
+app.add_typer(audit_app, name="audit")
 
 T = TypeVar("T")
 console = Console()
@@ -143,6 +148,11 @@ def run_as_operator(settings: Settings, action: Callable[[Client, Subjects], Awa
         return asyncio.run(main())
     except OperatorError as error:
         raise fail(str(error)) from None
+    except (NatsError, OSError, TimeoutError) as error:
+        raise fail(
+            f"NATS at {settings.nats_url} did not serve this request ({type(error).__name__}: "
+            f"{error}); is `claimcheck up` running for this state directory?"
+        ) from None
 
 
 @app.command()
@@ -308,6 +318,161 @@ def verify(
     console.print(
         f"intact: {len(workflows)} workflow(s), {evidence} evidence record(s) chain{against}"
     )
+
+
+def ledger_history(settings: Settings, workflow: str) -> list:
+    ledger = open_ledger(settings)
+    try:
+        return ledger.history(workflow)
+    except LedgerError as error:
+        raise fail(str(error)) from None
+    finally:
+        ledger.close()
+
+
+def fresh_views(settings: Settings):  # type: ignore[no-untyped-def]
+    """The read models, caught up with the ledger first."""
+    from bus.view_runner import ViewRunner, open_views
+
+    ledger = open_ledger(settings)
+    try:
+        views = open_views(settings)
+        ViewRunner(ledger, views).catch_up()
+    finally:
+        ledger.close()
+    return views
+
+
+def show_json(value: object) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+@app.command()
+def status(
+    workflow: Annotated[str | None, typer.Argument(help="One workflow; all by default.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    state_dir: StateDir = None,
+) -> None:
+    """Workflow state: status, current step, completed steps, checkpoints and cost."""
+    from projections.ledger_views import workflow_states
+
+    rows = workflow_states(fresh_views(settings_for(state_dir)), workflow)
+    if workflow and not rows:
+        raise fail(f"no workflow {workflow!r}")
+    if as_json:
+        show_json(rows)
+        return
+    for row in rows:
+        console.print(
+            f"{row['workflow_id']}  {row['status']:<10} {row['task']}  "
+            f"steps {row['completed_steps']}  now {row['current_step'] or '-'}  "
+            f"cost {row['cost_usd']:.6f}/{row['budget_usd']} USD  "
+            f"checkpoints {', '.join(row['checkpoints']) or '-'}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@app.command()
+def claims(
+    unverified: Annotated[
+        bool, typer.Option("--unverified", help="Only claims not verified.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    state_dir: StateDir = None,
+) -> None:
+    """Claims agents made, with the runtime's verdict on each."""
+    from projections.ledger_views import claims as claim_rows
+
+    rows = claim_rows(fresh_views(settings_for(state_dir)), unverified_only=unverified)
+    if as_json:
+        show_json(rows)
+        return
+    for row in rows:
+        console.print(
+            f"{row['verdict']:<12} {row['workflow_id']}  {row['agent']}: {row['statement']!r} "
+            f"asserts {row['asserts']} citing {row['evidence_ids']} ({row['reason']})",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@app.command()
+def trace(workflow: str, state_dir: StateDir = None) -> None:
+    """A workflow's timeline: beliefs, decisions, executions, evidence, verdicts and cost."""
+    from projections.trace import timeline
+
+    for line in timeline(ledger_history(settings_for(state_dir), workflow)):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def replay(
+    workflow: str,
+    until: Annotated[int | None, typer.Option("--until", help="Stop after event N.")] = None,
+    state_dir: StateDir = None,
+) -> None:
+    """The workflow's state as it was after event N, rebuilt with today's code."""
+    from bus.replay import ReplayError, summary
+    from bus.replay import replay as replay_history
+
+    history = ledger_history(settings_for(state_dir), workflow)
+    if until is not None and not 1 <= until <= len(history):
+        raise fail(f"--until {until} is outside this workflow's events (1 to {len(history)})")
+    try:
+        show_json(summary(replay_history(history, until)))
+    except ReplayError as error:
+        raise fail(str(error)) from None
+
+
+@audit_app.command("follow")
+def audit_follow(
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 1 at the first chain break.")
+    ] = False,
+    idle: Annotated[
+        float | None, typer.Option("--idle", help="Stop after N quiet seconds.")
+    ] = None,
+    state_dir: StateDir = None,
+) -> None:
+    """Follow the evidence stream read-only: check the chain live and show flagged claims."""
+    from bus.audit import Finding, follow
+
+    settings = settings_for(state_dir)
+    auditor = settings.state_dir / "credentials" / "auditor.json"
+    if settings.credentials is None and auditor.exists():
+        settings.credentials = auditor
+    broken: list[Finding] = []
+
+    def report(finding: Finding) -> bool:
+        if finding.kind == "claim" and finding.record["verdict"] == "verified":
+            return True
+        label = {"evidence": "ok   ", "break": "BREAK", "claim": "FLAG "}[finding.kind]
+        console.print(f"{label} {finding.text}", markup=False, highlight=False, soft_wrap=True)
+        if finding.kind == "break":
+            broken.append(finding)
+            return not strict
+        return True
+
+    run_as_operator(settings, lambda nc, subjects: follow(nc, subjects, report, idle))
+    if broken and strict:
+        raise typer.Exit(code=1)
+
+
+@views_app.command("rebuild")
+def views_rebuild(state_dir: StateDir = None) -> None:
+    """Drop the read models and rebuild them from the first event."""
+    from bus.view_runner import rebuild_views
+
+    settings = settings_for(state_dir)
+    ledger = open_ledger(settings)
+    try:
+        position = rebuild_views(settings, ledger)
+    finally:
+        ledger.close()
+    console.print(f"rebuilt the views up to event position {position}")
 
 
 @app.command()

@@ -9,8 +9,16 @@ from __future__ import annotations
 import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
 
 from bus.auth import Credentials
 from bus.settings import Settings
@@ -76,3 +84,29 @@ async def ensure_streams(js: JetStreamContext, subjects: Subjects, replicas: int
         await js.create_object_store(
             subjects.artifact_bucket, storage=StorageType.FILE, replicas=replicas
         )
+    await ensure_audit_feeds(js, subjects)
+
+
+AUDIT_FEEDS = {"evidence": ("evidence", "evidence.>"), "claims": ("events", "events.*.ClaimMade")}
+"""Audit feed name -> (stream kind, subject filter under the prefix)."""
+
+
+async def ensure_audit_feeds(js: JetStreamContext, subjects: Subjects) -> None:
+    """Push consumers that deliver to ``<prefix>.audit.<feed>``.
+
+    The auditor may publish nothing, so it cannot create a consumer itself: it
+    only subscribes to these deliver subjects. They replay from the first
+    record, in stream order, and need no acks.
+    """
+    for feed, (kind, pattern) in AUDIT_FEEDS.items():
+        config = ConsumerConfig(
+            durable_name=f"auditor-{feed}",
+            deliver_subject=subjects.audit(feed),
+            filter_subject=f"{subjects.prefix}.{pattern}",
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.NONE,
+        )
+        try:
+            await js.consumer_info(subjects.stream(kind), config.durable_name)
+        except NotFoundError:
+            await js.add_consumer(subjects.stream(kind), config)

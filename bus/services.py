@@ -18,6 +18,7 @@ from bus.runtime import Runtime
 from bus.settings import Settings
 from bus.subjects import Subjects
 from bus.tool_host import ToolHost
+from bus.view_runner import ViewRunner, open_views
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +43,14 @@ async def run_runtime(settings: Settings) -> None:
     runtime = Runtime(settings, ledger, policy, nc, on_commit=relay.wake)
     await runtime.serve()
     relay_task = asyncio.create_task(relay.run())
+    views_task = asyncio.create_task(ViewRunner(ledger, open_views(settings)).run(nc, subjects))
     log.info("runtime serving %s with ledger %s", subjects.runtime_all, settings.ledger_url())
     try:
         await until_stopped()
     finally:
         await nc.drain()
         relay_task.cancel()
+        views_task.cancel()
         runtime.close()
         ledger.close()
 

@@ -38,6 +38,10 @@ class Subjects:
     def escalation(self, workflow_id: str) -> str:
         return f"{self.prefix}.escalation.{workflow_id}"
 
+    def audit(self, feed: str) -> str:
+        """Where the auditor's read-only feeds are delivered (``evidence``, ``claims``)."""
+        return f"{self.prefix}.audit.{feed}"
+
     def dead_letter(self, agent: str) -> str:
         return f"{self.prefix}.deadletter.{agent}"
 

@@ -132,7 +132,10 @@ def first_break(
 async def published_events(nc: Client, subjects: Subjects, workflow_id: str) -> list[EventEnvelope]:
     """Every copy of a workflow's events on the events stream."""
     subscription = await nc.jetstream().subscribe(
-        subjects.event(workflow_id, ">"), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+        subjects.event(workflow_id, ">"),
+        stream=subjects.stream("events"),
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.ALL,
     )
     events: list[EventEnvelope] = []
     try:

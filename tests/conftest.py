@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -16,9 +16,11 @@ from uuid import uuid4
 import pytest
 from nats.aio.client import Client
 
+from agents import Agent, Context, ScriptedModel
 from bus.connection import connect, ensure_streams
 from bus.ledger import Ledger
 from bus.mailbox import Mailbox
+from bus.operators import submit, watch
 from bus.policy import Policy
 from bus.relay import Relay
 from bus.runtime import Runtime
@@ -27,6 +29,7 @@ from bus.settings import Settings
 from bus.subjects import Subjects
 from bus.tool_host import ToolHost
 from bus.tools import CATALOGUE, Tool
+from projections import WorkflowView
 
 POSTGRES_URL = os.environ.get(
     "CLAIMCHECK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
@@ -145,3 +148,26 @@ async def bus(
     relay_task.cancel()
     await nc.drain()
     runtime.close()
+
+
+Handler = Callable[[Context], Awaitable[None]]
+
+
+async def run_workflow(
+    bus: Bus,
+    handler: Handler,
+    model: ScriptedModel,
+    budget: float | None = None,
+    until: Callable[[WorkflowView], bool] = lambda view: view.settled,
+) -> WorkflowView:
+    """Run ``handler`` as the triage agent on one new workflow until it settles."""
+    agent = Agent("triage", model=model)
+    agent.task("t")(handler)
+    stop = asyncio.Event()
+    runner = asyncio.create_task(agent.run(bus.settings, stop))
+    try:
+        reply = await submit(bus.nc, bus.subjects, "t", "triage", b"{}", budget_usd=budget)
+        return await watch(bus.nc, bus.subjects, reply.workflow_id, timeout=20, until=until)
+    finally:
+        stop.set()
+        await runner

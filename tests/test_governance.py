@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,7 +19,7 @@ from bus.policy import Policy
 from bus.tools import CreateTicket, SendEmail, Tool, ToolFailure
 from handoff_schemas import Usage
 from projections import WorkflowView
-from tests.conftest import Bus
+from tests.conftest import Bus, run_workflow
 
 POLICY = """
 [[rules]]
@@ -106,29 +105,6 @@ def tool_classes() -> dict[str, type[Tool]]:
     ScriptedTicket.behaviours = []
     ScriptedTicket.slow_seconds = 1.0
     return {"create_ticket": ScriptedTicket, "send_email": SendEmail}
-
-
-Handler = Callable[[Context], Awaitable[None]]
-
-
-async def run_workflow(
-    bus: Bus,
-    handler: Handler,
-    model: ScriptedModel,
-    budget: float | None = None,
-    until: Callable[[WorkflowView], bool] = lambda view: view.settled,
-) -> WorkflowView:
-    """Run ``handler`` as the triage agent on one new workflow until it settles."""
-    agent = Agent("triage", model=model)
-    agent.task("t")(handler)
-    stop = asyncio.Event()
-    runner = asyncio.create_task(agent.run(bus.settings, stop))
-    try:
-        reply = await submit(bus.nc, bus.subjects, "t", "triage", b"{}", budget_usd=budget)
-        return await watch(bus.nc, bus.subjects, reply.workflow_id, timeout=20, until=until)
-    finally:
-        stop.set()
-        await runner
 
 
 def types(bus: Bus, view: WorkflowView, after: str | None = None) -> list[str]:

@@ -1,0 +1,90 @@
+"""Feeds the ledger's events to the read models (``projections``), exactly once.
+
+eventsourcing's SQLite recorder has no subscription, so the runner reads the
+notification log from the views' tracked position, woken by the events stream
+(and by a timer, should a wake-up be missed). The same runner serves
+PostgreSQL. Several runners may share one set of views: an event applied twice
+fails on its tracking record and rolls back, so it counts once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from eventsourcing.persistence import InfrastructureFactory, IntegrityError, Tracking
+from nats.aio.client import Client
+
+from bus.ledger import Ledger, sqlite_or_postgres_env
+from bus.settings import Settings
+from bus.subjects import Subjects
+from projections.ledger_views import LedgerViews
+from projections.views import VIEW_TABLES, PostgresViews, SQLiteViews, ViewStore
+
+log = logging.getLogger(__name__)
+
+
+def open_views(settings: Settings) -> ViewStore:
+    """The views beside the ledger: ``<state>/views.db``, or the ledger's PostgreSQL schema."""
+    url = settings.ledger_url()
+    if url.startswith("sqlite"):
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{(settings.state_dir / 'views.db').resolve()}"
+    factory = InfrastructureFactory.construct(env=sqlite_or_postgres_env(url))
+    view_class = SQLiteViews if url.startswith("sqlite") else PostgresViews
+    return factory.tracking_recorder(view_class)  # type: ignore[arg-type]
+
+
+def rebuild_views(settings: Settings, ledger: Ledger) -> int:
+    """Empty the views and their tracking, then apply every event again."""
+    views = open_views(settings)
+    drop_views(views)
+    views = open_views(settings)  # recreates the tables
+    return ViewRunner(ledger, views).catch_up()
+
+
+def drop_views(views: ViewStore) -> None:
+    for table in (
+        *VIEW_TABLES,
+        "tracking" if isinstance(views, SQLiteViews) else "cc_view_tracking",
+    ):
+        views.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+class ViewRunner:
+    def __init__(self, ledger: Ledger, views: ViewStore, poll_interval: float = 1.0) -> None:
+        self.ledger = ledger
+        self.views = views
+        self.projection = LedgerViews(view=views)  # type: ignore[arg-type]
+        self.poll_interval = poll_interval
+        self._wake = asyncio.Event()
+
+    def catch_up(self, batch_size: int = 500) -> int:
+        """Apply every event the views have not seen; return the position reached."""
+        position = self.views.max_tracking_id(self.ledger.name) or 0
+        while batch := self.ledger.notifications(position, batch_size):
+            for notification in batch:
+                envelope = self.ledger.envelope(
+                    self.ledger.mapper.to_domain_event(notification), position=notification.id
+                )
+                try:
+                    self.projection.process_event(
+                        envelope, Tracking(self.ledger.name, notification.id)
+                    )
+                except IntegrityError:  # another runner applied it first
+                    pass
+            position = batch[-1].id
+        return position
+
+    async def run(self, nc: Client, subjects: Subjects) -> None:
+        await nc.subscribe(f"{subjects.prefix}.events.>", cb=self._on_event)
+        while True:
+            self._wake.clear()
+            await asyncio.to_thread(self.catch_up)
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            except TimeoutError:
+                pass
+
+    async def _on_event(self, _: object) -> None:
+        self._wake.set()

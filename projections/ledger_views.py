@@ -1,0 +1,217 @@
+"""The read models: workflow state, claims and verdicts, costs, and open escalations.
+
+:class:`LedgerViews` is an eventsourcing ``Projection``: it turns each ledger
+event (as an :class:`~handoff_schemas.EventEnvelope`) into SQL for its view,
+committed with the event's tracking record. The query functions below read the
+views for the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.projection import Projection
+
+from handoff_schemas import EventEnvelope
+from projections.views import Statement, ViewStore
+
+STATUS_BY_EVENT = {
+    "EscalationRaised": "escalated",
+    "WorkflowCompleted": "completed",
+    "WorkflowFailed": "failed",
+    "WorkflowStopped": "stopped",
+    "BudgetExceeded": "stopped",
+}
+
+
+class LedgerViews(Projection[ViewStore]):  # type: ignore[type-var]
+    name = "claimcheck-views"
+
+    def process_event(self, domain_event: Any, tracking: Tracking) -> None:
+        self.view.apply(statements(domain_event), tracking)
+
+
+def statements(event: EventEnvelope) -> list[Statement]:
+    """The SQL that applies one event to the views (none for most events)."""
+    wf, data, at = event.workflow_id, event.data, event.timestamp.isoformat()
+    found: list[Statement] = []
+    match event.type:
+        case "WorkflowStarted":
+            found.append(
+                (
+                    "INSERT INTO cc_workflows (workflow_id, task, status, current_step, "
+                    "budget_usd, started_at, updated_at) VALUES (?, ?, 'running', '', ?, ?, ?)",
+                    (wf, data["task"], data["budget_usd"], at, at),
+                )
+            )
+        case "StepCompleted":
+            found.append(
+                (
+                    "INSERT INTO cc_steps (workflow_id, step_key, op) VALUES (?, ?, ?) "
+                    "ON CONFLICT (workflow_id, step_key) DO UPDATE SET op = excluded.op",
+                    (wf, data["step_key"], data["op"]),
+                )
+            )
+            found.append(
+                (
+                    "UPDATE cc_workflows SET current_step = ? WHERE workflow_id = ?",
+                    (f"{data['step_key']} ({data['op']})", wf),
+                )
+            )
+        case "CheckpointReached":
+            found.append(
+                (
+                    "INSERT INTO cc_checkpoints (workflow_id, name, data) VALUES (?, ?, ?) "
+                    "ON CONFLICT (workflow_id, name) DO UPDATE SET data = excluded.data",
+                    (wf, data["name"], json.dumps(data["data"], sort_keys=True)),
+                )
+            )
+        case "ClaimMade":
+            claim = data["claim"]
+            found.append(
+                (
+                    "INSERT INTO cc_claims (claim_id, workflow_id, agent, statement, asserts, "
+                    "verdict, reason, evidence_ids, made_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        claim["claimId"],
+                        wf,
+                        claim["agent"],
+                        claim["statement"],
+                        claim["asserts"],
+                        claim["verdict"],
+                        claim["reason"],
+                        json.dumps(claim["evidenceIds"]),
+                        at,
+                    ),
+                )
+            )
+        case "ReasoningRecorded":
+            usage = data["usage"]
+            found.append(
+                add_cost(
+                    wf,
+                    data["agent"],
+                    data["model"],
+                    data["cost_usd"],
+                    usage.get("inputTokens", 0),
+                    usage.get("outputTokens", 0),
+                )
+            )
+        case "ToolExecuted":
+            found.append(
+                add_cost(wf, data["agent"], f"tool:{data['tool']}", data["cost_usd"], 0, 0)
+            )
+        case "EscalationRaised":
+            escalation = data["escalation"]
+            found.append(
+                (
+                    "INSERT INTO cc_escalations (escalation_id, workflow_id, kind, agent, reason, "
+                    "raised_at, decision, approver) VALUES (?, ?, ?, ?, ?, ?, NULL, NULL)",
+                    (
+                        escalation["escalationId"],
+                        wf,
+                        escalation["kind"],
+                        escalation["agent"],
+                        escalation["reason"],
+                        escalation["raisedAt"],
+                    ),
+                )
+            )
+        case "EscalationResolved":
+            resolution = data["resolution"]
+            found.append(
+                (
+                    "UPDATE cc_escalations SET decision = ?, approver = ? WHERE escalation_id = ?",
+                    (resolution["decision"], resolution["approver"], resolution["escalationId"]),
+                )
+            )
+            if resolution["decision"] == "approve":
+                found.append(set_status(wf, "running", at))
+    if event.type in STATUS_BY_EVENT:
+        found.append(set_status(wf, STATUS_BY_EVENT[event.type], at))
+    return found
+
+
+def set_status(workflow_id: str, status: str, at: str) -> Statement:
+    return (
+        "UPDATE cc_workflows SET status = ?, updated_at = ? WHERE workflow_id = ?",
+        (status, at, workflow_id),
+    )
+
+
+def add_cost(
+    workflow_id: str, agent: str, model: str, usd: float, tokens_in: int, tokens_out: int
+) -> Statement:
+    return (
+        "INSERT INTO cc_costs (workflow_id, agent, model, usd, input_tokens, output_tokens, calls) "
+        "VALUES (?, ?, ?, ?, ?, ?, 1) ON CONFLICT (workflow_id, agent, model) DO UPDATE SET "
+        "usd = cc_costs.usd + excluded.usd, input_tokens = cc_costs.input_tokens + "
+        "excluded.input_tokens, output_tokens = cc_costs.output_tokens + excluded.output_tokens, "
+        "calls = cc_costs.calls + 1",
+        (workflow_id, agent, model, usd, tokens_in, tokens_out),
+    )
+
+
+# -- queries ----------------------------------------------------------------------------------
+
+
+def workflow_states(view: ViewStore, workflow_id: str | None = None) -> list[dict[str, Any]]:
+    where, params = ("WHERE w.workflow_id = ?", (workflow_id,)) if workflow_id else ("", ())
+    rows = view.query(
+        "SELECT w.workflow_id, w.task, w.status, w.current_step, w.budget_usd, w.started_at, "
+        "w.updated_at, (SELECT COUNT(*) FROM cc_steps s WHERE s.workflow_id = w.workflow_id) "
+        "AS completed_steps, (SELECT COALESCE(SUM(c.usd), 0) FROM cc_costs c "
+        f"WHERE c.workflow_id = w.workflow_id) AS cost_usd FROM cc_workflows w {where} "
+        "ORDER BY w.started_at, w.workflow_id",
+        params,
+    )
+    for row in rows:
+        checkpoints = view.query(
+            "SELECT name, data FROM cc_checkpoints WHERE workflow_id = ? ORDER BY name",
+            (row["workflow_id"],),
+        )
+        row["checkpoints"] = {c["name"]: json.loads(c["data"]) for c in checkpoints}
+    return rows
+
+
+def claims(view: ViewStore, unverified_only: bool = False) -> list[dict[str, Any]]:
+    where = "WHERE verdict <> 'verified'" if unverified_only else ""
+    rows = view.query(f"SELECT * FROM cc_claims {where} ORDER BY made_at, claim_id")
+    for row in rows:
+        row["evidence_ids"] = json.loads(row["evidence_ids"])
+    return rows
+
+
+def costs(view: ViewStore, by: str) -> list[dict[str, Any]]:
+    """Cost grouped ``by`` one of workflow_id, agent or model."""
+    if by not in ("workflow_id", "agent", "model"):
+        raise ValueError(f"cannot group costs by {by!r}")
+    return view.query(
+        f"SELECT {by}, SUM(usd) AS usd, SUM(input_tokens) AS input_tokens, "
+        f"SUM(output_tokens) AS output_tokens, SUM(calls) AS calls FROM cc_costs "
+        f"GROUP BY {by} ORDER BY {by}"
+    )
+
+
+def open_escalations(view: ViewStore) -> list[dict[str, Any]]:
+    return view.query(
+        "SELECT * FROM cc_escalations WHERE decision IS NULL ORDER BY raised_at, escalation_id"
+    )
+
+
+def dump(view: ViewStore) -> dict[str, list[dict[str, Any]]]:
+    """Every view's rows, in a stable order: what a rebuild must reproduce."""
+    tables = {
+        "cc_workflows": "workflow_id",
+        "cc_steps": "workflow_id, step_key",
+        "cc_checkpoints": "workflow_id, name",
+        "cc_claims": "claim_id",
+        "cc_costs": "workflow_id, agent, model",
+        "cc_escalations": "escalation_id",
+    }
+    return {
+        table: view.query(f"SELECT * FROM {table} ORDER BY {order}")
+        for table, order in tables.items()
+    }

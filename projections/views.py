@@ -1,0 +1,112 @@
+"""Materialised views on SQLite or PostgreSQL, each an eventsourcing tracking recorder.
+
+A view's rows and its tracking record commit in one transaction, so each event
+is applied exactly once: applying an event again fails on the tracking record
+and rolls back. The SQL is portable between the two backends; PostgreSQL
+places the tables in the ledger's schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
+from eventsourcing.sqlite import SQLiteDatastore, SQLiteTrackingRecorder
+from psycopg.sql import SQL
+
+Statement = tuple[str, Sequence[Any]]
+"""SQL with ``?`` placeholders, and its parameters."""
+
+TABLES = [
+    "CREATE TABLE IF NOT EXISTS cc_workflows (workflow_id TEXT PRIMARY KEY, task TEXT, "
+    "status TEXT, current_step TEXT, budget_usd DOUBLE PRECISION, started_at TEXT, "
+    "updated_at TEXT)",
+    "CREATE TABLE IF NOT EXISTS cc_steps (workflow_id TEXT, step_key TEXT, op TEXT, "
+    "PRIMARY KEY (workflow_id, step_key))",
+    "CREATE TABLE IF NOT EXISTS cc_checkpoints (workflow_id TEXT, name TEXT, data TEXT, "
+    "PRIMARY KEY (workflow_id, name))",
+    "CREATE TABLE IF NOT EXISTS cc_claims (claim_id TEXT PRIMARY KEY, workflow_id TEXT, "
+    "agent TEXT, statement TEXT, asserts TEXT, verdict TEXT, reason TEXT, evidence_ids TEXT, "
+    "made_at TEXT)",
+    "CREATE TABLE IF NOT EXISTS cc_costs (workflow_id TEXT, agent TEXT, model TEXT, "
+    "usd DOUBLE PRECISION, input_tokens BIGINT, output_tokens BIGINT, calls BIGINT, "
+    "PRIMARY KEY (workflow_id, agent, model))",
+    "CREATE TABLE IF NOT EXISTS cc_escalations (escalation_id TEXT PRIMARY KEY, "
+    "workflow_id TEXT, kind TEXT, agent TEXT, reason TEXT, raised_at TEXT, decision TEXT, "
+    "approver TEXT)",
+]
+
+
+VIEW_TABLES = (
+    "cc_workflows",
+    "cc_steps",
+    "cc_checkpoints",
+    "cc_claims",
+    "cc_costs",
+    "cc_escalations",
+)
+
+
+class ViewStore(Protocol):
+    """What a projection needs from a view, whatever the backend."""
+
+    def apply(self, statements: Sequence[Statement], tracking: Tracking) -> None: ...
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
+
+    def max_tracking_id(self, application_name: str) -> int | None: ...
+
+    def execute(self, sql: str) -> None: ...
+
+
+class SQLiteViews(SQLiteTrackingRecorder):
+    def __init__(self, datastore: SQLiteDatastore, **kwargs: Any) -> None:
+        super().__init__(datastore, **kwargs)
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [*super().construct_create_table_statements(), *TABLES]
+
+    def apply(self, statements: Sequence[Statement], tracking: Tracking) -> None:
+        with self.datastore.transaction(commit=True) as cursor:
+            for sql, params in statements:
+                cursor.execute(sql, params)
+            self._insert_tracking(cursor, tracking)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute(sql, params)
+            return [dict(row) for row in cursor.fetchall()]  # rows are sqlite3.Row
+
+    def execute(self, sql: str) -> None:
+        with self.datastore.transaction(commit=True) as cursor:
+            cursor.execute(sql)
+
+
+class PostgresViews(PostgresTrackingRecorder):
+    def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
+        super().__init__(datastore, **{**kwargs, "tracking_table_name": "cc_view_tracking"})
+        schema = self.datastore.schema
+        self.sql_create_statements.extend(
+            SQL(sql.replace("EXISTS cc_", f"EXISTS {schema}.cc_"))
+            for sql in TABLES  # type: ignore[arg-type]
+        )
+
+    def apply(self, statements: Sequence[Statement], tracking: Tracking) -> None:
+        with self.datastore.transaction(commit=True) as cursor:
+            cursor.execute(f"SET LOCAL search_path TO {self.datastore.schema}")
+            for sql, params in statements:
+                cursor.execute(sql.replace("?", "%s"), params)
+            self._insert_tracking(cursor, tracking)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute(f"SET LOCAL search_path TO {self.datastore.schema}")
+            cursor.execute(sql.replace("?", "%s"), params)
+            return [dict(row) for row in cursor.fetchall()]
+
+    def execute(self, sql: str) -> None:
+        with self.datastore.transaction(commit=True) as cursor:
+            cursor.execute(f"SET LOCAL search_path TO {self.datastore.schema}")
+            cursor.execute(sql)

@@ -1,0 +1,128 @@
+"""Read models fed by the runner, exactly once, and rebuilt from position zero to the same view,
+on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from eventsourcing.persistence import IntegrityError, Tracking
+from pydantic import BaseModel
+
+from agents import Context, ScriptedModel
+from bus.policy import Policy
+from bus.view_runner import ViewRunner, open_views, rebuild_views
+from handoff_schemas import Usage
+from projections.ledger_views import claims, costs, dump, open_escalations, workflow_states
+from projections.views import ViewStore
+from tests.conftest import Bus, run_workflow
+
+POLICY = """
+[[rules]]
+name = "tickets"
+actor = "triage"
+action = "create_ticket"
+resource = "ticket:*"
+effect = "allow"
+
+[prices.scripted]
+input = 10.0
+
+[tools.create_ticket]
+cost_usd = 0.5
+"""
+
+
+class Plan(BaseModel):
+    severity: str
+
+
+@pytest.fixture
+def policy(tmp_path: Path) -> Policy:
+    path = tmp_path / "policy.toml"
+    path.write_text(POLICY)
+    return Policy.load(path)
+
+
+@pytest.fixture
+async def live_views(bus: Bus) -> AsyncIterator[ViewStore]:
+    """The views, fed live by a runner woken by the events stream."""
+    views = open_views(bus.settings)
+    runner = asyncio.create_task(
+        ViewRunner(bus.ledger, views, poll_interval=0.2).run(bus.nc, bus.subjects)
+    )
+    yield views
+    runner.cancel()
+
+
+async def caught_up(bus: Bus, views: ViewStore) -> None:
+    last = bus.ledger.recorder.max_notification_id()
+    async with asyncio.timeout(10):
+        while (views.max_tracking_id(bus.ledger.name) or 0) < last:  # noqa: ASYNC110 (polls the views)
+            await asyncio.sleep(0.05)
+
+
+async def plan_and_file(ctx: Context) -> None:
+    await ctx.reason("Plan.", {}, Plan)
+    ticket = await ctx.tools.create_ticket(customer="c", title="t", severity="low")
+    await ctx.checkpoint("filed", {"ticketId": ticket.evidence.refs["ticketId"]})
+    await ctx.summarize("filed", asserts="succeeded", evidence=[ticket.evidence])
+
+
+async def claims_nothing(ctx: Context) -> None:
+    await ctx.summarize("done", asserts="succeeded", evidence=[])
+
+
+async def run_some_workflows(bus: Bus) -> tuple[str, str]:
+    model = ScriptedModel(lambda request: {"severity": "low"}, usage=Usage(input_tokens=1000))
+    done = await run_workflow(bus, plan_and_file, model)
+    escalated = await run_workflow(bus, claims_nothing, model)
+    return done.workflow_id, escalated.workflow_id
+
+
+async def test_the_views_show_state_claims_costs_and_escalations(
+    bus: Bus, live_views: ViewStore
+) -> None:
+    done, escalated = await run_some_workflows(bus)
+    await caught_up(bus, live_views)
+    states = {row["workflow_id"]: row for row in workflow_states(live_views)}
+    assert states[done]["status"] == "completed"
+    assert states[done]["checkpoints"] == {"filed": {"ticketId": "T-1"}}
+    assert states[done]["completed_steps"] == 6
+    assert states[done]["current_step"].endswith("(summarize)")
+    assert states[done]["cost_usd"] == pytest.approx(0.51)
+    assert states[escalated]["status"] == "escalated"
+    assert [c["verdict"] for c in claims(live_views, unverified_only=True)] == ["unverified"]
+    assert len(claims(live_views)) == 2
+    by_model = {row["model"]: row for row in costs(live_views, "model")}
+    assert by_model["scripted"]["usd"] == pytest.approx(0.01)
+    assert by_model["tool:create_ticket"]["usd"] == pytest.approx(0.5)
+    assert [row["agent"] for row in costs(live_views, "agent")] == ["triage"]
+    assert {row["workflow_id"] for row in costs(live_views, "workflow_id")} == {done}
+    assert [e["workflow_id"] for e in open_escalations(live_views)] == [escalated]
+
+
+async def test_a_rebuild_from_position_zero_gives_the_live_view(
+    bus: Bus, live_views: ViewStore
+) -> None:
+    await run_some_workflows(bus)
+    await caught_up(bus, live_views)
+    live = dump(live_views)
+    assert all(live.values())  # every view has rows to compare
+    rebuild_views(bus.settings, bus.ledger)
+    assert dump(open_views(bus.settings)) == live
+
+
+async def test_each_event_is_applied_exactly_once(bus: Bus, live_views: ViewStore) -> None:
+    await run_some_workflows(bus)
+    await caught_up(bus, live_views)
+    before = dump(live_views)
+    notification = bus.ledger.notifications(0)[-1]
+    runner = ViewRunner(bus.ledger, live_views)
+    envelope = bus.ledger.envelope(bus.ledger.mapper.to_domain_event(notification), notification.id)
+    with pytest.raises(IntegrityError):
+        runner.projection.process_event(envelope, Tracking(bus.ledger.name, notification.id))
+    runner.catch_up()  # a second runner over the same views adds nothing
+    assert dump(live_views) == before
