@@ -23,6 +23,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from agents.agent import Agent
+from agents.anthropic_model import default_model
 from agents.context import Context
 from agents.model import ModelRequest, ScriptedModel
 
@@ -83,12 +84,12 @@ def scripted_email(request: ModelRequest) -> EscalationEmail:
 
 triage = Agent(
     "triage",
-    model=lambda: ScriptedModel(scripted_triage),
+    model=lambda: default_model(ScriptedModel(scripted_triage)),
     system_prompt="You triage customer complaints for Acme.",
 )
 notifier = Agent(
     "notifier",
-    model=lambda: ScriptedModel(scripted_email),
+    model=lambda: default_model(ScriptedModel(scripted_email)),
     system_prompt="You write escalation emails for Acme's teams.",
 )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from dataclasses import dataclass
 
 from rich.console import Console
@@ -53,7 +54,10 @@ async def run_demo(settings: Settings, console: Console | None = None) -> DemoRe
     await asyncio.to_thread(mailbox.start)
     settings.smtp_port = mailbox.port
     console.print(f"[bold]claimcheck demo[/] state in {settings.state_dir.resolve()}")
-    console.print("model: ScriptedModel (offline)")
+    if os.environ.get("ANTHROPIC_API_KEY"):
+        console.print(f"model: AnthropicModel ({settings.model}), because ANTHROPIC_API_KEY is set")
+    else:
+        console.print("model: ScriptedModel (offline; set ANTHROPIC_API_KEY to use Claude)")
     try:
         async with Stack(settings) as stack:
             console.print(
