@@ -29,6 +29,7 @@ from nats.js.errors import NotFoundError
 from agents.client import RuntimeClient, RuntimeRefused
 from agents.context import Context, WorkflowHalted
 from agents.model import Model
+from bus import telemetry
 from bus.artifacts import ArtifactStore
 from bus.connection import connect
 from bus.settings import Settings
@@ -128,8 +129,15 @@ class Agent:
             await msg.term()
             return
         heartbeat = asyncio.create_task(self._keep_alive(msg))
+        attributes = {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": self.name,
+            "claimcheck.workflow_id": handoff.workflow_id,
+            "claimcheck.task": handoff.task,
+        }
         try:
-            await self._run_handler(msg, handoff, client, artifacts)
+            with telemetry.span(f"invoke_agent {self.name}", msg.headers, **attributes):
+                await self._run_handler(msg, handoff, client, artifacts)
         finally:
             heartbeat.cancel()
 

@@ -9,6 +9,7 @@ from nats.aio.client import Client
 from nats.errors import ConnectionClosedError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
+from bus import telemetry
 from bus.subjects import Subjects
 from handoff_schemas import ErrorInfo, Reply, WireStruct, convert, decode, encode
 
@@ -58,7 +59,9 @@ class RuntimeClient:
         pause = 0.1
         while True:
             try:
-                msg = await self.nc.request(subject, data, timeout=self.timeout)
+                msg = await self.nc.request(
+                    subject, data, timeout=self.timeout, headers=telemetry.headers()
+                )
             except (NoRespondersError, NatsTimeout, ConnectionClosedError):
                 if asyncio.get_running_loop().time() + pause > deadline:
                     raise

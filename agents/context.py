@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from agents.client import RuntimeClient, RuntimeRefused, unwrap
 from agents.model import Model, ModelRequest
+from bus import telemetry
 from bus.artifacts import ArtifactStore
 from bus.tools import CATALOGUE
 from handoff_schemas import (
@@ -64,6 +65,11 @@ class WorkflowHalted(Exception):
         super().__init__(f"{kind}: {detail} -> {advice.strategy}")
         self.kind = kind
         self.advice = advice
+
+
+def provider(model: Model) -> str:
+    """The ``gen_ai.provider.name`` of a model adapter."""
+    return "anthropic" if type(model).__name__ == "AnthropicModel" else model.name
 
 
 def validation_problems(error: ValidationError) -> list[str]:
@@ -213,7 +219,27 @@ class Context:
         recorded = self.state.steps.get(key)
         if recorded is not None:
             return unwrap(convert(recorded, Reply), ReasoningReply).output
-        result = await self.model.complete(request)
+        with telemetry.span(
+            f"chat {self.model.name}",
+            kind="CLIENT",
+            **{
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": self.model.name,
+                "gen_ai.provider.name": provider(self.model),
+                "gen_ai.agent.name": self.agent,
+                "claimcheck.purpose": purpose,
+            },
+        ) as span:
+            result = await self.model.complete(request)
+            telemetry.set_attributes(
+                span,
+                **{
+                    "gen_ai.response.model": result.model,
+                    "gen_ai.usage.input_tokens": result.usage.input_tokens,
+                    "gen_ai.usage.output_tokens": result.usage.output_tokens,
+                    "claimcheck.belief": json.dumps(result.output, sort_keys=True),
+                },
+            )
         reasoning = ReasoningRequest(
             workflow_id=self.workflow_id,
             step_key=key,

@@ -17,10 +17,12 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from rich.console import Console
 
+from bus import telemetry
 from bus.ledger import Ledger, LedgerError
 from bus.policy import PolicyError
 from bus.settings import Settings
 from bus.subjects import OPERATOR, Subjects
+from handoff_schemas import StartReply
 
 app = typer.Typer(
     help="An event-sourced, governed message bus for multi-agent AI workflows.",
@@ -96,11 +98,13 @@ def agent_run(
         raise fail(f"cannot load {target}: {error}") from None
 
     async def main() -> None:
+        telemetry.setup(f"claimcheck-agent-{agent.name}")
         stop = asyncio.Event()
         consumer = asyncio.create_task(agent.run(settings_for(state_dir), stop))
         await until_stopped()
         stop.set()
         await consumer
+        telemetry.shutdown()
 
     asyncio.run(main())
 
@@ -171,10 +175,14 @@ def submit(
         data = input_file.read_bytes()
     except OSError as error:
         raise fail(f"cannot read {input_file}: {error}") from None
-    reply = run_as_operator(
-        settings_for(state_dir),
-        lambda nc, subjects: submit_workflow(nc, subjects, task, to, data, scope, budget),
-    )
+    telemetry.setup("claimcheck-cli")
+
+    async def start(nc: Client, subjects: Subjects) -> StartReply:
+        with telemetry.span(f"submit {task}", **{"gen_ai.agent.name": to}):
+            return await submit_workflow(nc, subjects, task, to, data, scope, budget)
+
+    reply = run_as_operator(settings_for(state_dir), start)
+    telemetry.shutdown()
     print(reply.workflow_id)
 
 

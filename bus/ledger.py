@@ -13,6 +13,10 @@ whatever a model or an agent says:
 - cost never passes the budget unnoticed: a model call that takes the total past
   it stops the workflow, and the runtime refuses a model retry it cannot afford.
 
+Events evolve by adding fields with a default on the aggregate's method, so
+that histories recorded before still apply (``tests/fixtures`` holds some, and
+``bus.replay`` checks them).
+
 The runtime is the only writer. Several runtime replicas may share a ledger:
 optimistic concurrency on the aggregate version turns a race into an
 ``IntegrityError``, and :meth:`Ledger.command` reloads and retries.
@@ -99,6 +103,7 @@ class Workflow(Aggregate):
         scope: str,
         started_by: str,
         budget_usd: float,
+        trace_id: str = "",
     ):
         self.task = task
         self.agent = agent
@@ -106,6 +111,8 @@ class Workflow(Aggregate):
         self.scope = scope
         self.started_by = started_by
         self.budget_usd = budget_usd
+        self.trace_id = trace_id
+        self.traceparents: dict[str, str] = {}
         self.cost_usd = 0.0
         self.model_call_costs: list[float] = []
         self.status = "running"
@@ -280,7 +287,7 @@ class Workflow(Aggregate):
     def note_audit(self, agent: str, note: str, data: dict[str, Any], step_key: str) -> None:
         pass
 
-    def send_handoff(self, handoff: dict[str, Any]) -> None:
+    def send_handoff(self, handoff: dict[str, Any], traceparent: str = "") -> None:
         """Hand work on; a ``verified`` handoff must cite evidence that verifies."""
         if handoff["status"] == "verified":
             evidence_id = handoff.get("evidenceId")
@@ -292,11 +299,13 @@ class Workflow(Aggregate):
                 )
                 self.reject_handoff(handoff, reason)
                 raise InvalidHandoff(reason)
-        self._handoff_sent(handoff)
+        self._handoff_sent(handoff, traceparent)
 
     @event("HandoffSent")
-    def _handoff_sent(self, handoff: dict[str, Any]) -> None:
+    def _handoff_sent(self, handoff: dict[str, Any], traceparent: str = "") -> None:
+        """``traceparent`` rides along to the inbox, joining the next agent to the trace."""
         self.handoffs[handoff["handoffId"]] = handoff
+        self.traceparents[handoff["handoffId"]] = traceparent
 
     @event("HandoffRejected")
     def reject_handoff(self, handoff: dict[str, Any], reason: str) -> None:
@@ -395,7 +404,7 @@ class Workflow(Aggregate):
                 self.status = "running"
 
     @event("WorkflowResumed")
-    def resume(self, handoff: dict[str, Any], escalation_id: str) -> None:
+    def resume(self, handoff: dict[str, Any], escalation_id: str, traceparent: str = "") -> None:
         """Deliver ``handoff`` again, so its agent re-runs and replays the recorded steps."""
 
     def dead_letter(self, handoff: dict[str, Any], deliveries: int) -> None:
@@ -428,7 +437,7 @@ class Workflow(Aggregate):
         self.status = "stopped"
 
     @event("StepCompleted")
-    def complete_step(self, step_key: str, op: str, result: Any) -> None:
+    def complete_step(self, step_key: str, op: str, result: Any, trace_id: str = "") -> None:
         """The durable-execution marker: ``result`` is the reply a retry gets back.
 
         A step completed again (a human approved what was refused) keeps the later reply.
@@ -479,9 +488,11 @@ class Ledger(Application[UUID]):
         started_by: str,
         budget_usd: float,
         handoff: dict[str, Any],
+        traceparent: str = "",
     ) -> Workflow:
-        workflow = Workflow(task, agent, artifact_id, scope, started_by, budget_usd)
-        workflow.send_handoff({**handoff, "workflowId": str(workflow.id)})
+        trace_id = traceparent.split("-")[1] if traceparent.count("-") == 3 else ""
+        workflow = Workflow(task, agent, artifact_id, scope, started_by, budget_usd, trace_id)
+        workflow.send_handoff({**handoff, "workflowId": str(workflow.id)}, traceparent)
         self.save(workflow)
         return workflow
 

@@ -13,6 +13,7 @@ from nats.aio.client import Client
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from bus import telemetry
 from bus.artifacts import ArtifactStore
 from bus.subjects import OPERATOR, Subjects
 from handoff_schemas import (
@@ -44,7 +45,12 @@ async def ask_runtime(
     into: type[T],
     timeout: float = 30.0,
 ) -> T:
-    msg = await nc.request(subjects.runtime(OPERATOR, op), encode(request), timeout=timeout)
+    msg = await nc.request(
+        subjects.runtime(OPERATOR, op),
+        encode(request),
+        timeout=timeout,
+        headers=telemetry.headers(),
+    )
     reply = decode(msg.data, Reply)
     if not reply.ok:
         assert reply.error is not None
@@ -114,6 +120,19 @@ async def escalations(nc: Client, subjects: Subjects) -> EscalationsView:
     return view
 
 
+async def find_escalation(
+    nc: Client, subjects: Subjects, escalation_id: str, patience: float = 3.0
+) -> dict[str, Any]:
+    """An escalation from the stream, waiting briefly: the relay publishes it just after the
+    ledger records it, so one seen in a workflow's events may not be on the stream yet."""
+    deadline = asyncio.get_running_loop().time() + patience
+    while (escalation := (await escalations(nc, subjects)).get(escalation_id)) is None:
+        if asyncio.get_running_loop().time() > deadline:
+            raise OperatorError(f"no escalation {escalation_id!r}")
+        await asyncio.sleep(0.1)
+    return escalation
+
+
 async def resolve(
     nc: Client,
     subjects: Subjects,
@@ -123,9 +142,7 @@ async def resolve(
     reason: str = "",
 ) -> dict[str, Any]:
     """Approve or deny an open escalation; return it with the workflow's new status."""
-    escalation = (await escalations(nc, subjects)).get(escalation_id)
-    if escalation is None:
-        raise OperatorError(f"no escalation {escalation_id!r}")
+    escalation = await find_escalation(nc, subjects, escalation_id)
     if escalation["resolution"] is not None:
         raise OperatorError(
             f"escalation {escalation_id} was already resolved: "

@@ -78,8 +78,8 @@ class Relay:
         for notification in batch:
             domain_event = self.ledger.mapper.to_domain_event(notification)
             envelope = self.ledger.envelope(domain_event, position=notification.id)
-            for subject, msg_id, payload in self.messages(envelope):
-                await self.js.publish(subject, payload, headers={"Nats-Msg-Id": msg_id})
+            for subject, headers, payload in self.messages(envelope):
+                await self.js.publish(subject, payload, headers=headers)
         last = batch[-1].id
         try:
             await self._in_thread(self.tracking.insert_tracking, Tracking(TRACKING_NAME, last))
@@ -89,11 +89,23 @@ class Relay:
             return await self._in_thread(self.tracking.max_tracking_id, TRACKING_NAME) or last
         return last
 
-    def messages(self, envelope: EventEnvelope) -> list[tuple[str, str, bytes]]:
-        """(subject, Nats-Msg-Id, payload) for everything one event publishes."""
+    def messages(self, envelope: EventEnvelope) -> list[tuple[str, dict[str, str], bytes]]:
+        """(subject, headers, payload) for everything one event publishes.
+
+        ``Nats-Msg-Id`` makes a republish a duplicate; a handoff also carries the
+        ``traceparent`` it was sent with, so the next agent joins the same trace.
+        """
         workflow_id, data, position = envelope.workflow_id, envelope.data, envelope.position
+
+        def ids(msg_id: str, traceparent: str = "") -> dict[str, str]:
+            return {"Nats-Msg-Id": msg_id, **({"traceparent": traceparent} if traceparent else {})}
+
         out = [
-            (self.subjects.event(workflow_id, envelope.type), f"event-{position}", encode(envelope))
+            (
+                self.subjects.event(workflow_id, envelope.type),
+                ids(f"event-{position}"),
+                encode(envelope),
+            )
         ]
         match envelope.type:
             case "EvidenceRecorded":
@@ -101,21 +113,26 @@ class Relay:
                 out.append(
                     (
                         self.subjects.evidence(workflow_id),
-                        f"evidence-{evidence['auditId']}",
+                        ids(f"evidence-{evidence['auditId']}"),
                         encode(evidence),
                     )
                 )
             case "HandoffSent":
                 handoff = data["handoff"]
                 out.append(
-                    (self.subjects.inbox(handoff["to"]), handoff["handoffId"], encode(handoff))
+                    (
+                        self.subjects.inbox(handoff["to"]),
+                        ids(handoff["handoffId"], data.get("traceparent", "")),
+                        encode(handoff),
+                    )
                 )
             case "WorkflowResumed":
                 handoff = data["handoff"]
+                msg_id = f"{handoff['handoffId']}-resumed-{data['escalation_id']}"
                 out.append(
                     (
                         self.subjects.inbox(handoff["to"]),
-                        f"{handoff['handoffId']}-resumed-{data['escalation_id']}",
+                        ids(msg_id, data.get("traceparent", "")),
                         encode(handoff),
                     )
                 )
@@ -124,7 +141,7 @@ class Relay:
                 out.append(
                     (
                         self.subjects.dead_letter(handoff["to"]),
-                        f"deadletter-{handoff['handoffId']}",
+                        ids(f"deadletter-{handoff['handoffId']}"),
                         encode(envelope),
                     )
                 )
@@ -132,7 +149,7 @@ class Relay:
                 out.append(
                     (
                         self.subjects.escalation(workflow_id),
-                        f"escalation-{position}",
+                        ids(f"escalation-{position}"),
                         encode(envelope),
                     )
                 )

@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar
 from uuid import uuid4
@@ -33,6 +34,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from pydantic import ValidationError
 
+from bus import telemetry
 from bus.artifacts import ArtifactError, ArtifactStore
 from bus.governance import after_failure, granted, handoff_of
 from bus.ledger import Ledger, LedgerError, Workflow
@@ -83,6 +85,9 @@ from handoff_schemas.runtime import StepRequest
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+INCOMING_TRACE: ContextVar[str] = ContextVar("incoming_traceparent", default="")
+"""The W3C traceparent of the request being handled (each request is its own task)."""
 
 
 class Refusal(LedgerError):
@@ -208,7 +213,9 @@ class Runtime:
     async def _respond(self, msg: Msg) -> None:
         _, _, agent, op = msg.subject.rsplit(".", 3)
         log.debug("request %s from %s", op, agent)
-        reply = await self.dispatch(agent, op, msg.data)
+        INCOMING_TRACE.set(telemetry.traceparent(msg.headers))
+        with telemetry.attached(msg.headers):
+            reply = await self.dispatch(agent, op, msg.data)
         if msg.reply:
             await msg.respond(encode(reply))
 
@@ -270,6 +277,8 @@ class Runtime:
         human approved what was refused) replaces a step's recorded reply.
         """
 
+        trace_id = telemetry.trace_id(INCOMING_TRACE.get())
+
         def apply(workflow: Workflow) -> Any:
             if require_open:
                 workflow.require_open()
@@ -280,9 +289,10 @@ class Runtime:
             try:
                 result = change(workflow)
             except Refusal as refusal:
-                workflow.complete_step(step_key, op, msgspec.to_builtins(as_reply(refusal)))
+                refused = msgspec.to_builtins(as_reply(refusal))
+                workflow.complete_step(step_key, op, refused, trace_id)
                 raise
-            workflow.complete_step(step_key, op, ok_reply(result))
+            workflow.complete_step(step_key, op, ok_reply(result), trace_id)
             return result
 
         return await self._command(workflow_id, apply)
@@ -324,17 +334,19 @@ class Runtime:
             request.budget_usd if request.budget_usd is not None else self.policy.budget.default_usd
         )
         loop = asyncio.get_running_loop()
-        workflow = await loop.run_in_executor(
-            self._ledger_thread,
-            self.ledger.start,
-            request.task,
-            request.to,
-            request.artifact_id,
-            request.scope,
-            agent,
-            budget,
-            msgspec.to_builtins(handoff),
-        )
+        with telemetry.span(f"start_workflow {request.task}", **{"gen_ai.agent.name": request.to}):
+            workflow = await loop.run_in_executor(
+                self._ledger_thread,
+                self.ledger.start,
+                request.task,
+                request.to,
+                request.artifact_id,
+                request.scope,
+                agent,
+                budget,
+                msgspec.to_builtins(handoff),
+                telemetry.traceparent(),  # the workflow's trace starts here (or at the caller)
+            )
         self.on_commit()
         return StartReply(workflow_id=str(workflow.id), handoff_id=handoff.handoff_id)
 
@@ -580,7 +592,17 @@ class Runtime:
             attempt += 1
             started = time.monotonic()
             try:
-                result = await self._call_tool(agent, workflow_id, step_key, action)
+                with telemetry.span(
+                    f"execute_tool {action['tool']}",
+                    **{
+                        "gen_ai.operation.name": "execute_tool",
+                        "gen_ai.tool.name": action["tool"],
+                        "gen_ai.agent.name": agent,
+                        "claimcheck.attempt": attempt,
+                        "claimcheck.permission": permission,
+                    },
+                ):
+                    result = await self._call_tool(agent, workflow_id, step_key, action)
             except ToolUnavailable as unavailable:
                 kind, detail, fields = unavailable.kind, str(unavailable), []
             else:
@@ -658,7 +680,10 @@ class Runtime:
         )
         try:
             msg = await self.nc.request(
-                self.subjects.tool(action["tool"]), encode(call), timeout=self.settings.tool_timeout
+                self.subjects.tool(action["tool"]),
+                encode(call),
+                timeout=self.settings.tool_timeout,
+                headers=telemetry.headers(),
             )
         except NatsTimeout:
             raise ToolUnavailable(
@@ -703,8 +728,10 @@ class Runtime:
             await self._command(request.workflow_id, lambda wf: wf.reject_handoff(fields, reason))
             raise Refusal("invalid_handoff", reason) from None
 
+        traceparent = INCOMING_TRACE.get()  # read here: change() runs in the ledger thread
+
         def change(workflow: Workflow) -> HandoffReply:
-            workflow.send_handoff(fields)
+            workflow.send_handoff(fields, traceparent)
             return HandoffReply(handoff_id=handoff.handoff_id)
 
         return await self._step(agent, "handoff", request.workflow_id, request.step_key, change)
@@ -788,7 +815,11 @@ class Runtime:
                 )
             await self._command(
                 request.workflow_id,
-                lambda wf: wf.resume(wf.handoffs[handoff_of(step_key)], request.escalation_id),
+                lambda wf: wf.resume(
+                    wf.handoffs[handoff_of(step_key)],
+                    request.escalation_id,
+                    wf.traceparents.get(handoff_of(step_key), ""),
+                ),
             )
         workflow = await self._read(request.workflow_id)
         return ResolveReply(workflow_status=workflow.status)

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import signal
 
+from bus import telemetry
 from bus.connection import connect, ensure_streams
 from bus.ledger import Ledger
 from bus.policy import Policy
@@ -33,6 +34,7 @@ async def until_stopped() -> None:
 
 async def run_runtime(settings: Settings) -> None:
     policy = Policy.load(settings.policy)  # fail at start-up on a bad policy
+    telemetry.setup("claimcheck-runtime")
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     ledger = Ledger.from_url(settings.ledger_url())
     nc = await connect(settings, "claimcheck-runtime")
@@ -49,13 +51,16 @@ async def run_runtime(settings: Settings) -> None:
         await until_stopped()
     finally:
         await nc.drain()
+        telemetry.shutdown()
         relay_task.cancel()
         views_task.cancel()
         runtime.close()
         ledger.close()
+        telemetry.shutdown()
 
 
 async def run_tool_host(settings: Settings) -> None:
+    telemetry.setup("claimcheck-tools")
     nc = await connect(settings, "claimcheck-tools")
     host = ToolHost(settings)
     await host.serve(nc)
@@ -64,3 +69,4 @@ async def run_tool_host(settings: Settings) -> None:
         await until_stopped()
     finally:
         await nc.drain()
+        telemetry.shutdown()

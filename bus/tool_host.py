@@ -18,6 +18,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
+from bus import telemetry
 from bus.settings import Settings
 from bus.subjects import Subjects
 from bus.tools import CATALOGUE, Tool, ToolFailure
@@ -74,6 +75,11 @@ class ToolHost:
 
     async def _answer(self, msg: Msg) -> None:
         tool = self.tools[msg.subject.rsplit(".", 1)[-1]]
+        attributes = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool.name}
+        with telemetry.span(f"execute_tool {tool.name}", msg.headers, kind="SERVER", **attributes):
+            await self._answer_call(msg, tool)
+
+    async def _answer_call(self, msg: Msg, tool: Tool) -> None:
         try:
             call = decode(msg.data, ToolCall)
         except SchemaError as error:

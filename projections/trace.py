@@ -80,9 +80,20 @@ DESCRIBE: dict[str, Callable[[dict[str, Any]], str]] = {
 }
 
 
+def trace_ids(history: Iterable[EventEnvelope]) -> list[str]:
+    """The OpenTelemetry trace ids recorded on a workflow's events, first seen first."""
+    found: dict[str, None] = {}
+    for event in history:
+        if event.data.get("trace_id"):
+            found[event.data["trace_id"]] = None
+    return list(found)
+
+
 def timeline(history: Iterable[EventEnvelope]) -> list[str]:
-    """One line per event; step bookkeeping (StepCompleted) is left out."""
-    lines = []
+    """A header with the trace id(s), then one line per event (StepCompleted left out)."""
+    history = list(history)
+    traces = trace_ids(history)
+    lines = [f"trace {', '.join(traces)}" if traces else "trace: none recorded (tracing is off)"]
     for event in history:
         describe = DESCRIBE.get(event.type)
         if describe is None:

@@ -1,0 +1,154 @@
+"""One workflow is one OpenTelemetry trace across the CLI, the runtime, the tool host and two
+agent processes, with GenAI span names and attributes, and its trace id in the ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bus.connection import connect
+from bus.ledger import Ledger
+from bus.mailbox import Mailbox
+from bus.operators import watch
+from bus.settings import Settings
+from bus.stack import Stack
+from bus.subjects import Subjects
+
+pytest.importorskip("opentelemetry.sdk", reason="tracing needs the otel extra")
+
+
+def spans_in(directory: Path) -> list[dict]:
+    return [
+        json.loads(line)
+        for path in directory.glob("*.jsonl")
+        for line in path.read_text().splitlines()
+    ]
+
+
+async def test_one_workflow_is_one_trace_across_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    traces = tmp_path / "spans"
+    monkeypatch.setenv("CLAIMCHECK_TRACE_DIR", str(traces))
+    mailbox = Mailbox()
+    mailbox.start()
+    settings = Settings(state_dir=tmp_path / "state", smtp_port=mailbox.port)
+    complaint = tmp_path / "complaint.json"
+    complaint.write_text(json.dumps({"customer": "northwind", "text": "outage, refund now"}))
+    try:
+        async with Stack(settings) as stack:
+            submitted = await asyncio.to_thread(
+                subprocess.run,
+                [
+                    sys.executable,
+                    "-m",
+                    "bus.cli",
+                    "submit",
+                    "triage_complaint",
+                    "--to",
+                    "triage",
+                    "--input",
+                    str(complaint),
+                    "--state-dir",
+                    str(settings.state_dir),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=os.environ.copy(),
+            )
+            assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+            workflow_id = submitted.stdout.strip()
+            nc = await connect(settings, "test")
+            view = await watch(nc, Subjects(settings.prefix), workflow_id)
+            await nc.close()
+            assert view.status == "completed"
+            assert stack.processes
+    finally:
+        mailbox.stop()
+
+    spans = spans_in(traces)
+    [root] = [s for s in spans if s["name"] == "submit triage_complaint"]
+    trace_id = root["trace_id"]
+    ours = [s for s in spans if s["trace_id"] == trace_id]
+    by_name: dict[str, list[dict]] = {}
+    for span in ours:
+        by_name.setdefault(span["name"], []).append(span)
+    assert {
+        "claimcheck-cli",
+        "claimcheck-runtime",
+        "claimcheck-tools",
+        "claimcheck-agent-triage",
+        "claimcheck-agent-notifier",
+    } <= {s["service"] for s in ours}
+    assert not [
+        s
+        for s in spans
+        if s["name"].startswith(("invoke_agent", "chat")) and s["trace_id"] != trace_id
+    ]
+
+    def parent_of(span: dict) -> dict:
+        [parent] = [s for s in ours if s["span_id"] == span["parent_id"]]
+        return parent
+
+    [start] = by_name["start_workflow triage_complaint"]
+    [triage] = by_name["invoke_agent triage"]
+    [notifier] = by_name["invoke_agent notifier"]
+    assert parent_of(start) == root
+    assert parent_of(triage) == start
+    assert parent_of(notifier) == triage  # joined through the handoff the relay delivered
+    for chat in by_name["chat scripted"]:
+        assert parent_of(chat)["name"].startswith("invoke_agent")
+        attributes = chat["attributes"]
+        assert attributes["gen_ai.operation.name"] == "chat"
+        assert attributes["gen_ai.request.model"] == "scripted"
+        assert (
+            attributes["gen_ai.usage.input_tokens"] > 0
+            and "gen_ai.usage.output_tokens" in attributes
+        )
+        assert json.loads(attributes["claimcheck.belief"])
+    assert len(by_name["chat scripted"]) == 2
+    for tool in ("create_ticket", "send_email"):
+        runtime_span, host_span = sorted(
+            by_name[f"execute_tool {tool}"], key=lambda s: s["service"]
+        )
+        assert (runtime_span["service"], host_span["service"]) == (
+            "claimcheck-runtime",
+            "claimcheck-tools",
+        )
+        assert parent_of(host_span) == runtime_span
+        assert parent_of(runtime_span)["name"].startswith("invoke_agent")
+        assert runtime_span["attributes"]["gen_ai.tool.name"] == tool
+        assert runtime_span["attributes"]["gen_ai.operation.name"] == "execute_tool"
+
+    ledger = Ledger.from_url(settings.ledger_url())
+    try:
+        history = ledger.history(workflow_id)
+    finally:
+        ledger.close()
+    assert history[0].data["trace_id"] == trace_id
+    assert {e.data["trace_id"] for e in history if e.type == "StepCompleted"} == {trace_id}
+
+    shown = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "bus.cli",
+            "trace",
+            workflow_id,
+            "--state-dir",
+            str(settings.state_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert f"trace {trace_id}" in shown.stdout
+    assert "believed" in shown.stdout and "executed send_email" in shown.stdout
