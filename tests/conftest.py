@@ -109,9 +109,14 @@ def settings(
 
 
 @pytest.fixture
-def policy() -> Policy:
-    """The policy the in-process runtime uses; a test module may override this fixture."""
-    return Policy.load()
+def policy(request: pytest.FixtureRequest, tmp_path: Path) -> Policy:
+    """The in-process runtime's policy: the test module's ``POLICY`` text, else the default."""
+    text = getattr(request.module, "POLICY", None)
+    if text is None:
+        return Policy.load()
+    path = tmp_path / "policy.toml"
+    path.write_text(text)
+    return Policy.load(path)
 
 
 @pytest.fixture

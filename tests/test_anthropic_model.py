@@ -4,7 +4,6 @@ Messages API: tool_use replies, repair of invalid output, overload and timeout r
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import anthropic
 import pytest
@@ -13,7 +12,6 @@ from pydantic import BaseModel
 from agents import Context
 from agents.anthropic_model import AnthropicModel, ModelUnavailable
 from agents.model import ModelRequest
-from bus.policy import Policy
 from tests.conftest import Bus, run_workflow
 from tests.messages_api import MessagesAPI, Reply, overloaded, tool_use
 
@@ -121,13 +119,6 @@ async def test_a_timeout_is_retried(api: MessagesAPI) -> None:
     result = await model_for(api, timeout=0.5).complete(REQUEST)
     assert result.output["severity"] == "low"
     assert len(api.requests) == 2
-
-
-@pytest.fixture
-def policy(tmp_path: Path) -> Policy:
-    path = tmp_path / "policy.toml"
-    path.write_text(POLICY)
-    return Policy.load(path)
 
 
 async def test_invalid_output_is_repaired_and_every_call_is_priced(

@@ -3,13 +3,11 @@ can be false. Each case gets its verdict and an escalation, never a completed wo
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agents import Context, RuntimeRefused, ScriptedModel
-from bus.policy import Policy
 from bus.tools import SendEmail, Tool, ToolFailure
 from projections import WorkflowView
 from tests.conftest import Bus, run_workflow
@@ -36,13 +34,6 @@ class BouncingEmail(SendEmail):
         if payload.to.startswith("bounce@"):
             raise ToolFailure("550 mailbox unavailable", transient=False)
         return await super().run(payload, idempotency_key)
-
-
-@pytest.fixture
-def policy(tmp_path: Path) -> Policy:
-    path = tmp_path / "policy.toml"
-    path.write_text(POLICY)
-    return Policy.load(path)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -15,7 +14,6 @@ from pydantic import BaseModel
 from agents import Agent, Context, RuntimeRefused, ScriptedModel
 from bus.mailbox import Mailbox
 from bus.operators import resolve, submit, watch
-from bus.policy import Policy
 from bus.tools import CreateTicket, SendEmail, Tool, ToolFailure
 from handoff_schemas import Usage
 from projections import WorkflowView
@@ -91,13 +89,6 @@ class ScriptedTicket(CreateTicket):
         elif behaviour == "broken":
             raise ToolFailure("no such customer", transient=False)
         return await super().run(payload, idempotency_key)
-
-
-@pytest.fixture
-def policy(tmp_path: Path) -> Policy:
-    path = tmp_path / "policy.toml"
-    path.write_text(POLICY)
-    return Policy.load(path)
 
 
 @pytest.fixture

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from eventsourcing.persistence import IntegrityError, Tracking
 from pydantic import BaseModel
 
 from agents import Context, ScriptedModel
-from bus.policy import Policy
 from bus.view_runner import ViewRunner, open_views, rebuild_views
 from handoff_schemas import Usage
 from projections.ledger_views import claims, costs, dump, open_escalations, workflow_states
@@ -37,13 +35,6 @@ cost_usd = 0.5
 
 class Plan(BaseModel):
     severity: str
-
-
-@pytest.fixture
-def policy(tmp_path: Path) -> Policy:
-    path = tmp_path / "policy.toml"
-    path.write_text(POLICY)
-    return Policy.load(path)
 
 
 @pytest.fixture
