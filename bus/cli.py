@@ -110,12 +110,24 @@ def agent_run(
 
 
 @app.command()
-def up(state_dir: StateDir = None) -> None:
+def up(
+    state_dir: StateDir = None,
+    local_smtp: Annotated[
+        bool, typer.Option("--local-smtp", help="Run a local SMTP server that prints what it gets.")
+    ] = False,
+) -> None:
     """Start nats-server, the runtime, a tool host and the example agents, in the foreground."""
+    from bus.mailbox import Mailbox
     from bus.services import until_stopped
     from bus.stack import Stack
 
     settings = settings_for(state_dir)
+    mailbox = Mailbox(
+        port=settings.smtp_port,
+        on_message=lambda m: console.print(
+            f"SMTP server received: {m['To']}: {m['Subject']}", markup=False, highlight=False
+        ),
+    )
 
     async def main() -> None:
         async with Stack(settings) as stack:
@@ -123,9 +135,17 @@ def up(state_dir: StateDir = None) -> None:
                 f"claimcheck is up: NATS at {settings.nats_url}, state in {settings.state_dir}"
             )
             console.print(f"processes: {', '.join(stack.processes)}; Ctrl-C stops them all")
+            if local_smtp:
+                console.print(f"local SMTP server on 127.0.0.1:{settings.smtp_port}")
             await until_stopped()
 
-    asyncio.run(main())
+    if local_smtp:
+        mailbox.start()
+    try:
+        asyncio.run(main())
+    finally:
+        if local_smtp:
+            mailbox.stop()
 
 
 def run_as_operator(settings: Settings, action: Callable[[Client, Subjects], Awaitable[T]]) -> T:

@@ -111,7 +111,7 @@ def show(console: Console, views: list[WorkflowView], emails: list[str]) -> None
         for escalation in view.escalations:
             console.print(
                 f"  escalated to a human ({escalation['kind']}): {escalation['reason']}\n"
-                f"  with `claimcheck up` running, answer it with:\n"
+                f"  run `claimcheck up --local-smtp` in this directory, and answer it with:\n"
                 f"    claimcheck escalations approve {escalation['escalationId']} --as YOUR-NAME\n"
                 f"    claimcheck escalations deny {escalation['escalationId']} --as YOUR-NAME",
                 markup=False,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
@@ -25,6 +26,7 @@ class Mailbox:
     received: list[Message] = field(default_factory=list)
     rcpt_delays: list[float] = field(default_factory=list)
     rcpt_seen: threading.Event = field(default_factory=threading.Event)
+    on_message: Callable[[Message], None] | None = None
     _controller: Controller | None = None
 
     async def handle_RCPT(
@@ -37,7 +39,10 @@ class Mailbox:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        self.received.append(message_from_bytes(envelope.original_content or b""))
+        message = message_from_bytes(envelope.original_content or b"")
+        self.received.append(message)
+        if self.on_message:
+            self.on_message(message)
         return "250 Message accepted for delivery"
 
     def start(self) -> None:

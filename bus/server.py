@@ -8,12 +8,26 @@ survives a power cut, which the ledger relay and the inboxes rely on.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+_started: set[asyncio.subprocess.Process] = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """A server this process started must not outlive it (a failed test, an interrupted CLI)."""
+    for process in _started:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGKILL)
 
 
 def nats_server_binary() -> str:
@@ -72,6 +86,7 @@ class EmbeddedNats:
             self.process = await asyncio.create_subprocess_exec(
                 nats_server_binary(), "-c", str(self.config_path), stdout=log, stderr=log
             )
+        _started.add(self.process)
         await self.wait_until_listening(timeout)
 
     async def wait_until_listening(self, timeout: float) -> None:
