@@ -152,3 +152,70 @@ async def test_one_workflow_is_one_trace_across_processes(
     )
     assert f"trace {trace_id}" in shown.stdout
     assert "believed" in shown.stdout and "executed send_email" in shown.stdout
+
+
+def test_spans_go_over_otlp_when_the_standard_variables_are_set(tmp_path: Path) -> None:
+    """A local OTLP/HTTP receiver gets the spans of a process configured by OTEL_* alone."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    received: list[bytes] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(self.rfile.read(int(self.headers["content-length"])))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    Thread(target=server.serve_forever, daemon=True).start()
+    program = (
+        "from bus import telemetry\n"
+        "telemetry.setup('claimcheck-test')\n"
+        "with telemetry.span('chat scripted', **{'gen_ai.operation.name': 'chat'}):\n"
+        "    pass\n"
+        "telemetry.shutdown()\n"
+    )
+    environment = {
+        **os.environ,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}",
+    }
+    environment.pop("CLAIMCHECK_TRACE_DIR", None)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", program],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        server.shutdown()
+    assert result.returncode == 0, result.stderr
+    request = ExportTraceServiceRequest.FromString(received[0])
+    [resource_spans] = request.resource_spans
+    [span] = resource_spans.scope_spans[0].spans
+    assert span.name == "chat scripted"
+    assert {a.key: a.value.string_value for a in span.attributes}["gen_ai.operation.name"] == "chat"
+
+
+def test_without_configuration_tracing_records_nothing(tmp_path: Path) -> None:
+    program = (
+        "from bus import telemetry\n"
+        "telemetry.setup('claimcheck-test')\n"
+        "with telemetry.span('chat scripted') as span:\n"
+        "    assert span is None\n"
+        "assert telemetry.headers() == {}\n"
+    )
+    environment = {
+        k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CLAIMCHECK_TRACE"))
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", program], env=environment, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
