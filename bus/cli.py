@@ -504,6 +504,23 @@ def views_rebuild(state_dir: StateDir = None) -> None:
 
 
 @app.command()
+def bench(
+    count: Annotated[int, typer.Option(help="Operations per path.")] = 1000,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 16,
+) -> None:
+    """Measure each hot path next to its raw baseline, on a private nats-server and disk."""
+    from bus.bench import run_bench
+
+    results = asyncio.run(run_bench(count, concurrency))
+    print(f"{'path':<36} {'ops/s':>8}   {'baseline':<22} {'ops/s':>8}  ratio")
+    for result in results:
+        print(
+            f"{result.path:<36} {result.ops_per_second:>8.0f}   {result.baseline:<22} "
+            f"{result.baseline_ops_per_second:>8.0f}  {result.ratio:5.2f}"
+        )
+
+
+@app.command()
 def demo(state_dir: StateDir = None) -> None:
     """Run the complaint demo with every part as a real process, then stop them all."""
     from bus.demo import run_demo

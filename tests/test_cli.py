@@ -221,3 +221,18 @@ def test_a_bad_policy_file_stops_the_runtime_at_start_up(tmp_path: Path) -> None
     assert result.returncode == 1
     assert "Traceback" not in result.stdout + result.stderr
     assert f"{policy}: rule 1 ('emails'), field 'effect'" in result.stdout
+
+
+def test_the_benchmark_runs_every_path_next_to_its_baseline(tmp_path: Path) -> None:
+    """Only that it runs and reports: speed is judged from `claimcheck bench`, not in tests."""
+    result = subprocess.run(
+        [*CLI, "bench", "--count", "30"], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = result.stdout.splitlines()[1:]
+    assert [row.split("  ")[0] for row in rows] == [
+        "runtime request/reply (state)",
+        "runtime step (checkpoint, commit)",
+        "relay publish (per event)",
+        "inbox consume (fetch 1, ack)",
+    ]
