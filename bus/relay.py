@@ -50,6 +50,10 @@ class Relay:
         self._wake = asyncio.Event()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay")
 
+    async def close(self) -> None:
+        """Wait for a ledger read in flight: the ledger must not close under it."""
+        await asyncio.to_thread(self._thread.shutdown, True)
+
     def wake(self) -> None:
         """Called after a local commit; other replicas' commits are found by polling."""
         self._wake.set()

@@ -45,7 +45,8 @@ async def run_runtime(settings: Settings) -> None:
     runtime = Runtime(settings, ledger, policy, nc, on_commit=relay.wake)
     await runtime.serve()
     relay_task = asyncio.create_task(relay.run())
-    views_task = asyncio.create_task(ViewRunner(ledger, open_views(settings)).run(nc, subjects))
+    views = ViewRunner(ledger, open_views(settings))
+    views_task = asyncio.create_task(views.run(nc, subjects))
     log.info("runtime serving %s with ledger %s", subjects.runtime_all, settings.ledger_url())
     try:
         await until_stopped()
@@ -54,6 +55,8 @@ async def run_runtime(settings: Settings) -> None:
         telemetry.shutdown()
         relay_task.cancel()
         views_task.cancel()
+        await relay.close()
+        await views.close()
         runtime.close()
         ledger.close()
         telemetry.shutdown()

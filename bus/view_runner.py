@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from eventsourcing.persistence import InfrastructureFactory, IntegrityError, Tracking
 from nats.aio.client import Client
@@ -58,6 +59,11 @@ class ViewRunner:
         self.projection = LedgerViews(view=views)  # type: ignore[arg-type]
         self.poll_interval = poll_interval
         self._wake = asyncio.Event()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="views")
+
+    async def close(self) -> None:
+        """Wait for a catch-up in flight: the ledger must not close under it."""
+        await asyncio.to_thread(self._thread.shutdown, True)
 
     def catch_up(self, batch_size: int = 500) -> int:
         """Apply every event the views have not seen; return the position reached."""
@@ -80,7 +86,7 @@ class ViewRunner:
         await nc.subscribe(f"{subjects.prefix}.events.>", cb=self._on_event)
         while True:
             self._wake.clear()
-            await asyncio.to_thread(self.catch_up)
+            await asyncio.get_running_loop().run_in_executor(self._thread, self.catch_up)
             try:
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
             except TimeoutError:

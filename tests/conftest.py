@@ -151,6 +151,7 @@ async def bus(
     relay_task = asyncio.create_task(relay.run())
     yield Bus(settings, nc, ledger, runtime, subjects)
     relay_task.cancel()
+    await relay.close()  # before the ledger fixture closes the ledger under a read
     await nc.drain()
     runtime.close()
 

@@ -41,11 +41,11 @@ class Plan(BaseModel):
 async def live_views(bus: Bus) -> AsyncIterator[ViewStore]:
     """The views, fed live by a runner woken by the events stream."""
     views = open_views(bus.settings)
-    runner = asyncio.create_task(
-        ViewRunner(bus.ledger, views, poll_interval=0.2).run(bus.nc, bus.subjects)
-    )
+    runner = ViewRunner(bus.ledger, views, poll_interval=0.2)
+    task = asyncio.create_task(runner.run(bus.nc, bus.subjects))
     yield views
-    runner.cancel()
+    task.cancel()
+    await runner.close()
 
 
 async def caught_up(bus: Bus, views: ViewStore) -> None:

@@ -51,6 +51,7 @@ async def run_relay_until_idle(ledger: Ledger, js, subjects: Subjects) -> None: 
     while (relay.tracking.max_tracking_id("relay") or 0) < last:  # noqa: ASYNC110 (polls the ledger)
         await asyncio.sleep(0.05)
     task.cancel()
+    await relay.close()
 
 
 async def test_the_relay_resumes_from_its_tracked_position(
@@ -82,6 +83,7 @@ async def test_a_republished_batch_is_deduplicated_by_the_stream(
     batch = ledger.notifications(0)
     await relay.publish(batch)
     await relay.publish(batch)  # as a second replica's relay, or after a lost tracking write
+    await relay.close()
     assert await stream_positions(js, subjects) == [n.id for n in batch]
     await nc.close()
 
