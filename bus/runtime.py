@@ -131,6 +131,14 @@ def as_reply(error: LedgerError) -> Reply:
     )
 
 
+def replayed(reply: Reply) -> Any:
+    """A recorded reply again: its result, or its refusal raised again."""
+    if reply.error is not None:
+        error = reply.error
+        raise Refusal(error.code, error.message, list(error.fields), error.retry)
+    return reply.result
+
+
 def ok_reply(result: Any) -> dict[str, Any]:
     return msgspec.to_builtins(Reply(ok=True, result=msgspec.to_builtins(result)))
 
@@ -285,7 +293,7 @@ class Runtime:
             workflow.require_participant(agent)
             recorded = workflow.steps.get(step_key)
             if recorded is not None and not redo:  # another replica finished it first
-                return msgspec.convert(recorded, Reply).result
+                return replayed(msgspec.convert(recorded, Reply))
             try:
                 result = change(workflow)
             except Refusal as refusal:

@@ -316,3 +316,23 @@ async def test_encoded_replies_never_carry_a_traceback(bus: Bus) -> None:
         encode({"workflowId": "x", "stepKey": "k", "tool": "nope", "payload": {}}),
     )
     assert not reply.ok and "Traceback" not in reply.error.message
+
+
+async def test_a_step_another_replica_refused_is_refused_again(bus: Bus) -> None:
+    """The race path inside the ledger command replays a recorded refusal, not an empty success."""
+    from bus.runtime import Refusal
+
+    workflow_id = await started(bus)
+    email = {
+        "workflowId": workflow_id,
+        "stepKey": "t/1",
+        "tool": "send_email",
+        "payload": {"to": "ops@acme.example", "subject": "s", "body": "b"},
+    }
+    first = await ask(bus, "triage", "execute", email)
+    assert first.error.code == "permission_denied"
+    with pytest.raises(Refusal) as raised:
+        await bus.runtime._step(
+            "triage", "execute", workflow_id, "t/1", lambda wf: {"ok": "no"}, require_open=False
+        )
+    assert raised.value.code == "permission_denied"
