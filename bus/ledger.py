@@ -24,6 +24,7 @@ optimistic concurrency on the aggregate version turns a race into an
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -510,20 +511,41 @@ class Ledger(Application[UUID]):
         reason for a refusal is never lost.
         """
         for attempt in range(attempts):
-            workflow = self.workflow(workflow_id)
+            # The cached aggregate itself, not a copy (copying grows with the workflow):
+            # whatever goes wrong before its events are saved evicts it from the cache.
+            workflow = self._cached(workflow_id)
             try:
                 result = change(workflow)
             except LedgerError:
                 self.save(workflow)
                 raise
+            except BaseException:
+                self._evict(workflow_id)
+                raise
             try:
                 self.save(workflow)
             except IntegrityError:
+                self._evict(workflow_id)
                 if attempt == attempts - 1:
                     raise
                 continue
             return result
         raise AssertionError("unreachable")
+
+    def read(self, workflow_id: str, view: Callable[[Workflow], T]) -> T:
+        """``view`` of the cached aggregate, without copying it; ``view`` must not mutate it."""
+        return view(self._cached(workflow_id))
+
+    def _cached(self, workflow_id: str) -> Workflow:
+        try:
+            return self.repository.get(UUID(workflow_id), deepcopy_from_cache=False)
+        except (ValueError, AggregateNotFoundError):
+            raise UnknownWorkflow(f"no workflow {workflow_id!r}") from None
+
+    def _evict(self, workflow_id: str) -> None:
+        if self.repository.cache is not None:
+            with contextlib.suppress(KeyError):
+                self.repository.cache.get(UUID(workflow_id), evict=True)
 
     def history(self, workflow_id: str, until: int | None = None) -> list[EventEnvelope]:
         """A workflow's events in order, as they appear on the events stream."""

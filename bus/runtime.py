@@ -242,7 +242,8 @@ class Runtime:
             return error_reply("invalid_request", str(error), error.fields)
         try:
             if isinstance(request, StepRequest):
-                recorded = (await self._read(request.workflow_id)).steps.get(request.step_key)
+                key = request.step_key
+                recorded = await self._read(request.workflow_id, lambda wf: wf.steps.get(key))
                 if recorded is not None:
                     return msgspec.convert(recorded, Reply)
             result = await self._handlers[op](agent, request)
@@ -255,9 +256,10 @@ class Runtime:
 
     # -- ledger access --------------------------------------------------------
 
-    async def _read(self, workflow_id: str) -> Workflow:
+    async def _read(self, workflow_id: str, view: Callable[[Workflow], T]) -> T:
+        """``view`` of a workflow, taken in the ledger thread (no other thread touches it)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._ledger_thread, self.ledger.workflow, workflow_id)
+        return await loop.run_in_executor(self._ledger_thread, self.ledger.read, workflow_id, view)
 
     async def _command(self, workflow_id: str, change: Callable[[Workflow], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -359,13 +361,15 @@ class Runtime:
         return StartReply(workflow_id=str(workflow.id), handoff_id=handoff.handoff_id)
 
     async def state(self, agent: str, request: StateRequest) -> StepsReply:
-        workflow = await self._read(request.workflow_id)
-        return StepsReply(
-            workflow_id=request.workflow_id,
-            status=workflow.status,
-            steps=workflow.steps,
-            checkpoints=workflow.checkpoints,
-        )
+        def view(workflow: Workflow) -> StepsReply:  # copies, taken in the ledger thread
+            return StepsReply(
+                workflow_id=request.workflow_id,
+                status=workflow.status,
+                steps=dict(workflow.steps),
+                checkpoints=dict(workflow.checkpoints),
+            )
+
+        return await self._read(request.workflow_id, view)
 
     # -- the pipeline ---------------------------------------------------------
 
@@ -829,8 +833,8 @@ class Runtime:
                     wf.traceparents.get(handoff_of(step_key), ""),
                 ),
             )
-        workflow = await self._read(request.workflow_id)
-        return ResolveReply(workflow_status=workflow.status)
+        status = await self._read(request.workflow_id, lambda wf: wf.status)
+        return ResolveReply(workflow_status=status)
 
     async def _require_artifact(self, artifact_id: str) -> None:
         try:
