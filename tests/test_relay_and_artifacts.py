@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
+from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from bus.artifacts import ArtifactError, ArtifactStore, artifact_id
@@ -54,30 +56,33 @@ async def run_relay_until_idle(ledger: Ledger, js, subjects: Subjects) -> None: 
     await relay.close()
 
 
-async def test_the_relay_resumes_from_its_tracked_position(
-    settings: Settings, ledger: Ledger
-) -> None:
+@pytest.fixture
+async def js(settings: Settings) -> AsyncIterator[JetStreamContext]:
+    """JetStream on the test's nats-server, with the deployment's streams."""
     nc = await connect(settings, "test")
+    context = nc.jetstream()
+    await ensure_streams(context, Subjects(settings.prefix))
+    yield context
+    await nc.close()
+
+
+async def test_the_relay_resumes_from_its_tracked_position(
+    settings: Settings, ledger: Ledger, js: JetStreamContext
+) -> None:
     subjects = Subjects(settings.prefix)
-    js = nc.jetstream()
-    await ensure_streams(js, subjects)
     add_workflow(ledger)
     await run_relay_until_idle(ledger, js, subjects)
     add_workflow(ledger)  # committed while no relay runs
     await run_relay_until_idle(ledger, js, subjects)
     expected = [n.id for n in ledger.notifications(0)]
     assert await stream_positions(js, subjects) == expected
-    await nc.close()
 
 
 async def test_a_republished_batch_is_deduplicated_by_the_stream(
-    settings: Settings, ledger: Ledger
+    settings: Settings, ledger: Ledger, js: JetStreamContext
 ) -> None:
     """A crash between publishing and tracking makes the relay publish again: no duplicates."""
-    nc = await connect(settings, "test")
     subjects = Subjects(settings.prefix)
-    js = nc.jetstream()
-    await ensure_streams(js, subjects)
     add_workflow(ledger)
     relay = Relay(ledger, js, subjects)
     batch = ledger.notifications(0)
@@ -85,14 +90,12 @@ async def test_a_republished_batch_is_deduplicated_by_the_stream(
     await relay.publish(batch)  # as a second replica's relay, or after a lost tracking write
     await relay.close()
     assert await stream_positions(js, subjects) == [n.id for n in batch]
-    await nc.close()
 
 
-async def test_artifacts_are_content_addressed_and_checked_on_read(settings: Settings) -> None:
-    nc = await connect(settings, "test")
+async def test_artifacts_are_content_addressed_and_checked_on_read(
+    settings: Settings, js: JetStreamContext
+) -> None:
     subjects = Subjects(settings.prefix)
-    js = nc.jetstream()
-    await ensure_streams(js, subjects)
     store = ArtifactStore(js, subjects.artifact_bucket)
     identifier = await store.put(b"complaint")
     assert identifier == artifact_id(b"complaint")
@@ -105,4 +108,3 @@ async def test_artifacts_are_content_addressed_and_checked_on_read(settings: Set
         await store.get(forged)
     with pytest.raises(ArtifactError, match="not found"):
         await store.get(artifact_id(b"never stored"))
-    await nc.close()

@@ -26,6 +26,18 @@ async def started(bus: Bus, to: str = "triage") -> str:
     return reply.workflow_id
 
 
+def handoff_request(workflow_id: str, **fields: str) -> dict[str, Any]:
+    """A handoff request from triage to notifier, with ``fields`` changed."""
+    return {
+        "workflowId": workflow_id,
+        "stepKey": "t/1",
+        "to": "notifier",
+        "task": "notify",
+        "scope": "s",
+        **fields,
+    }
+
+
 def types(bus: Bus, workflow_id: str) -> list[str]:
     return [event.type for event in bus.ledger.history(workflow_id)]
 
@@ -196,15 +208,7 @@ async def test_a_schema_invalid_handoff_is_refused_and_recorded(bus: Bus) -> Non
         bus,
         "triage",
         "handoff",
-        {
-            "workflowId": workflow_id,
-            "stepKey": "t/1",
-            "to": "notifier",
-            "task": "notify",
-            "artifactId": "my-payload-inline",
-            "status": "verified",
-            "scope": "s",
-        },
+        handoff_request(workflow_id, artifactId="my-payload-inline", status="verified"),
     )
     assert reply.error.code == "invalid_request"
     assert [f.field for f in reply.error.fields] == ["artifactId"]
@@ -219,15 +223,7 @@ async def test_a_verified_handoff_without_evidence_is_not_delivered(bus: Bus) ->
         bus,
         "triage",
         "handoff",
-        {
-            "workflowId": workflow_id,
-            "stepKey": "t/1",
-            "to": "notifier",
-            "task": "notify",
-            "artifactId": artifact,
-            "status": "verified",
-            "scope": "s",
-        },
+        handoff_request(workflow_id, artifactId=artifact, status="verified"),
     )
     assert reply.error.code == "invalid_handoff"
     assert types(bus, workflow_id)[-1] == "HandoffRejected"
@@ -241,15 +237,7 @@ async def test_a_handoff_of_an_unstored_artifact_is_refused_and_recorded(bus: Bu
         bus,
         "triage",
         "handoff",
-        {
-            "workflowId": workflow_id,
-            "stepKey": "t/1",
-            "to": "notifier",
-            "task": "notify",
-            "artifactId": "sha256-" + "9" * 64,
-            "status": "completed",
-            "scope": "s",
-        },
+        handoff_request(workflow_id, artifactId="sha256-" + "9" * 64, status="completed"),
     )
     assert reply.error.code == "invalid_handoff"
     assert types(bus, workflow_id)[-1] == "HandoffRejected"
