@@ -30,10 +30,10 @@ from agents.client import RuntimeClient, RuntimeRefused
 from agents.context import Context, WorkflowHalted
 from agents.model import Model
 from bus import telemetry
-from bus.artifacts import ArtifactStore
-from bus.connection import connect
 from bus.settings import Settings
-from bus.subjects import Subjects
+from bus.transport.artifacts import ArtifactStore
+from bus.transport.connection import connect
+from bus.transport.subjects import Subjects
 from handoff_schemas import Handoff, SchemaError, decode
 
 log = logging.getLogger(__name__)

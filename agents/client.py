@@ -10,7 +10,7 @@ from nats.errors import ConnectionClosedError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from bus import telemetry
-from bus.subjects import Subjects
+from bus.transport.subjects import Subjects
 from handoff_schemas import ErrorInfo, Reply, WireStruct, convert, decode, encode
 
 T = TypeVar("T")

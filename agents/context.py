@@ -18,8 +18,8 @@ from pydantic import BaseModel, ValidationError
 from agents.client import RuntimeClient, RuntimeRefused, unwrap
 from agents.model import Model, ModelRequest
 from bus import telemetry
-from bus.artifacts import ArtifactStore
-from bus.tools import CATALOGUE
+from bus.runtime.catalogue import CATALOGUE
+from bus.transport.artifacts import ArtifactStore
 from handoff_schemas import (
     Ack,
     ArtifactDigest,

@@ -1,18 +1,23 @@
-"""The bus: NATS transport, the ledger, the runtime that governs, tool hosting and the relay."""
+"""The bus: the NATS transport, the ledger, the runtime that governs, and the operations
+that run them. What a user deploys or configures is importable from here."""
 
 from bus.ledger import Ledger, Workflow
-from bus.policy import Decision, Policy, PolicyError
+from bus.operations.stack import Stack
+from bus.runtime import Decision, Policy, PolicyError, Runtime, Tool, ToolFailure, ToolHost
 from bus.settings import Settings
-from bus.stack import Stack
-from bus.subjects import Subjects
+from bus.transport.subjects import Subjects
 
 __all__ = [
     "Decision",
     "Ledger",
     "Policy",
     "PolicyError",
+    "Runtime",
     "Settings",
     "Stack",
     "Subjects",
+    "Tool",
+    "ToolFailure",
+    "ToolHost",
     "Workflow",
 ]

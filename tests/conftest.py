@@ -17,18 +17,18 @@ import pytest
 from nats.aio.client import Client
 
 from agents import Agent, Context, ScriptedModel
-from bus.connection import connect, ensure_streams
 from bus.ledger import Ledger
-from bus.mailbox import Mailbox
-from bus.operators import submit, watch
-from bus.policy import Policy
-from bus.relay import Relay
-from bus.runtime import Runtime
-from bus.server import EmbeddedNats
+from bus.ledger.relay import Relay
+from bus.operations.mailbox import Mailbox
+from bus.operations.operators import submit, watch
+from bus.runtime.catalogue import CATALOGUE, Tool
+from bus.runtime.policy import Policy
+from bus.runtime.service import Runtime
+from bus.runtime.tool_host import ToolHost
 from bus.settings import Settings
-from bus.subjects import Subjects
-from bus.tool_host import ToolHost
-from bus.tools import CATALOGUE, Tool
+from bus.transport.connection import connect, ensure_streams
+from bus.transport.server import EmbeddedNats
+from bus.transport.subjects import Subjects
 from projections import WorkflowView
 
 POSTGRES_URL = os.environ.get(

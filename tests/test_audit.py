@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from bus.connection import connect
-from bus.demo import run_complaints
 from bus.ledger import Ledger
-from bus.mailbox import Mailbox
-from bus.operators import resolve, watch
+from bus.operations.demo import run_complaints
+from bus.operations.mailbox import Mailbox
+from bus.operations.operators import resolve, watch
+from bus.operations.stack import Stack
 from bus.settings import Settings
-from bus.stack import Stack
-from bus.subjects import Subjects
+from bus.transport.connection import connect
+from bus.transport.subjects import Subjects
 
-CLI = [sys.executable, "-m", "bus.cli"]
+CLI = [sys.executable, "-m", "bus.operations.cli"]
 
 
 def claimcheck(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -12,11 +12,11 @@ import pytest
 from nats.aio.client import Client
 from nats.errors import TimeoutError as NatsTimeout
 
-from bus.auth import Credentials, authorization_config, ensure_credentials
-from bus.connection import connect, ensure_streams
-from bus.server import EmbeddedNats
 from bus.settings import Settings
-from bus.subjects import Subjects
+from bus.transport.auth import Credentials, authorization_config, ensure_credentials
+from bus.transport.connection import connect, ensure_streams
+from bus.transport.server import EmbeddedNats
+from bus.transport.subjects import Subjects
 
 ROLES = ["runtime", "tools", "cli", "auditor", "agent-triage", "agent-notifier"]
 SUBJECTS = Subjects("cc")

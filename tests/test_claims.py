@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from agents import Context, RuntimeRefused, ScriptedModel
-from bus.tools import SendEmail, Tool, ToolFailure
+from bus.runtime.catalogue import SendEmail, Tool, ToolFailure
 from projections import WorkflowView
 from tests.conftest import Bus, run_workflow
 

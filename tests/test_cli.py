@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from bus.mailbox import Mailbox
+from bus.operations.mailbox import Mailbox
 
-CLI = [sys.executable, "-m", "bus.cli"]
+CLI = [sys.executable, "-m", "bus.operations.cli"]
 
 
 def claimcheck(*args: str, state_dir: Path) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,7 @@ from collections import Counter
 from pydantic import BaseModel
 
 from agents import Agent, Context, ModelRequest, ModelResult, ScriptedModel
-from bus.operators import submit, watch
+from bus.operations.operators import submit, watch
 from handoff_schemas import Usage
 from tests.conftest import Bus
 

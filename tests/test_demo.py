@@ -9,14 +9,14 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from bus.connection import connect
-from bus.demo import run_complaints
 from bus.ledger import Ledger
-from bus.mailbox import Mailbox
-from bus.operators import resolve, watch
+from bus.operations.demo import run_complaints
+from bus.operations.mailbox import Mailbox
+from bus.operations.operators import resolve, watch
+from bus.operations.stack import Stack
 from bus.settings import Settings
-from bus.stack import Stack
-from bus.subjects import Subjects
+from bus.transport.connection import connect
+from bus.transport.subjects import Subjects
 from projections import WorkflowView
 
 
@@ -107,7 +107,7 @@ async def test_the_demo_workflows_across_processes(tmp_path: Path, ledger_url: s
 def test_the_demo_command_runs_and_stops_everything(tmp_path: Path) -> None:
     """The README's demo command, as a new user runs it."""
     result = subprocess.run(
-        [sys.executable, "-m", "bus.cli", "demo", "--state-dir", str(tmp_path / "demo")],
+        [sys.executable, "-m", "bus.operations.cli", "demo", "--state-dir", str(tmp_path / "demo")],
         capture_output=True,
         text=True,
         timeout=180,

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from bus.connection import connect
 from bus.ledger import Ledger
-from bus.mailbox import Mailbox
-from bus.operators import escalations, resolve, submit, watch
+from bus.operations.mailbox import Mailbox
+from bus.operations.operators import escalations, resolve, submit, watch
+from bus.operations.stack import Stack
 from bus.settings import Settings
-from bus.stack import Stack
-from bus.subjects import Subjects
+from bus.transport.connection import connect
+from bus.transport.subjects import Subjects
 from projections import WorkflowView
 
 POLICY = """

@@ -12,9 +12,9 @@ import pytest
 from pydantic import BaseModel
 
 from agents import Agent, Context, RuntimeRefused, ScriptedModel
-from bus.mailbox import Mailbox
-from bus.operators import resolve, submit, watch
-from bus.tools import CreateTicket, SendEmail, Tool, ToolFailure
+from bus.operations.mailbox import Mailbox
+from bus.operations.operators import resolve, submit, watch
+from bus.runtime.catalogue import CreateTicket, SendEmail, Tool, ToolFailure
 from handoff_schemas import Usage
 from projections import WorkflowView
 from tests.conftest import Bus, run_workflow

@@ -7,16 +7,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from bus.ledger import (
-    GENESIS_HASH,
-    InvalidHandoff,
-    Ledger,
-    LedgerError,
-    NotAParticipant,
-    UnknownWorkflow,
-    Workflow,
-    WorkflowClosed,
-)
+from bus.ledger import GENESIS_HASH, Ledger, LedgerError, UnknownWorkflow, Workflow
+from bus.ledger.errors import InvalidHandoff, NotAParticipant, WorkflowClosed
 from handoff_schemas import ClaimAssertion, evidence_hash
 
 ARTIFACT = "sha256-" + "0" * 64

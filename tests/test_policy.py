@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bus.policy import Policy, PolicyError
+from bus.runtime.policy import Policy, PolicyError
 
 POLICY = """
 [[rules]]

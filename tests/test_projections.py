@@ -11,7 +11,7 @@ from eventsourcing.persistence import IntegrityError, Tracking
 from pydantic import BaseModel
 
 from agents import Context, ScriptedModel
-from bus.view_runner import ViewRunner, open_views, rebuild_views
+from bus.ledger.view_runner import ViewRunner, open_views, rebuild_views
 from handoff_schemas import Usage
 from projections.ledger_views import claims, costs, dump, open_escalations, workflow_states
 from projections.views import ViewStore

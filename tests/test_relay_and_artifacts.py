@@ -9,12 +9,12 @@ import pytest
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from bus.artifacts import ArtifactError, ArtifactStore, artifact_id
-from bus.connection import connect, ensure_streams
 from bus.ledger import Ledger
-from bus.relay import Relay
+from bus.ledger.relay import Relay
 from bus.settings import Settings
-from bus.subjects import Subjects
+from bus.transport.artifacts import ArtifactError, ArtifactStore, artifact_id
+from bus.transport.connection import connect, ensure_streams
+from bus.transport.subjects import Subjects
 
 ARTIFACT = "sha256-" + "0" * 64
 

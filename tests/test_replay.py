@@ -11,8 +11,8 @@ import msgspec
 import pytest
 
 from bus.ledger import Ledger
-from bus.operators import submit
-from bus.replay import ReplayError, replay, summary
+from bus.ledger.replay import ReplayError, replay, summary
+from bus.operations.operators import submit
 from handoff_schemas import EventEnvelope
 from tests.conftest import Bus
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from bus.mailbox import Mailbox
-from bus.operators import submit
+from bus.operations.mailbox import Mailbox
+from bus.operations.operators import submit
 from handoff_schemas import Reply, decode, encode
 from tests.conftest import Bus
 
@@ -308,7 +308,7 @@ async def test_encoded_replies_never_carry_a_traceback(bus: Bus) -> None:
 
 async def test_a_step_another_replica_refused_is_refused_again(bus: Bus) -> None:
     """The race path inside the ledger command replays a recorded refusal, not an empty success."""
-    from bus.runtime import Refusal
+    from bus.runtime.protocol import Refusal
 
     workflow_id = await started(bus)
     email = {
@@ -320,7 +320,7 @@ async def test_a_step_another_replica_refused_is_refused_again(bus: Bus) -> None
     first = await ask(bus, "triage", "execute", email)
     assert first.error.code == "permission_denied"
     with pytest.raises(Refusal) as raised:
-        await bus.runtime._step(
+        await bus.runtime.steps.step(
             "triage", "execute", workflow_id, "t/1", lambda wf: {"ok": "no"}, require_open=False
         )
     assert raised.value.code == "permission_denied"

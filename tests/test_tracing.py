@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from bus.connection import connect
 from bus.ledger import Ledger
-from bus.mailbox import Mailbox
-from bus.operators import watch
+from bus.operations.mailbox import Mailbox
+from bus.operations.operators import watch
+from bus.operations.stack import Stack
 from bus.settings import Settings
-from bus.stack import Stack
-from bus.subjects import Subjects
+from bus.transport.connection import connect
+from bus.transport.subjects import Subjects
 
 pytest.importorskip("opentelemetry.sdk", reason="tracing needs the otel extra")
 
@@ -48,7 +48,7 @@ async def test_one_workflow_is_one_trace_across_processes(
                 [
                     sys.executable,
                     "-m",
-                    "bus.cli",
+                    "bus.operations.cli",
                     "submit",
                     "triage_complaint",
                     "--to",
@@ -140,7 +140,7 @@ async def test_one_workflow_is_one_trace_across_processes(
         [
             sys.executable,
             "-m",
-            "bus.cli",
+            "bus.operations.cli",
             "trace",
             workflow_id,
             "--state-dir",

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from urllib.parse import parse_qs, urlparse
 from uuid import UUID
 
-from bus.operators import submit
+from bus.operations.operators import submit
 from tests.conftest import Bus, postgres_connection
 
 
@@ -51,7 +51,7 @@ def verify(bus: Bus, *args: str) -> subprocess.CompletedProcess[str]:
         "COLUMNS": "400",
     }
     return subprocess.run(
-        [sys.executable, "-m", "bus.cli", "verify", *args],
+        [sys.executable, "-m", "bus.operations.cli", "verify", *args],
         capture_output=True,
         text=True,
         timeout=60,

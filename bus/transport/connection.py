@@ -20,9 +20,9 @@ from nats.js.api import (
 )
 from nats.js.errors import BadRequestError, NotFoundError
 
-from bus.auth import Credentials
 from bus.settings import Settings
-from bus.subjects import Subjects
+from bus.transport.auth import Credentials
+from bus.transport.subjects import Subjects
 
 DUPLICATE_WINDOW_SECONDS = 3600.0
 """How long JetStream remembers a ``Nats-Msg-Id``: longer than any relay restart."""

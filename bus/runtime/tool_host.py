@@ -19,9 +19,9 @@ from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from bus import telemetry
+from bus.runtime.catalogue import CATALOGUE, Tool, ToolFailure
 from bus.settings import Settings
-from bus.subjects import Subjects
-from bus.tools import CATALOGUE, Tool, ToolFailure
+from bus.transport.subjects import Subjects
 from handoff_schemas import FieldError, SchemaError, ToolCall, ToolResult, decode, encode
 
 log = logging.getLogger(__name__)

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 from rich.console import Console
 
-from bus.connection import connect
-from bus.mailbox import Mailbox
-from bus.operators import submit, watch
+from bus.operations.mailbox import Mailbox
+from bus.operations.operators import submit, watch
+from bus.operations.stack import Stack
 from bus.settings import Settings
-from bus.stack import Stack
-from bus.subjects import Subjects
+from bus.transport.connection import connect
+from bus.transport.subjects import Subjects
 from projections import WorkflowView
 
 COMPLAINTS = [

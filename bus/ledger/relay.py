@@ -29,8 +29,8 @@ from eventsourcing.persistence import IntegrityError, Notification, Tracking, Tr
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
-from bus.ledger import Ledger
-from bus.subjects import Subjects
+from bus.ledger.store import Ledger
+from bus.transport.subjects import Subjects
 from handoff_schemas import EventEnvelope, encode
 
 log = logging.getLogger(__name__)

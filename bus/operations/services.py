@@ -11,15 +11,15 @@ import logging
 import signal
 
 from bus import telemetry
-from bus.connection import connect, ensure_streams
 from bus.ledger import Ledger
-from bus.policy import Policy
-from bus.relay import Relay
-from bus.runtime import Runtime
+from bus.ledger.relay import Relay
+from bus.ledger.view_runner import ViewRunner, open_views
+from bus.runtime.policy import Policy
+from bus.runtime.service import Runtime
+from bus.runtime.tool_host import ToolHost
 from bus.settings import Settings
-from bus.subjects import Subjects
-from bus.tool_host import ToolHost
-from bus.view_runner import ViewRunner, open_views
+from bus.transport.connection import connect, ensure_streams
+from bus.transport.subjects import Subjects
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from uuid import UUID
 
 from eventsourcing.utils import get_topic
 
-from bus.ledger import Workflow
+from bus.ledger.workflow import Workflow
 from handoff_schemas import EventEnvelope, evidence_hash
 
 

@@ -1,95 +1,56 @@
-"""The ledger: one event-sourced ``Workflow`` aggregate per workflow.
+"""The ``Workflow`` aggregate: one workflow's history, and the invariants that hold whatever
+a model or an agent says.
 
-Every claim and every execution is an event on the workflow's aggregate, in the
-order of the mission's pipeline. The aggregate owns the invariants, so they hold
-whatever a model or an agent says:
+Every claim and every execution is an event on the aggregate, in the order of the
+mission's pipeline. The invariants, each enforced by the method named:
 
-- a closed workflow (completed, failed or stopped) takes no more actions, and
-  one that waits for a human takes none until the human answers;
-- only an agent the workflow was handed to may act in it;
-- a step that completed is never executed again (its recorded reply is kept);
-- a tool execution needs an allowing permission decision for the same step;
-- evidence is hash-chained within its workflow, in the order it was recorded;
-- cost never passes the budget unnoticed: a model call that takes the total past
-  it stops the workflow, and the runtime refuses a model retry it cannot afford.
+- a closed workflow (completed, failed or stopped) takes no more actions, and one that
+  waits for a human takes none until the human answers (``require_open``);
+- only an agent the workflow was handed to may act in it (``require_participant``);
+- a step that completed is never executed again: its recorded reply is kept
+  (``complete_step``; the runtime replays it);
+- a tool execution needs an allowing permission decision for the same step
+  (``execute_tool``);
+- evidence is hash-chained within its workflow, in the order it was recorded
+  (``add_evidence``);
+- a ``verified`` handoff cites succeeded evidence of this workflow (``send_handoff``);
+- cost never passes the budget unnoticed: a model call that takes the total past it
+  stops the workflow (``record_reasoning``);
+- an escalation is answered once (``resolve_escalation``).
 
-Events evolve by adding fields with a default on the aggregate's method, so
-that histories recorded before still apply (``tests/fixtures`` holds some, and
-``bus.replay`` checks them).
+What is counted from this state to decide (rule uses, failure attempts, affordability)
+is the runtime's, in :mod:`bus.runtime.governance`; views of it are in ``projections``.
 
-The runtime is the only writer. Several runtime replicas may share a ledger:
-optimistic concurrency on the aggregate version turns a race into an
-``IntegrityError``, and :meth:`Ledger.command` reloads and retries.
+Events evolve by adding fields with a default on the aggregate's method, so that
+histories recorded before still apply (``tests/fixtures`` holds some, and
+:mod:`bus.ledger.replay` checks them).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections import Counter
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
-from urllib.parse import parse_qs, urlparse
-from uuid import UUID, uuid4
+from typing import Any
+from uuid import uuid4
 
 import msgspec
-from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate, event
-from eventsourcing.persistence import IntegrityError, Notification
-from eventsourcing.utils import get_topic
+from eventsourcing.utils import register_topic
 
-from handoff_schemas import Claim, ClaimAssertion, EventEnvelope, Evidence, evidence_hash
-
-T = TypeVar("T")
+from bus.ledger.errors import (
+    InvalidHandoff,
+    LedgerError,
+    NotAParticipant,
+    UnknownEscalation,
+    WorkflowClosed,
+    WorkflowEscalated,
+)
+from bus.ledger.verdicts import judge_claim
+from handoff_schemas import Claim, ClaimAssertion, Evidence, evidence_hash
 
 GENESIS_HASH = "0" * 64
 CLOSED_STATUSES = frozenset({"completed", "failed", "stopped"})
-
-
-class LedgerError(Exception):
-    """A command the ledger refuses; ``code`` is the wire error code."""
-
-    code = "invalid_request"
-
-
-class UnknownWorkflow(LedgerError):
-    code = "unknown_workflow"
-
-
-class WorkflowClosed(LedgerError):
-    code = "workflow_closed"
-
-
-class InvalidHandoff(LedgerError):
-    code = "invalid_handoff"
-
-
-class NotAParticipant(LedgerError):
-    code = "permission_denied"
-
-
-class WorkflowEscalated(LedgerError):
-    code = "escalated"
-
-
-class UnknownEscalation(LedgerError):
-    code = "invalid_request"
-
-
-def judge_claim(assertion: ClaimAssertion, evidence: dict[str, dict[str, Any]]) -> tuple[str, str]:
-    """Verdict and reason for a claim, from this workflow's evidence only."""
-    if not assertion.evidence_ids:
-        return "unverified", "the claim cites no evidence"
-    missing = [eid for eid in assertion.evidence_ids if eid not in evidence]
-    if missing:
-        return "unverified", f"no evidence {', '.join(missing)} in this workflow"
-    contrary = [
-        eid for eid in assertion.evidence_ids if evidence[eid]["status"] != assertion.asserts
-    ]
-    if contrary:
-        found = ", ".join(f"{eid} is {evidence[eid]['status']}" for eid in contrary)
-        return "contradicted", f"claim asserts {assertion.asserts}, but {found}"
-    return "verified", "every cited evidence record matches"
+LEGACY_TOPIC = "bus.ledger:Workflow"
+"""Where the aggregate lived before ``bus/`` had subpackages: ledgers written then name it."""
 
 
 class Workflow(Aggregate):
@@ -149,24 +110,6 @@ class Workflow(Aggregate):
 
     def open_escalations(self) -> list[str]:
         return [eid for eid, esc in self.escalations.items() if "decision" not in esc]
-
-    def rule_uses(self) -> Counter[str]:
-        """Executions each permission rule allowed so far (for ``max_calls``)."""
-        return Counter(e["rule"] for e in self.evidence.values() if e["permission"] == "allowed")
-
-    def failure_count(self, kind: str, scope: str) -> int:
-        """Failures of ``kind`` in one step, or in all steps of one handling (``<handoffId>``)."""
-        return sum(
-            1
-            for f in self.failures
-            if f["kind"] == kind
-            and (f["step_key"] == scope or f["step_key"].startswith(f"{scope}/"))
-        )
-
-    def can_afford_model_call(self, default_cost: float) -> bool:
-        """Whether the remaining budget covers another model call like the ones so far."""
-        expected = max(self.model_call_costs, default=default_cost)
-        return self.cost_usd + expected <= self.budget_usd
 
     # -- the pipeline ---------------------------------------------------------
 
@@ -446,137 +389,4 @@ class Workflow(Aggregate):
         self.steps[step_key] = result
 
 
-def sqlite_or_postgres_env(url: str) -> dict[str, str]:
-    """eventsourcing's environment variables for a ``sqlite:///`` or ``postgresql://`` URL."""
-    parsed = urlparse(url)
-    if parsed.scheme == "sqlite":
-        return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": parsed.path}
-    if parsed.scheme in ("postgres", "postgresql"):
-        schema = parse_qs(parsed.query).get("schema", [""])[0]
-        return {
-            "PERSISTENCE_MODULE": "eventsourcing.postgres",
-            "POSTGRES_DBNAME": parsed.path.lstrip("/"),
-            "POSTGRES_HOST": parsed.hostname or "127.0.0.1",
-            "POSTGRES_PORT": str(parsed.port or 5432),
-            "POSTGRES_USER": parsed.username or "postgres",
-            "POSTGRES_PASSWORD": parsed.password or "",
-            "POSTGRES_SCHEMA": schema,
-        }
-    raise ValueError(f"unsupported ledger URL {url!r}: use sqlite:///PATH or postgresql://...")
-
-
-class Ledger(Application[UUID]):
-    """The eventsourcing application holding every workflow.
-
-    Its methods are synchronous (the eventsourcing recorders are); the runtime
-    calls them from a worker thread so the event loop never blocks on a commit.
-    """
-
-    name = "claimcheck"
-    env = {"AGGREGATE_CACHE_MAXSIZE": "1000", "IS_SNAPSHOTTING_ENABLED": "y"}
-    snapshotting_intervals = {Workflow: 100}
-
-    @classmethod
-    def from_url(cls, url: str) -> Ledger:
-        return cls(env=sqlite_or_postgres_env(url))
-
-    def start(
-        self,
-        task: str,
-        agent: str,
-        artifact_id: str,
-        scope: str,
-        started_by: str,
-        budget_usd: float,
-        handoff: dict[str, Any],
-        traceparent: str = "",
-    ) -> Workflow:
-        trace_id = traceparent.split("-")[1] if traceparent.count("-") == 3 else ""
-        workflow = Workflow(task, agent, artifact_id, scope, started_by, budget_usd, trace_id)
-        workflow.send_handoff({**handoff, "workflowId": str(workflow.id)}, traceparent)
-        self.save(workflow)
-        return workflow
-
-    def workflow(self, workflow_id: str) -> Workflow:
-        try:
-            return self.repository.get(UUID(workflow_id))
-        except (ValueError, AggregateNotFoundError):
-            raise UnknownWorkflow(f"no workflow {workflow_id!r}") from None
-
-    def command(self, workflow_id: str, change: Callable[[Workflow], T], attempts: int = 5) -> T:
-        """Apply ``change`` to the workflow and commit, retrying on a concurrent writer.
-
-        ``change`` may raise a :class:`LedgerError` to refuse; events it triggered
-        before refusing (a rejected handoff, say) are still committed, so the
-        reason for a refusal is never lost.
-        """
-        for attempt in range(attempts):
-            # The cached aggregate itself, not a copy (copying grows with the workflow):
-            # whatever goes wrong before its events are saved evicts it from the cache.
-            workflow = self._cached(workflow_id)
-            try:
-                result = change(workflow)
-            except LedgerError:
-                self.save(workflow)
-                raise
-            except BaseException:
-                self._evict(workflow_id)
-                raise
-            try:
-                self.save(workflow)
-            except IntegrityError:
-                self._evict(workflow_id)
-                if attempt == attempts - 1:
-                    raise
-                continue
-            return result
-        raise AssertionError("unreachable")
-
-    def read(self, workflow_id: str, view: Callable[[Workflow], T]) -> T:
-        """``view`` of the cached aggregate, without copying it; ``view`` must not mutate it."""
-        return view(self._cached(workflow_id))
-
-    def _cached(self, workflow_id: str) -> Workflow:
-        try:
-            return self.repository.get(UUID(workflow_id), deepcopy_from_cache=False)
-        except (ValueError, AggregateNotFoundError):
-            raise UnknownWorkflow(f"no workflow {workflow_id!r}") from None
-
-    def _evict(self, workflow_id: str) -> None:
-        if self.repository.cache is not None:
-            with contextlib.suppress(KeyError):
-                self.repository.cache.get(UUID(workflow_id), evict=True)
-
-    def history(self, workflow_id: str, until: int | None = None) -> list[EventEnvelope]:
-        """A workflow's events in order, as they appear on the events stream."""
-        workflow = self.workflow(workflow_id)
-        stored = self.recorder.select_events(workflow.id, lte=until)
-        return [self.envelope(self.mapper.to_domain_event(item)) for item in stored]
-
-    def workflow_ids(self) -> list[str]:
-        """Every workflow, in the order they started."""
-        topic = get_topic(Workflow.WorkflowStarted)  # type: ignore[attr-defined]
-        ids: list[str] = []
-        after = 0
-        while batch := self.recorder.select_notifications(after + 1, 1000, topics=[topic]):
-            ids.extend(str(notification.originator_id) for notification in batch)
-            after = batch[-1].id
-        return ids
-
-    def notifications(self, after: int, limit: int = 500) -> list[Notification]:
-        return list(self.recorder.select_notifications(after + 1, limit))
-
-    def envelope(self, domain_event: Any, position: int | None = None) -> EventEnvelope:
-        data = {
-            key: value
-            for key, value in vars(domain_event).items()
-            if key not in ("originator_id", "originator_version", "timestamp", "originator_topic")
-        }
-        return EventEnvelope(
-            position=position,
-            workflow_id=str(domain_event.originator_id),
-            version=domain_event.originator_version,
-            type=type(domain_event).__name__,
-            timestamp=domain_event.timestamp,
-            data=msgspec.to_builtins(data),
-        )
+register_topic(LEGACY_TOPIC, Workflow)  # old events and snapshots resolve to today's class

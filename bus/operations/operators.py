@@ -14,8 +14,8 @@ from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from bus import telemetry
-from bus.artifacts import ArtifactStore
-from bus.subjects import OPERATOR, Subjects
+from bus.transport.artifacts import ArtifactStore
+from bus.transport.subjects import OPERATOR, Subjects
 from handoff_schemas import (
     EventEnvelope,
     Reply,

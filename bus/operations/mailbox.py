@@ -15,7 +15,7 @@ from email.message import Message
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from bus.server import free_port
+from bus.transport.server import free_port
 
 
 @dataclass

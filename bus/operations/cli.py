@@ -19,9 +19,9 @@ from rich.console import Console
 
 from bus import telemetry
 from bus.ledger import Ledger, LedgerError
-from bus.policy import PolicyError
+from bus.runtime.policy import PolicyError
 from bus.settings import Settings
-from bus.subjects import OPERATOR, Subjects
+from bus.transport.subjects import OPERATOR, Subjects
 from handoff_schemas import StartReply
 
 app = typer.Typer(
@@ -64,7 +64,7 @@ def configure_logging() -> None:
 @app.command()
 def runtime(state_dir: StateDir = None) -> None:
     """Run the runtime: the only ledger writer, answering agents over NATS."""
-    from bus.services import run_runtime
+    from bus.operations.services import run_runtime
 
     configure_logging()
     try:
@@ -76,7 +76,7 @@ def runtime(state_dir: StateDir = None) -> None:
 @tools_app.command("serve")
 def tools_serve(state_dir: StateDir = None) -> None:
     """Run a tool host serving send_email and create_ticket."""
-    from bus.services import run_tool_host
+    from bus.operations.services import run_tool_host
 
     configure_logging()
     asyncio.run(run_tool_host(settings_for(state_dir)))
@@ -88,7 +88,7 @@ def agent_run(
     state_dir: StateDir = None,
 ) -> None:
     """Run one agent as this process."""
-    from bus.services import until_stopped
+    from bus.operations.services import until_stopped
 
     configure_logging()
     module_name, _, attribute = target.partition(":")
@@ -117,9 +117,9 @@ def up(
     ] = False,
 ) -> None:
     """Start nats-server, the runtime, a tool host and the example agents, in the foreground."""
-    from bus.mailbox import Mailbox
-    from bus.services import until_stopped
-    from bus.stack import Stack
+    from bus.operations.mailbox import Mailbox
+    from bus.operations.services import until_stopped
+    from bus.operations.stack import Stack
 
     settings = settings_for(state_dir)
     mailbox = Mailbox(
@@ -154,8 +154,8 @@ def run_as_operator(settings: Settings, action: Callable[[Client, Subjects], Awa
     Without ``CLAIMCHECK_CREDENTIALS``, the operator credentials that ``claimcheck
     up`` wrote to the state directory are used.
     """
-    from bus.connection import connect
-    from bus.operators import OperatorError
+    from bus.operations.operators import OperatorError
+    from bus.transport.connection import connect
 
     discovered = settings.state_dir / "credentials" / f"{OPERATOR}.json"
     if settings.credentials is None and discovered.exists():
@@ -189,7 +189,7 @@ def submit(
     state_dir: StateDir = None,
 ) -> None:
     """Start a workflow: store the input as an artifact and hand it to an agent."""
-    from bus.operators import submit as submit_workflow
+    from bus.operations.operators import submit as submit_workflow
 
     try:
         data = input_file.read_bytes()
@@ -213,7 +213,7 @@ def escalations_list(
     state_dir: StateDir = None,
 ) -> None:
     """Escalations waiting for a human (from the escalation stream)."""
-    from bus.operators import escalations
+    from bus.operations.operators import escalations
 
     view = run_as_operator(settings_for(state_dir), escalations)
     shown = [view.get(eid) for eid in view.raised] if show_all else view.open
@@ -235,7 +235,7 @@ def escalations_list(
 @escalations_app.command("show")
 def escalations_show(escalation_id: str, state_dir: StateDir = None) -> None:
     """One escalation, with the action it holds back."""
-    from bus.operators import escalations
+    from bus.operations.operators import escalations
 
     escalation = run_as_operator(settings_for(state_dir), escalations).get(escalation_id)
     if escalation is None:
@@ -246,7 +246,7 @@ def escalations_show(escalation_id: str, state_dir: StateDir = None) -> None:
 def resolve_escalation(
     escalation_id: str, decision: str, approver: str, reason: str, state_dir: Path | None
 ) -> None:
-    from bus.operators import resolve
+    from bus.operations.operators import resolve
 
     result = run_as_operator(
         settings_for(state_dir),
@@ -321,7 +321,7 @@ def verify(
     state_dir: StateDir = None,
 ) -> None:
     """Check the evidence chain, and the ledger against the events stream; name the first break."""
-    from bus.verification import first_break, published_events
+    from bus.ledger.verification import first_break, published_events
 
     settings = settings_for(state_dir)
     ledger = open_ledger(settings)
@@ -360,7 +360,7 @@ def ledger_history(settings: Settings, workflow: str) -> list:
 
 def fresh_views(settings: Settings):  # type: ignore[no-untyped-def]
     """The read models, caught up with the ledger first."""
-    from bus.view_runner import ViewRunner, open_views
+    from bus.ledger.view_runner import ViewRunner, open_views
 
     ledger = open_ledger(settings)
     try:
@@ -443,8 +443,8 @@ def replay(
     state_dir: StateDir = None,
 ) -> None:
     """The workflow's state as it was after event N, rebuilt with today's code."""
-    from bus.replay import ReplayError, summary
-    from bus.replay import replay as replay_history
+    from bus.ledger.replay import ReplayError, summary
+    from bus.ledger.replay import replay as replay_history
 
     history = ledger_history(settings_for(state_dir), workflow)
     if until is not None and not 1 <= until <= len(history):
@@ -466,7 +466,7 @@ def audit_follow(
     state_dir: StateDir = None,
 ) -> None:
     """Follow the evidence stream read-only: check the chain live and show flagged claims."""
-    from bus.audit import Finding, follow
+    from bus.operations.audit import Finding, follow
 
     settings = settings_for(state_dir)
     auditor = settings.state_dir / "credentials" / "auditor.json"
@@ -492,7 +492,7 @@ def audit_follow(
 @views_app.command("rebuild")
 def views_rebuild(state_dir: StateDir = None) -> None:
     """Drop the read models and rebuild them from the first event."""
-    from bus.view_runner import rebuild_views
+    from bus.ledger.view_runner import rebuild_views
 
     settings = settings_for(state_dir)
     ledger = open_ledger(settings)
@@ -509,7 +509,7 @@ def bench(
     concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 16,
 ) -> None:
     """Measure each hot path next to its raw baseline, on a private nats-server and disk."""
-    from bus.bench import run_bench
+    from bus.operations.bench import run_bench
 
     results = asyncio.run(run_bench(count, concurrency))
     print(f"{'path':<36} {'ops/s':>8}   {'baseline':<22} {'ops/s':>8}  ratio")
@@ -523,7 +523,7 @@ def bench(
 @app.command()
 def demo(state_dir: StateDir = None) -> None:
     """Run the complaint demo with every part as a real process, then stop them all."""
-    from bus.demo import run_demo
+    from bus.operations.demo import run_demo
 
     result = asyncio.run(run_demo(settings_for(state_dir or Path(".claimcheck"))))
     unsettled = [view.workflow_id for view in result.views if not view.settled]

@@ -4,7 +4,7 @@ Used by ``claimcheck up``, by the demo and by the tests that need real
 processes (which is why processes can be killed and restarted one by one).
 Every child gets the same ``CLAIMCHECK_*`` environment plus the credentials of
 its own role, and logs to ``<state_dir>/logs/<name>.log``. The embedded
-nats-server runs with the generated per-role permissions (:mod:`bus.auth`).
+nats-server runs with the generated per-role permissions (:mod:`bus.transport.auth`).
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from pathlib import Path
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from bus.auth import agent_role, authorization_config, ensure_credentials
-from bus.connection import connect
-from bus.server import EmbeddedNats
 from bus.settings import Settings
-from bus.subjects import OPERATOR, Subjects
+from bus.transport.auth import agent_role, authorization_config, ensure_credentials
+from bus.transport.connection import connect
+from bus.transport.server import EmbeddedNats
+from bus.transport.subjects import OPERATOR, Subjects
 
 EXAMPLE_AGENTS = ("agents.complaints:triage", "agents.complaints:notifier")
 
@@ -48,7 +48,7 @@ class Stack:
 
     def commands(self) -> dict[str, tuple[str, list[str]]]:
         """Process name -> (role, command line)."""
-        cli = [sys.executable, "-m", "bus.cli"]
+        cli = [sys.executable, "-m", "bus.operations.cli"]
         commands = {
             "runtime": ("runtime", [*cli, "runtime"]),
             "tools": ("tools", [*cli, "tools", "serve"]),

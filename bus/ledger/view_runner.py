@@ -16,9 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from eventsourcing.persistence import InfrastructureFactory, IntegrityError, Tracking
 from nats.aio.client import Client
 
-from bus.ledger import Ledger, sqlite_or_postgres_env
+from bus.ledger.store import Ledger, sqlite_or_postgres_env
 from bus.settings import Settings
-from bus.subjects import Subjects
+from bus.transport.subjects import Subjects
 from projections.ledger_views import LedgerViews
 from projections.views import VIEW_TABLES, PostgresViews, SQLiteViews, ViewStore
 

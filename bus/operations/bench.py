@@ -21,14 +21,14 @@ from eventsourcing.domain import Aggregate, event
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from bus.connection import connect, ensure_streams
 from bus.ledger import Ledger
-from bus.policy import Policy
-from bus.relay import Relay
-from bus.runtime import Runtime
-from bus.server import EmbeddedNats
+from bus.ledger.relay import Relay
+from bus.runtime.policy import Policy
+from bus.runtime.service import Runtime
 from bus.settings import Settings
-from bus.subjects import Subjects
+from bus.transport.connection import connect, ensure_streams
+from bus.transport.server import EmbeddedNats
+from bus.transport.subjects import Subjects
 from handoff_schemas import encode
 
 

@@ -18,7 +18,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from bus.ledger import GENESIS_HASH
-from bus.subjects import Subjects
+from bus.transport.subjects import Subjects
 from handoff_schemas import evidence_hash
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bus.subjects import Subjects
+from bus.transport.subjects import Subjects
 
 JS = "$JS.API"
 

@@ -20,7 +20,7 @@ from nats.aio.client import Client
 from nats.js.api import DeliverPolicy
 
 from bus.ledger import GENESIS_HASH
-from bus.subjects import Subjects
+from bus.transport.subjects import Subjects
 from handoff_schemas import EventEnvelope, decode, evidence_hash
 
 

@@ -6,16 +6,37 @@ its consequence (an escalation, a stopped workflow) commit together.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from bus.ledger import Workflow
-from bus.policy import MODEL_STRATEGIES, FailureKind, Policy, RetryDecision
+from bus.runtime.policy import MODEL_STRATEGIES, FailureKind, Policy, RetryDecision
 from handoff_schemas import RetryAdvice
 
 
 def handoff_of(step_key: str) -> str:
     """Step keys are ``<handoffId>/<n>``: the part that names one handling of a handoff."""
     return step_key.rpartition("/")[0] or step_key
+
+
+def rule_uses(workflow: Workflow) -> Counter[str]:
+    """Executions each permission rule allowed so far in ``workflow`` (for ``max_calls``)."""
+    return Counter(e["rule"] for e in workflow.evidence.values() if e["permission"] == "allowed")
+
+
+def failure_count(workflow: Workflow, kind: str, scope: str) -> int:
+    """Failures of ``kind`` in one step, or in all steps of one handling (``<handoffId>``)."""
+    return sum(
+        1
+        for f in workflow.failures
+        if f["kind"] == kind and (f["step_key"] == scope or f["step_key"].startswith(f"{scope}/"))
+    )
+
+
+def can_afford_model_call(workflow: Workflow, default_cost: float) -> bool:
+    """Whether the remaining budget covers another model call like the ones so far."""
+    expected = max(workflow.model_call_costs, default=default_cost)
+    return workflow.cost_usd + expected <= workflow.budget_usd
 
 
 def after_failure(
@@ -34,10 +55,10 @@ def after_failure(
     handling of a handoff for model repairs and replans, which use new steps.
     """
     workflow.classify_failure(agent, kind, detail, step_key)
-    attempt = workflow.failure_count(kind, step_key if per_step else handoff_of(step_key))
+    attempt = failure_count(workflow, kind, step_key if per_step else handoff_of(step_key))
     decision = policy.failure(kind, attempt)
-    if decision.strategy in MODEL_STRATEGIES and not workflow.can_afford_model_call(
-        policy.budget.expected_model_call_usd
+    if decision.strategy in MODEL_STRATEGIES and not can_afford_model_call(
+        workflow, policy.budget.expected_model_call_usd
     ):
         decision = RetryDecision(
             strategy="stop", attempt=attempt, max_attempts=decision.max_attempts

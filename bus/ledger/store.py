@@ -1,0 +1,164 @@
+"""The event store: the eventsourcing application that holds every workflow, on SQLite or
+PostgreSQL.
+
+The runtime is the only writer. Several runtime replicas may share a store: optimistic
+concurrency on the aggregate version turns a race into an ``IntegrityError``, and
+:meth:`Ledger.command` reloads and retries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlparse
+from uuid import UUID
+
+import msgspec
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError, Notification
+from eventsourcing.utils import get_topic
+
+from bus.ledger.errors import LedgerError, UnknownWorkflow
+from bus.ledger.workflow import LEGACY_TOPIC, Workflow
+from handoff_schemas import EventEnvelope
+
+T = TypeVar("T")
+
+STARTED_TOPICS = [get_topic(Workflow.WorkflowStarted), f"{LEGACY_TOPIC}.WorkflowStarted"]  # type: ignore[attr-defined]
+"""How a workflow's first event is named, today and in ledgers written before."""
+
+
+def sqlite_or_postgres_env(url: str) -> dict[str, str]:
+    """eventsourcing's environment variables for a ``sqlite:///`` or ``postgresql://`` URL."""
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": parsed.path}
+    if parsed.scheme in ("postgres", "postgresql"):
+        schema = parse_qs(parsed.query).get("schema", [""])[0]
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": parsed.path.lstrip("/"),
+            "POSTGRES_HOST": parsed.hostname or "127.0.0.1",
+            "POSTGRES_PORT": str(parsed.port or 5432),
+            "POSTGRES_USER": parsed.username or "postgres",
+            "POSTGRES_PASSWORD": parsed.password or "",
+            "POSTGRES_SCHEMA": schema,
+        }
+    raise ValueError(f"unsupported ledger URL {url!r}: use sqlite:///PATH or postgresql://...")
+
+
+class Ledger(Application[UUID]):
+    """The eventsourcing application holding every workflow.
+
+    Its methods are synchronous (the eventsourcing recorders are); the runtime
+    calls them from a worker thread so the event loop never blocks on a commit.
+    """
+
+    name = "claimcheck"
+    env = {"AGGREGATE_CACHE_MAXSIZE": "1000", "IS_SNAPSHOTTING_ENABLED": "y"}
+    snapshotting_intervals = {Workflow: 100}
+
+    @classmethod
+    def from_url(cls, url: str) -> Ledger:
+        return cls(env=sqlite_or_postgres_env(url))
+
+    def start(
+        self,
+        task: str,
+        agent: str,
+        artifact_id: str,
+        scope: str,
+        started_by: str,
+        budget_usd: float,
+        handoff: dict[str, Any],
+        traceparent: str = "",
+    ) -> Workflow:
+        trace_id = traceparent.split("-")[1] if traceparent.count("-") == 3 else ""
+        workflow = Workflow(task, agent, artifact_id, scope, started_by, budget_usd, trace_id)
+        workflow.send_handoff({**handoff, "workflowId": str(workflow.id)}, traceparent)
+        self.save(workflow)
+        return workflow
+
+    def workflow(self, workflow_id: str) -> Workflow:
+        try:
+            return self.repository.get(UUID(workflow_id))
+        except (ValueError, AggregateNotFoundError):
+            raise UnknownWorkflow(f"no workflow {workflow_id!r}") from None
+
+    def command(self, workflow_id: str, change: Callable[[Workflow], T], attempts: int = 5) -> T:
+        """Apply ``change`` to the workflow and commit, retrying on a concurrent writer.
+
+        ``change`` may raise a :class:`LedgerError` to refuse; events it triggered
+        before refusing (a rejected handoff, say) are still committed, so the
+        reason for a refusal is never lost.
+        """
+        for attempt in range(attempts):
+            # The cached aggregate itself, not a copy (copying grows with the workflow):
+            # whatever goes wrong before its events are saved evicts it from the cache.
+            workflow = self._cached(workflow_id)
+            try:
+                result = change(workflow)
+            except LedgerError:
+                self.save(workflow)
+                raise
+            except BaseException:
+                self._evict(workflow_id)
+                raise
+            try:
+                self.save(workflow)
+            except IntegrityError:
+                self._evict(workflow_id)
+                if attempt == attempts - 1:
+                    raise
+                continue
+            return result
+        raise AssertionError("unreachable")
+
+    def read(self, workflow_id: str, view: Callable[[Workflow], T]) -> T:
+        """``view`` of the cached aggregate, without copying it; ``view`` must not mutate it."""
+        return view(self._cached(workflow_id))
+
+    def _cached(self, workflow_id: str) -> Workflow:
+        try:
+            return self.repository.get(UUID(workflow_id), deepcopy_from_cache=False)
+        except (ValueError, AggregateNotFoundError):
+            raise UnknownWorkflow(f"no workflow {workflow_id!r}") from None
+
+    def _evict(self, workflow_id: str) -> None:
+        if self.repository.cache is not None:
+            with contextlib.suppress(KeyError):
+                self.repository.cache.get(UUID(workflow_id), evict=True)
+
+    def history(self, workflow_id: str, until: int | None = None) -> list[EventEnvelope]:
+        """A workflow's events in order, as they appear on the events stream."""
+        workflow = self.workflow(workflow_id)
+        stored = self.recorder.select_events(workflow.id, lte=until)
+        return [self.envelope(self.mapper.to_domain_event(item)) for item in stored]
+
+    def workflow_ids(self) -> list[str]:
+        """Every workflow, in the order they started."""
+        ids: list[str] = []
+        after = 0
+        while batch := self.recorder.select_notifications(after + 1, 1000, topics=STARTED_TOPICS):
+            ids.extend(str(notification.originator_id) for notification in batch)
+            after = batch[-1].id
+        return ids
+
+    def notifications(self, after: int, limit: int = 500) -> list[Notification]:
+        return list(self.recorder.select_notifications(after + 1, limit))
+
+    def envelope(self, domain_event: Any, position: int | None = None) -> EventEnvelope:
+        data = {
+            key: value
+            for key, value in vars(domain_event).items()
+            if key not in ("originator_id", "originator_version", "timestamp", "originator_topic")
+        }
+        return EventEnvelope(
+            position=position,
+            workflow_id=str(domain_event.originator_id),
+            version=domain_event.originator_version,
+            type=type(domain_event).__name__,
+            timestamp=domain_event.timestamp,
+            data=msgspec.to_builtins(data),
+        )

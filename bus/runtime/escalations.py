@@ -1,0 +1,134 @@
+"""Failures and escalations: what the runtime decides when something went wrong, and what
+follows when a human answers.
+
+A model failure reported by an agent goes through the failure table
+(:mod:`bus.runtime.governance`); a handoff that exhausted its deliveries fails its
+workflow; an approval resumes the workflow (running the held action, with the human's
+grant as its permission) and a denial ends it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from bus.ledger import LedgerError, Workflow
+from bus.runtime.execution import ToolExecution
+from bus.runtime.governance import after_failure, granted, handoff_of
+from bus.runtime.policy import Policy
+from bus.runtime.protocol import Handler, Refusal
+from bus.runtime.steps import Steps
+from bus.transport.subjects import OPERATOR
+from handoff_schemas import (
+    FailureRequest,
+    Handoff,
+    ResolveReply,
+    ResolveRequest,
+    RetryAdvice,
+    SchemaError,
+    decode,
+)
+
+log = logging.getLogger(__name__)
+
+
+class EscalationHandlers:
+    def __init__(self, steps: Steps, policy: Policy, execution: ToolExecution) -> None:
+        self.steps = steps
+        self.policy = policy
+        self.execution = execution
+
+    def operations(self) -> dict[str, Handler]:
+        return {"failure": self.failure, "resolve": self.resolve}
+
+    async def failure(self, agent: str, request: FailureRequest) -> RetryAdvice:
+        """An agent's model produced output that failed validation or its verifier."""
+
+        def change(workflow: Workflow) -> RetryAdvice:
+            return after_failure(
+                workflow, self.policy, agent, request.kind, request.detail, request.step_key
+            )
+
+        return await self.steps.step(
+            agent, "failure", request.workflow_id, request.step_key, change
+        )
+
+    async def resolve(self, agent: str, request: ResolveRequest) -> ResolveReply:
+        """A human approves or denies an escalation; approval resumes the workflow."""
+        if agent != OPERATOR:
+            raise Refusal(
+                "permission_denied", f"only the operator may resolve escalations, not {agent!r}"
+            )
+        escalation = await self.steps.command(
+            request.workflow_id,
+            lambda wf: wf.resolve_escalation(
+                request.escalation_id, request.decision, request.approver, request.reason
+            ),
+        )
+        if request.decision == "deny":
+            why = request.reason or "no reason given"
+            reason = f"{request.approver} denied {escalation['kind']}: {why}"
+            await self.steps.command(request.workflow_id, lambda wf: wf.fail(reason))
+        elif escalation["claimId"]:
+            await self.steps.command(
+                request.workflow_id,
+                lambda wf: wf.complete(f"human:{request.approver}", escalation["claimId"]),
+            )
+        else:
+            await self._carry_out_approval(request, escalation)
+        status = await self.steps.read(request.workflow_id, lambda wf: wf.status)
+        return ResolveReply(workflow_status=status)
+
+    async def _carry_out_approval(self, request: ResolveRequest, escalation: dict) -> None:
+        """Run the held action (or grant one more attempt), then hand the work back."""
+        step_key, action = escalation["stepKey"], escalation["action"]
+        if action is not None:
+            try:
+                await self.execution.run_tool(
+                    escalation["agent"],
+                    request.workflow_id,
+                    step_key,
+                    action,
+                    permission="approved",
+                    rule=f"human:{request.approver}",
+                )
+            except Refusal as refusal:  # recorded as the step's reply; the agent sees it on resume
+                log.warning("approved action failed: %s", refusal)
+        else:
+            await self.steps.command(
+                request.workflow_id,
+                lambda wf: wf.complete_step(
+                    step_key,
+                    "resolve",
+                    granted(wf.steps[step_key], self.policy, escalation["kind"]),
+                ),
+            )
+        await self.steps.command(
+            request.workflow_id,
+            lambda wf: wf.resume(
+                wf.handoffs[handoff_of(step_key)],
+                request.escalation_id,
+                wf.traceparents.get(handoff_of(step_key), ""),
+            ),
+        )
+
+    async def on_dead_letter(self, nc: Client, msg: Msg) -> None:
+        """An inbox message ran out of deliveries: record it where people will look."""
+        advisory = msgspec.json.decode(msg.data)
+        stored = await nc.jetstream().get_msg(advisory["stream"], advisory["stream_seq"])
+        try:
+            handoff = msgspec.to_builtins(decode(stored.data or b"", Handoff))
+            await self.steps.command(
+                handoff["workflowId"], lambda wf: wf.dead_letter(handoff, advisory["deliveries"])
+            )
+        except (SchemaError, LedgerError) as error:
+            log.error("dead letter %s could not be recorded: %s", advisory, error)
+            return
+        log.warning(
+            "handoff %s dead-lettered after %s deliveries",
+            handoff["handoffId"],
+            advisory["deliveries"],
+        )

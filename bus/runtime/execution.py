@@ -1,0 +1,364 @@
+"""Tool execution: the permission check, the call to a tool host, and the evidence.
+
+Read top to bottom, this is the path of one ``execute`` request: the payload is
+validated against the tool's schema; the runtime reads the resource from the payload
+and decides with its own policy (recorded with the rule and the reason); a denied
+action becomes evidence and an escalation; an allowed one goes to a tool host with the
+step's idempotency key, is retried as the failure table says, and ends in a recorded
+execution and an evidence record, committed together with the step's reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, NoReturn
+
+from nats.aio.client import Client
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+from pydantic import ValidationError
+
+from bus import telemetry
+from bus.ledger import Workflow
+from bus.runtime.catalogue import Tool
+from bus.runtime.governance import after_failure, rule_uses
+from bus.runtime.policy import Decision, Policy
+from bus.runtime.protocol import Handler, Refusal
+from bus.runtime.steps import Steps
+from bus.runtime.tool_host import pydantic_field_errors
+from bus.settings import Settings
+from bus.transport.subjects import Subjects
+from handoff_schemas import (
+    DeniedActionRequest,
+    EvidenceReply,
+    ExecuteReply,
+    ExecuteRequest,
+    FieldError,
+    PermitReply,
+    PermitRequest,
+    RetryAdvice,
+    ToolCall,
+    ToolResult,
+    decode,
+    encode,
+)
+
+
+class ToolUnavailable(Exception):
+    """No answer from a tool host: a timeout, or no host at all (both transient)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class ToolExecution:
+    def __init__(
+        self,
+        steps: Steps,
+        policy: Policy,
+        tools: dict[str, type[Tool]],
+        nc: Client,
+        settings: Settings,
+    ) -> None:
+        self.steps = steps
+        self.policy = policy
+        self.tools = tools
+        self.nc = nc
+        self.settings = settings  # read per call: the tool timeout may be tuned while serving
+        self.subjects = Subjects(settings.prefix)
+
+    def operations(self) -> dict[str, Handler]:
+        return {"execute": self.execute, "permit": self.permit, "denied": self.denied}
+
+    # -- one execute request, top to bottom ------------------------------------
+
+    async def execute(self, agent: str, request: ExecuteRequest) -> ExecuteReply:
+        tool = self.tools.get(request.tool)
+        if tool is None:
+            raise Refusal(
+                "invalid_request", f"no tool {request.tool!r}; known: {sorted(self.tools)}"
+            )
+        try:
+            payload = tool.payload.model_validate(request.payload)
+        except ValidationError as error:
+            await self._invalid_payload(agent, request, pydantic_field_errors(error))
+        resource = tool.resource(payload)
+        action = {"tool": request.tool, "resource": resource, "payload": request.payload}
+        decision = await self.steps.command(
+            request.workflow_id, lambda wf: self._authorize(wf, agent, request, resource)
+        )
+        if not decision.allowed:
+            return await self.steps.step(
+                agent,
+                "execute",
+                request.workflow_id,
+                request.step_key,
+                lambda wf: self._refuse_action(wf, agent, request.step_key, action, decision),
+            )
+        return await self.run_tool(
+            agent,
+            request.workflow_id,
+            request.step_key,
+            action,
+            permission="allowed",
+            rule=decision.rule,
+        )
+
+    async def _invalid_payload(
+        self, agent: str, request: ExecuteRequest, fields: list[FieldError]
+    ) -> NoReturn:
+        """Record an invalid payload as the step's reply, with the runtime's advice (repair?)."""
+        detail = "; ".join(f"{f.field}: {f.message}" for f in fields)
+
+        def refuse(workflow: Workflow) -> None:
+            advice = after_failure(
+                workflow, self.policy, agent, "invalid_tool_payload", detail, request.step_key
+            )
+            raise Refusal(
+                "invalid_tool_payload",
+                f"invalid {request.tool} payload: {detail}",
+                fields,
+                retry=advice,
+            )
+
+        await self.steps.step(agent, "execute", request.workflow_id, request.step_key, refuse)
+        raise AssertionError("unreachable: step() re-raises the refusal")
+
+    def _authorize(
+        self, workflow: Workflow, agent: str, request: ExecuteRequest, resource: str
+    ) -> Decision:
+        """The runtime's own decision on the resource read from the payload, recorded once."""
+        workflow.require_open()
+        workflow.require_participant(agent)
+        earlier = workflow.permissions.get(request.step_key)
+        if earlier is not None:  # decided on an interrupted attempt of this step
+            return Decision(
+                outcome=earlier["permission"], rule=earlier["rule"], reason="decided earlier"
+            )
+        decision = self.policy.decide(agent, request.tool, resource, rule_uses(workflow))
+        workflow.request_action(agent, request.tool, resource, request.payload, request.step_key)
+        workflow.decide_permission(
+            agent,
+            request.tool,
+            resource,
+            decision.outcome,
+            decision.rule,
+            decision.reason,
+            request.step_key,
+        )
+        return decision
+
+    def _refuse_action(
+        self,
+        workflow: Workflow,
+        agent: str,
+        step_key: str,
+        action: dict[str, Any],
+        decision: Decision,
+    ) -> None:
+        """A denied action is evidence and an escalation; one needing approval, an escalation."""
+        if decision.outcome == "approval_required":
+            workflow.raise_escalation(
+                "approval_required", decision.reason, agent, step_key, action=action
+            )
+            raise Refusal(
+                "approval_required",
+                decision.reason,
+                retry=RetryAdvice(strategy="escalate", attempt=1, max_attempts=1),
+            )
+        evidence = workflow.add_evidence(
+            actor=agent,
+            action=action["tool"],
+            resource=action["resource"],
+            permission="denied",
+            rule=decision.rule,
+            tool=action["tool"],
+            status="denied",
+        )
+        advice = after_failure(
+            workflow,
+            self.policy,
+            agent,
+            "permission_denied",
+            decision.reason,
+            step_key,
+            action=action,
+        )
+        raise Refusal(
+            "permission_denied",
+            f"{decision.reason} (rule {decision.rule}); evidence {evidence.audit_id}",
+            [FieldError(field="evidenceId", message=evidence.audit_id)],
+            retry=advice,
+        )
+
+    async def run_tool(
+        self,
+        agent: str,
+        workflow_id: str,
+        step_key: str,
+        action: dict[str, Any],
+        permission: str,
+        rule: str,
+    ) -> ExecuteReply:
+        """Call the tool host, retrying timeouts and transient errors as the failure table says.
+
+        Also the path of an action a human approved (``permission="approved"``): its
+        reply replaces the step's recorded refusal, whatever the workflow's status.
+        """
+        approved = permission == "approved"
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.monotonic()
+            try:
+                with telemetry.span(
+                    f"execute_tool {action['tool']}",
+                    **{
+                        "gen_ai.operation.name": "execute_tool",
+                        "gen_ai.tool.name": action["tool"],
+                        "gen_ai.agent.name": agent,
+                        "claimcheck.attempt": attempt,
+                        "claimcheck.permission": permission,
+                    },
+                ):
+                    result = await self._call_tool(agent, workflow_id, step_key, action)
+            except ToolUnavailable as unavailable:
+                kind, detail, fields = unavailable.kind, str(unavailable), []
+            else:
+                if result.status == "succeeded" or (
+                    result.status == "failed" and not result.transient
+                ):
+                    break
+                kind = (
+                    "invalid_tool_payload" if result.status == "invalid_payload" else "tool_error"
+                )
+                detail, fields = result.error or kind, result.fields
+            advice = await self.steps.command(
+                workflow_id,
+                lambda wf, k=kind, d=detail: after_failure(
+                    wf, self.policy, agent, k, d, step_key, per_step=k != "invalid_tool_payload"
+                ),
+            )
+            if advice.strategy == "retry":
+                await asyncio.sleep(advice.delay_seconds)
+                continue
+            refusal = Refusal(
+                kind,
+                f"{action['tool']}: {detail}",
+                fields or [FieldError(field="$", message=detail)],
+                retry=advice,
+            )
+            await self.steps.refuse(
+                agent, "execute", workflow_id, step_key, refusal, require_open=False, redo=approved
+            )
+        duration_ms = (time.monotonic() - started) * 1000
+
+        def record(workflow: Workflow) -> ExecuteReply:
+            workflow.execute_tool(
+                agent,
+                action["tool"],
+                result.status,
+                duration_ms,
+                attempt,
+                self.policy.tool_cost(action["tool"]),
+                step_key,
+            )
+            evidence = workflow.add_evidence(
+                actor=agent,
+                action=action["tool"],
+                resource=action["resource"],
+                permission=permission,
+                rule=rule,
+                tool=action["tool"],
+                status=result.status,
+                refs=result.refs,
+            )
+            output = result.output if result.status == "succeeded" else {"error": result.error}
+            return ExecuteReply(evidence=evidence, output=output)
+
+        return await self.steps.step(
+            agent,
+            "execute",
+            workflow_id,
+            step_key,
+            record,
+            require_open=not approved,
+            redo=approved,
+        )
+
+    async def _call_tool(
+        self, agent: str, workflow_id: str, step_key: str, action: dict[str, Any]
+    ) -> ToolResult:
+        """One call to a tool host, with the step's idempotency key."""
+        call = ToolCall(
+            idempotency_key=f"{workflow_id}/{step_key}",
+            workflow_id=workflow_id,
+            actor=agent,
+            payload=action["payload"],
+        )
+        try:
+            msg = await self.nc.request(
+                self.subjects.tool(action["tool"]),
+                encode(call),
+                timeout=self.settings.tool_timeout,
+                headers=telemetry.headers(),
+            )
+        except NatsTimeout:
+            raise ToolUnavailable(
+                "tool_timeout", f"no answer within {self.settings.tool_timeout}s"
+            ) from None
+        except NoRespondersError:
+            raise ToolUnavailable("tool_error", f"no tool host serves {action['tool']}") from None
+        return decode(msg.data, ToolResult)
+
+    # -- asking before acting --------------------------------------------------
+
+    async def permit(self, agent: str, request: PermitRequest) -> PermitReply:
+        def change(workflow: Workflow) -> PermitReply:
+            decision = self.policy.decide(
+                agent, request.action, request.resource, rule_uses(workflow)
+            )
+            workflow.decide_permission(
+                agent,
+                request.action,
+                request.resource,
+                decision.outcome,
+                decision.rule,
+                decision.reason,
+                request.step_key,
+            )
+            return PermitReply(
+                permission="allowed" if decision.allowed else "denied",
+                rule=decision.rule,
+                reason=decision.reason,
+            )
+
+        return await self.steps.step(agent, "permit", request.workflow_id, request.step_key, change)
+
+    async def denied(self, agent: str, request: DeniedActionRequest) -> EvidenceReply:
+        """An agent records an action it chose not to take because the policy denies it."""
+
+        def change(workflow: Workflow) -> EvidenceReply:
+            decision = self.policy.decide(
+                agent, request.action, request.resource, rule_uses(workflow)
+            )
+            if decision.allowed:
+                raise Refusal(
+                    "invalid_request",
+                    f"the policy allows {request.action} on {request.resource} "
+                    f"(rule {decision.rule}); there is no denial to record",
+                )
+            evidence = workflow.add_evidence(
+                actor=agent,
+                action=request.action,
+                resource=request.resource,
+                permission="denied",
+                rule=decision.rule,
+                status="denied",
+                refs={"agentReason": request.reason},
+            )
+            return EvidenceReply(evidence=evidence)
+
+        return await self.steps.step(agent, "denied", request.workflow_id, request.step_key, change)

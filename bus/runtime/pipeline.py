@@ -1,0 +1,101 @@
+"""The pipeline's recording steps: intent, context, the model's reasoning, checkpoints and
+audit notes.
+
+None of these acts on the world; each records what an agent resolved, read, believed or
+declared, so that a replay shows it and the budget counts it.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from bus.ledger import Workflow
+from bus.runtime.policy import Policy
+from bus.runtime.protocol import Handler, Refusal
+from bus.runtime.steps import Steps
+from handoff_schemas import (
+    Ack,
+    AuditRequest,
+    CheckpointRequest,
+    ContextRequest,
+    IntentReply,
+    IntentRequest,
+    ReasoningReply,
+    ReasoningRequest,
+)
+
+
+class PipelineHandlers:
+    def __init__(self, steps: Steps, policy: Policy) -> None:
+        self.steps = steps
+        self.policy = policy
+
+    def operations(self) -> dict[str, Handler]:
+        return {
+            "intent": self.intent,
+            "context": self.context,
+            "reasoning": self.reasoning,
+            "checkpoint": self.checkpoint,
+            "audit": self.audit,
+        }
+
+    async def intent(self, agent: str, request: IntentRequest) -> IntentReply:
+        def change(workflow: Workflow) -> IntentReply:
+            handoff = workflow.handoffs.get(request.handoff_id)
+            if handoff is None or handoff["to"] != agent:
+                raise Refusal("invalid_request", f"handoff {request.handoff_id} is not {agent}'s")
+            if request.task not in request.known_tasks or request.task != handoff["task"]:
+                reason = f"{agent} has no task {handoff['task']!r}; it knows {request.known_tasks}"
+                workflow.fail(reason)  # nobody else will pick this handoff up
+                raise Refusal("unknown_task", reason)
+            workflow.resolve_intent(agent, request.handoff_id, request.task, request.step_key)
+            return IntentReply(task=request.task)
+
+        return await self.steps.step(agent, "intent", request.workflow_id, request.step_key, change)
+
+    async def context(self, agent: str, request: ContextRequest) -> Ack:
+        artifacts = msgspec.to_builtins(request.artifacts)
+
+        def change(workflow: Workflow) -> Ack:
+            workflow.assemble_context(agent, artifacts, request.step_key)
+            return Ack(step_key=request.step_key)
+
+        return await self.steps.step(
+            agent, "context", request.workflow_id, request.step_key, change
+        )
+
+    async def reasoning(self, agent: str, request: ReasoningRequest) -> ReasoningReply:
+        usage = msgspec.to_builtins(request.usage)
+        cost = self.policy.model_cost(request.model, request.usage)
+
+        def change(workflow: Workflow) -> ReasoningReply:
+            workflow.record_reasoning(
+                agent, request.purpose, request.model, request.output, usage, cost, request.step_key
+            )
+            if workflow.status == "stopped":
+                raise Refusal(
+                    "cost_budget_exceeded",
+                    f"this model call took workflow {workflow.id} "
+                    f"past its budget of {workflow.budget_usd} USD; it is stopped",
+                )
+            return ReasoningReply(step_key=request.step_key, output=request.output)
+
+        return await self.steps.step(
+            agent, "reasoning", request.workflow_id, request.step_key, change
+        )
+
+    async def checkpoint(self, agent: str, request: CheckpointRequest) -> Ack:
+        def change(workflow: Workflow) -> Ack:
+            workflow.reach_checkpoint(agent, request.name, request.data, request.step_key)
+            return Ack(step_key=request.step_key)
+
+        return await self.steps.step(
+            agent, "checkpoint", request.workflow_id, request.step_key, change
+        )
+
+    async def audit(self, agent: str, request: AuditRequest) -> Ack:
+        def change(workflow: Workflow) -> Ack:
+            workflow.note_audit(agent, request.note, request.data, request.step_key)
+            return Ack(step_key=request.step_key)
+
+        return await self.steps.step(agent, "audit", request.workflow_id, request.step_key, change)

@@ -1,0 +1,128 @@
+"""The runtime: the trusted service agents ask, and the only writer of the ledger.
+
+Requests arrive on ``<prefix>.rt.<agent>.<op>``; the ``<agent>`` token is who is
+asking. This module receives and decodes them and hands each to the handler of its
+concern; every outcome, a crash included, becomes a structured reply.
+
+- :mod:`bus.runtime.workflows`: start, state, handoffs;
+- :mod:`bus.runtime.pipeline`: intent, context, reasoning, checkpoints, audit notes;
+- :mod:`bus.runtime.execution`: permission checks, tool calls and their evidence;
+- :mod:`bus.runtime.claims`: final claims and their verdicts;
+- :mod:`bus.runtime.escalations`: failures, dead letters and humans' answers.
+
+Every request that changes a workflow carries a step key (:mod:`bus.runtime.steps`):
+a key that already completed gets its recorded reply back, so a handler that runs
+again after a crash neither repeats a side effect nor pays for a model twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from bus import telemetry
+from bus.ledger import Ledger, LedgerError
+from bus.runtime.catalogue import CATALOGUE, Tool
+from bus.runtime.claims import ClaimHandlers
+from bus.runtime.escalations import EscalationHandlers
+from bus.runtime.execution import ToolExecution
+from bus.runtime.pipeline import PipelineHandlers
+from bus.runtime.policy import Policy
+from bus.runtime.protocol import INCOMING_TRACE, Handler, as_reply, error_reply
+from bus.runtime.steps import Steps
+from bus.runtime.workflows import WorkflowHandlers
+from bus.settings import Settings
+from bus.transport.artifacts import ArtifactStore
+from bus.transport.subjects import Subjects
+from handoff_schemas import OPERATIONS, Reply, SchemaError, decode, encode
+from handoff_schemas.runtime import StepRequest
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        policy: Policy,
+        nc: Client,
+        on_commit: Callable[[], None] = lambda: None,
+        tools: dict[str, type[Tool]] | None = None,
+    ) -> None:
+        self.subjects = Subjects(settings.prefix)
+        self.nc = nc
+        self.steps = Steps(ledger, on_commit)
+        artifacts = ArtifactStore(nc.jetstream(), self.subjects.artifact_bucket)
+        execution = ToolExecution(self.steps, policy, tools or CATALOGUE, nc, settings)
+        self.workflows = WorkflowHandlers(self.steps, policy, artifacts)
+        self.escalations = EscalationHandlers(self.steps, policy, execution)
+        self._handlers: dict[str, Handler] = {
+            **self.workflows.operations(),
+            **PipelineHandlers(self.steps, policy).operations(),
+            **execution.operations(),
+            **ClaimHandlers(self.steps).operations(),
+            **self.escalations.operations(),
+        }
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def serve(self) -> None:
+        await self.nc.subscribe(self.subjects.runtime_all, queue="runtime", cb=self._on_message)
+        await self.nc.subscribe(
+            self.subjects.max_deliveries_advisory(),
+            queue="runtime",
+            cb=self._on_dead_letter,
+        )
+        await self.nc.flush()
+
+    def close(self) -> None:
+        self.steps.close()
+
+    async def _on_dead_letter(self, msg: Msg) -> None:
+        await self.escalations.on_dead_letter(self.nc, msg)
+
+    async def _on_message(self, msg: Msg) -> None:
+        # One task per request: a slow tool call must not hold up other agents.
+        task = asyncio.create_task(self._respond(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _respond(self, msg: Msg) -> None:
+        _, _, agent, op = msg.subject.rsplit(".", 3)
+        log.debug("request %s from %s", op, agent)
+        INCOMING_TRACE.set(telemetry.traceparent(msg.headers))
+        with telemetry.attached(msg.headers):
+            reply = await self.dispatch(agent, op, msg.data)
+        if msg.reply:
+            await msg.respond(encode(reply))
+
+    async def dispatch(self, agent: str, op: str, data: bytes) -> Reply:
+        """Decode, run and answer one request; every failure becomes an error reply."""
+        request_type = OPERATIONS.get(op)
+        if request_type is None:
+            return error_reply(
+                "unknown_operation", f"no operation {op!r}; known: {sorted(OPERATIONS)}"
+            )
+        try:
+            request = decode(data, request_type)
+        except SchemaError as error:
+            if op == "handoff":
+                await self.workflows.record_rejected_handoff(agent, data, str(error))
+            return error_reply("invalid_request", str(error), error.fields)
+        try:
+            if isinstance(request, StepRequest):
+                recorded = await self.steps.recorded(request.workflow_id, request.step_key)
+                if recorded is not None:
+                    return recorded
+            result = await self._handlers[op](agent, request)
+        except LedgerError as error:
+            return as_reply(error)
+        except Exception:
+            log.exception("internal error in %s from %s", op, agent)
+            return error_reply("internal", f"the runtime failed to handle {op}; it was logged")
+        return Reply(ok=True, result=msgspec.to_builtins(result))

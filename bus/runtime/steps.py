@@ -1,0 +1,107 @@
+"""The runtime's hold on the ledger: reads, commands and recorded steps, all in one thread.
+
+Every request that changes a workflow is a step with a key. :meth:`Steps.step` applies a
+change and records its reply in the same commit, so a key asked again gets the recorded
+reply back (a refusal included) instead of a second decision or a second side effect.
+
+One thread owns the ledger in this process: commits never block the event loop, and this
+replica's commits never race each other (other replicas' do, and the ledger retries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NoReturn, TypeVar
+
+import msgspec
+
+from bus import telemetry
+from bus.ledger import Ledger, Workflow
+from bus.runtime.protocol import INCOMING_TRACE, Refusal, as_reply, ok_reply, replayed
+from handoff_schemas import Reply
+
+T = TypeVar("T")
+
+
+class Steps:
+    def __init__(self, ledger: Ledger, on_commit: Callable[[], None]) -> None:
+        self.ledger = ledger
+        self.on_commit = on_commit
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)
+
+    async def in_ledger_thread(self, call: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, call, *args)
+
+    async def read(self, workflow_id: str, view: Callable[[Workflow], T]) -> T:
+        """``view`` of a workflow, taken in the ledger thread (no other thread touches it)."""
+        return await self.in_ledger_thread(self.ledger.read, workflow_id, view)
+
+    async def command(self, workflow_id: str, change: Callable[[Workflow], T]) -> T:
+        try:
+            return await self.in_ledger_thread(self.ledger.command, workflow_id, change)
+        finally:
+            self.on_commit()
+
+    async def recorded(self, workflow_id: str, step_key: str) -> Reply | None:
+        """The reply a step already got, if it completed."""
+        recorded = await self.read(workflow_id, lambda wf: wf.steps.get(step_key))
+        return None if recorded is None else msgspec.convert(recorded, Reply)
+
+    async def step(
+        self,
+        agent: str,
+        op: str,
+        workflow_id: str,
+        step_key: str,
+        change: Callable[[Workflow], Any],
+        require_open: bool = True,
+        redo: bool = False,
+    ) -> Any:
+        """Apply ``change`` as one step of the workflow, and record its reply.
+
+        A refusal raised by ``change`` is recorded as the step's reply too: asked
+        again, the runtime refuses again without re-deciding. Only ``redo`` (a
+        human approved what was refused) replaces a step's recorded reply.
+        """
+        trace_id = telemetry.trace_id(INCOMING_TRACE.get())
+
+        def apply(workflow: Workflow) -> Any:
+            if require_open:
+                workflow.require_open()
+            workflow.require_participant(agent)
+            recorded = workflow.steps.get(step_key)
+            if recorded is not None and not redo:  # another replica finished it first
+                return replayed(msgspec.convert(recorded, Reply))
+            try:
+                result = change(workflow)
+            except Refusal as refusal:
+                refused = msgspec.to_builtins(as_reply(refusal))
+                workflow.complete_step(step_key, op, refused, trace_id)
+                raise
+            workflow.complete_step(step_key, op, ok_reply(result), trace_id)
+            return result
+
+        return await self.command(workflow_id, apply)
+
+    async def refuse(
+        self,
+        agent: str,
+        op: str,
+        workflow_id: str,
+        step_key: str,
+        refusal: Refusal,
+        require_open: bool = True,
+        redo: bool = False,
+    ) -> NoReturn:
+        """Record ``refusal`` as the step's reply, then raise it."""
+
+        def refuse(workflow: Workflow) -> None:
+            raise refusal
+
+        await self.step(agent, op, workflow_id, step_key, refuse, require_open, redo)
+        raise AssertionError("unreachable: step() re-raises the refusal")

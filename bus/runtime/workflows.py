@@ -1,0 +1,137 @@
+"""Starting workflows, reading their state, and handing work from one agent to another.
+
+A handoff is delivered (by the relay) only after it was validated and recorded; one that
+is malformed or names a missing artifact is refused, and the refusal is recorded in its
+workflow so the reason is never lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from uuid import uuid4
+
+import msgspec
+
+from bus import telemetry
+from bus.ledger import LedgerError, Workflow
+from bus.runtime.policy import Policy
+from bus.runtime.protocol import INCOMING_TRACE, Handler, Refusal
+from bus.runtime.steps import Steps
+from bus.transport.artifacts import ArtifactError, ArtifactStore
+from handoff_schemas import (
+    Handoff,
+    HandoffReply,
+    HandoffRequest,
+    StartReply,
+    StartRequest,
+    StateRequest,
+    StepsReply,
+)
+
+log = logging.getLogger(__name__)
+
+
+class WorkflowHandlers:
+    def __init__(self, steps: Steps, policy: Policy, artifacts: ArtifactStore) -> None:
+        self.steps = steps
+        self.policy = policy
+        self.artifacts = artifacts
+
+    def operations(self) -> dict[str, Handler]:
+        return {"start": self.start, "state": self.state, "handoff": self.handoff}
+
+    async def start(self, agent: str, request: StartRequest) -> StartReply:
+        await self.require_artifact(request.artifact_id)
+        handoff = Handoff(
+            handoff_id=f"ho-{uuid4().hex}",
+            workflow_id="",
+            from_=agent,
+            to=request.to,
+            task=request.task,
+            artifact_id=request.artifact_id,
+            status="new",
+            scope=request.scope,
+            created_at=datetime.now(UTC),
+        )
+        budget = (
+            request.budget_usd if request.budget_usd is not None else self.policy.budget.default_usd
+        )
+        with telemetry.span(f"start_workflow {request.task}", **{"gen_ai.agent.name": request.to}):
+            workflow = await self.steps.in_ledger_thread(
+                self.steps.ledger.start,
+                request.task,
+                request.to,
+                request.artifact_id,
+                request.scope,
+                agent,
+                budget,
+                msgspec.to_builtins(handoff),
+                telemetry.traceparent(),  # the workflow's trace starts here (or at the caller)
+            )
+        self.steps.on_commit()
+        return StartReply(workflow_id=str(workflow.id), handoff_id=handoff.handoff_id)
+
+    async def state(self, agent: str, request: StateRequest) -> StepsReply:
+        def view(workflow: Workflow) -> StepsReply:  # copies, taken in the ledger thread
+            return StepsReply(
+                workflow_id=request.workflow_id,
+                status=workflow.status,
+                steps=dict(workflow.steps),
+                checkpoints=dict(workflow.checkpoints),
+            )
+
+        return await self.steps.read(request.workflow_id, view)
+
+    async def handoff(self, agent: str, request: HandoffRequest) -> HandoffReply:
+        handoff = Handoff(
+            handoff_id=f"ho-{uuid4().hex}",
+            workflow_id=request.workflow_id,
+            from_=agent,
+            to=request.to,
+            task=request.task,
+            artifact_id=request.artifact_id,
+            evidence_id=request.evidence_id,
+            status=request.status,
+            scope=request.scope,
+            created_at=datetime.now(UTC),
+        )
+        fields = msgspec.to_builtins(handoff)
+        try:
+            await self.require_artifact(request.artifact_id)
+        except Refusal as refusal:
+            reason = str(refusal)
+            await self.steps.command(
+                request.workflow_id, lambda wf: wf.reject_handoff(fields, reason)
+            )
+            raise Refusal("invalid_handoff", reason) from None
+
+        traceparent = INCOMING_TRACE.get()  # read here: change() runs in the ledger thread
+
+        def change(workflow: Workflow) -> HandoffReply:
+            workflow.send_handoff(fields, traceparent)
+            return HandoffReply(handoff_id=handoff.handoff_id)
+
+        return await self.steps.step(
+            agent, "handoff", request.workflow_id, request.step_key, change
+        )
+
+    async def record_rejected_handoff(self, agent: str, data: bytes, reason: str) -> None:
+        """Record a malformed handoff in its workflow, when the workflow can be told."""
+        try:
+            raw = msgspec.json.decode(data)
+            workflow_id = str(raw["workflowId"])
+        except (msgspec.DecodeError, KeyError, TypeError):
+            return
+        try:
+            await self.steps.command(
+                workflow_id, lambda wf: wf.reject_handoff({"from": agent, **raw}, reason)
+            )
+        except LedgerError:
+            pass  # an unknown workflow: the error reply is all there is to give
+
+    async def require_artifact(self, artifact_id: str) -> None:
+        try:
+            await self.artifacts.get(artifact_id)
+        except ArtifactError as error:
+            raise Refusal("invalid_request", str(error)) from None
