@@ -1,12 +1,15 @@
-"""Fixtures that start real parts: a nats-server on a free port, a SQLite file or a
-PostgreSQL schema of the test's own, the runtime and a tool host over NATS, and a
-local SMTP server. Every fixture stops what it started.
+"""Fixtures that start real parts, in one place for every test folder: a nats-server on a
+free port, a SQLite file or a PostgreSQL schema of the test's own, the runtime and a tool
+host over NATS, a local SMTP server, and the ``claimcheck`` command as its own process.
+Every fixture stops what it started.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,11 +90,34 @@ async def nats_server(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
 
 
 @pytest.fixture
-async def mailbox() -> AsyncIterator[Mailbox]:
+def mailbox() -> Iterator[Mailbox]:
+    """A real SMTP server on a free port, keeping what it receives."""
     box = Mailbox()
-    await asyncio.to_thread(box.start)
+    box.start()
     yield box
-    await asyncio.to_thread(box.stop)
+    box.stop()
+
+
+CLI = [sys.executable, "-m", "bus.operations.cli"]
+
+
+def claimcheck(
+    *args: str,
+    state_dir: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run the command line as its own process, as a user would (wide, so lines don't wrap)."""
+    where = ["--state-dir", str(state_dir)] if state_dir else []
+    return subprocess.run(
+        [*CLI, *args, *where],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "400", **(env or {})},
+    )
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ What is counted from this state to decide (rule uses, failure attempts, affordab
 is the runtime's, in :mod:`bus.runtime.governance`; views of it are in ``projections``.
 
 Events evolve by adding fields with a default on the aggregate's method, so that
-histories recorded before still apply (``tests/fixtures`` holds some, and
+histories recorded before still apply (``tests/ledger/fixtures`` holds some, and
 :mod:`bus.ledger.replay` checks them).
 """
 

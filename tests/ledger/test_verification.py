@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Callable
 from urllib.parse import parse_qs, urlparse
 from uuid import UUID
 
 from bus.operations.operators import submit
-from tests.conftest import Bus, postgres_connection
+from tests.conftest import Bus, claimcheck, postgres_connection
 
 
 async def workflow_with_evidence(bus: Bus) -> str:
@@ -44,19 +42,12 @@ async def relayed(bus: Bus) -> None:
 
 
 def verify(bus: Bus, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
+    """``claimcheck verify`` against this test's own NATS and ledger."""
+    ledger = {
         "CLAIMCHECK_NATS_URL": bus.settings.nats_url,
         "CLAIMCHECK_LEDGER": bus.settings.ledger,
-        "COLUMNS": "400",
     }
-    return subprocess.run(
-        [sys.executable, "-m", "bus.operations.cli", "verify", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+    return claimcheck("verify", *args, env=ledger)
 
 
 def tamper(ledger_url: str, workflow_id: str, version: int, change: Callable[[dict], None]) -> None:

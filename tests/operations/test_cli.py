@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,33 +13,18 @@ from pathlib import Path
 import pytest
 
 from bus.operations.mailbox import Mailbox
-
-CLI = [sys.executable, "-m", "bus.operations.cli"]
-
-
-def claimcheck(*args: str, state_dir: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args, "--state-dir", str(state_dir)], capture_output=True, text=True, timeout=60
-    )
+from tests.conftest import CLI, claimcheck
 
 
 @pytest.fixture
-def mail() -> Iterator[Mailbox]:
-    box = Mailbox()
-    box.start()
-    yield box
-    box.stop()
-
-
-@pytest.fixture
-def running_stack(tmp_path: Path, mail: Mailbox) -> Iterator[Path]:
+def running_stack(tmp_path: Path, mailbox: Mailbox) -> Iterator[Path]:
     """``claimcheck up`` in the background, stopped with SIGTERM like Ctrl-C."""
     state_dir = tmp_path / "state"
     up = subprocess.Popen(
         [*CLI, "up", "--state-dir", str(state_dir)],
         stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, "CLAIMCHECK_SMTP_PORT": str(mail.port)},
+        env={**os.environ, "CLAIMCHECK_SMTP_PORT": str(mailbox.port)},
     )
     try:
         assert up.stdout is not None
@@ -170,14 +154,14 @@ def submit_press_complaint(state_dir: Path, tmp_path: Path) -> str:
 
 @pytest.mark.parametrize("decision", ["approve", "deny"])
 def test_a_human_answers_the_escalated_complaint(
-    running_stack: Path, tmp_path: Path, mail: Mailbox, decision: str
+    running_stack: Path, tmp_path: Path, mailbox: Mailbox, decision: str
 ) -> None:
     workflow_id = submit_press_complaint(running_stack, tmp_path)
     escalation = open_escalation(running_stack, workflow_id)
     assert escalation["kind"] == "permission_denied"
     shown = claimcheck("escalations", "show", escalation["escalationId"], state_dir=running_stack)
     assert "press@pr-agency.example" in shown.stdout
-    assert mail.received == []
+    assert mailbox.received == []
 
     answered = claimcheck(
         "escalations",
@@ -192,11 +176,11 @@ def test_a_human_answers_the_escalated_complaint(
     assert answered.returncode == 0, answered.stdout + answered.stderr
     if decision == "approve":
         events = wait_for_event(running_stack, workflow_id, "WorkflowCompleted")
-        assert [m["To"] for m in mail.received] == ["press@pr-agency.example"]
+        assert [m["To"] for m in mailbox.received] == ["press@pr-agency.example"]
     else:
         events = wait_for_event(running_stack, workflow_id, "WorkflowFailed")
         assert "dana denied permission_denied: checked with legal" in events[-1]["data"]["reason"]
-        assert mail.received == []
+        assert mailbox.received == []
     resolved = [e for e in events if e["type"] == "EscalationResolved"]
     assert resolved[0]["data"]["resolution"]["approver"] == "dana"
     again = claimcheck(

@@ -1,0 +1,121 @@
+"""What every command shares: the typer app and its groups, settings, errors as messages,
+and the two ways in (as the operator over NATS, or straight to the ledger)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+from rich.console import Console
+
+from bus.ledger import Ledger, LedgerError
+from bus.settings import Settings
+from bus.transport.subjects import OPERATOR, Subjects
+
+app = typer.Typer(
+    help="An event-sourced, governed message bus for multi-agent AI workflows.",
+    no_args_is_help=True,
+)
+tools_app = typer.Typer(help="Tool hosts.", no_args_is_help=True)
+agent_app = typer.Typer(help="Agents.", no_args_is_help=True)
+schemas_app = typer.Typer(help="Wire schemas.", no_args_is_help=True)
+escalations_app = typer.Typer(help="Questions for humans.", no_args_is_help=True)
+views_app = typer.Typer(help="Read models.", no_args_is_help=True)
+audit_app = typer.Typer(help="Read-only auditing.", no_args_is_help=True)
+app.add_typer(tools_app, name="tools")
+app.add_typer(agent_app, name="agent")
+app.add_typer(schemas_app, name="schemas")
+app.add_typer(escalations_app, name="escalations")
+app.add_typer(views_app, name="views")
+app.add_typer(audit_app, name="audit")
+
+T = TypeVar("T")
+console = Console()
+StateDir = Annotated[
+    Path | None, typer.Option("--state-dir", help="State directory [.claimcheck].")
+]
+
+
+def settings_for(state_dir: Path | None) -> Settings:
+    return Settings(state_dir=state_dir) if state_dir else Settings()
+
+
+def fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/] {message}")
+    return typer.Exit(code=1)
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def run_as_operator(settings: Settings, action: Callable[[Client, Subjects], Awaitable[T]]) -> T:
+    """Connect as the operator, run ``action``, and turn a refusal into a clean exit.
+
+    Without ``CLAIMCHECK_CREDENTIALS``, the operator credentials that ``claimcheck
+    up`` wrote to the state directory are used.
+    """
+    from bus.operations.operators import OperatorError
+    from bus.transport.connection import connect
+
+    discovered = settings.state_dir / "credentials" / f"{OPERATOR}.json"
+    if settings.credentials is None and discovered.exists():
+        settings.credentials = discovered
+
+    async def main() -> T:
+        nc = await connect(settings, "claimcheck-cli")
+        try:
+            return await action(nc, Subjects(settings.prefix))
+        finally:
+            await nc.close()
+
+    try:
+        return asyncio.run(main())
+    except OperatorError as error:
+        raise fail(str(error)) from None
+    except (NatsError, OSError, TimeoutError) as error:
+        raise fail(
+            f"NATS at {settings.nats_url} did not serve this request ({type(error).__name__}: "
+            f"{error}); is `claimcheck up` running for this state directory?"
+        ) from None
+
+
+def open_ledger(settings: Settings) -> Ledger:
+    try:
+        return Ledger.from_url(settings.ledger_url())
+    except Exception as error:  # a missing file, a refused connection, a bad URL
+        raise fail(f"cannot open the ledger at {settings.ledger_url()}: {error}") from None
+
+
+def ledger_history(settings: Settings, workflow: str) -> list:
+    ledger = open_ledger(settings)
+    try:
+        return ledger.history(workflow)
+    except LedgerError as error:
+        raise fail(str(error)) from None
+    finally:
+        ledger.close()
+
+
+def fresh_views(settings: Settings):  # type: ignore[no-untyped-def]
+    """The read models, caught up with the ledger first."""
+    from bus.ledger.view_runner import ViewRunner, open_views
+
+    ledger = open_ledger(settings)
+    try:
+        views = open_views(settings)
+        ViewRunner(ledger, views).catch_up()
+    finally:
+        ledger.close()
+    return views
+
+
+def show_json(value: object) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True, default=str))

@@ -1,0 +1,149 @@
+"""Commands that run something: the services, one agent, the embedded stack, the demo and
+the benchmark."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bus import telemetry
+from bus.operations.cli.common import (
+    StateDir,
+    agent_app,
+    app,
+    configure_logging,
+    console,
+    fail,
+    schemas_app,
+    settings_for,
+    tools_app,
+)
+from bus.runtime import PolicyError
+
+
+@app.command()
+def runtime(state_dir: StateDir = None) -> None:
+    """Run the runtime: the only ledger writer, answering agents over NATS."""
+    from bus.operations.services import run_runtime
+
+    configure_logging()
+    try:
+        asyncio.run(run_runtime(settings_for(state_dir)))
+    except PolicyError as error:
+        raise fail(f"bad policy: {error}") from None
+
+
+@tools_app.command("serve")
+def tools_serve(state_dir: StateDir = None) -> None:
+    """Run a tool host serving send_email and create_ticket."""
+    from bus.operations.services import run_tool_host
+
+    configure_logging()
+    asyncio.run(run_tool_host(settings_for(state_dir)))
+
+
+@agent_app.command("run")
+def agent_run(
+    target: Annotated[str, typer.Argument(help="MODULE:OBJECT, e.g. agents.complaints:triage")],
+    state_dir: StateDir = None,
+) -> None:
+    """Run one agent as this process."""
+    from bus.operations.services import until_stopped
+
+    configure_logging()
+    module_name, _, attribute = target.partition(":")
+    try:
+        agent = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise fail(f"cannot load {target}: {error}") from None
+
+    async def main() -> None:
+        telemetry.setup(f"claimcheck-agent-{agent.name}")
+        stop = asyncio.Event()
+        consumer = asyncio.create_task(agent.run(settings_for(state_dir), stop))
+        await until_stopped()
+        stop.set()
+        await consumer
+        telemetry.shutdown()
+
+    asyncio.run(main())
+
+
+@app.command()
+def up(
+    state_dir: StateDir = None,
+    local_smtp: Annotated[
+        bool, typer.Option("--local-smtp", help="Run a local SMTP server that prints what it gets.")
+    ] = False,
+) -> None:
+    """Start nats-server, the runtime, a tool host and the example agents, in the foreground."""
+    from bus.operations.mailbox import Mailbox
+    from bus.operations.services import until_stopped
+    from bus.operations.stack import Stack
+
+    settings = settings_for(state_dir)
+    mailbox = Mailbox(
+        port=settings.smtp_port,
+        on_message=lambda m: console.print(
+            f"SMTP server received: {m['To']}: {m['Subject']}", markup=False, highlight=False
+        ),
+    )
+
+    async def main() -> None:
+        async with Stack(settings) as stack:
+            console.print(
+                f"claimcheck is up: NATS at {settings.nats_url}, state in {settings.state_dir}"
+            )
+            console.print(f"processes: {', '.join(stack.processes)}; Ctrl-C stops them all")
+            if local_smtp:
+                console.print(f"local SMTP server on 127.0.0.1:{settings.smtp_port}")
+            await until_stopped()
+
+    if local_smtp:
+        mailbox.start()
+    try:
+        asyncio.run(main())
+    finally:
+        if local_smtp:
+            mailbox.stop()
+
+
+@app.command()
+def bench(
+    count: Annotated[int, typer.Option(help="Operations per path.")] = 1000,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 16,
+) -> None:
+    """Measure each hot path next to its raw baseline, on a private nats-server and disk."""
+    from bus.operations.bench import run_bench
+
+    results = asyncio.run(run_bench(count, concurrency))
+    print(f"{'path':<36} {'ops/s':>8}   {'baseline':<22} {'ops/s':>8}  ratio")
+    for result in results:
+        print(
+            f"{result.path:<36} {result.ops_per_second:>8.0f}   {result.baseline:<22} "
+            f"{result.baseline_ops_per_second:>8.0f}  {result.ratio:5.2f}"
+        )
+
+
+@app.command()
+def demo(state_dir: StateDir = None) -> None:
+    """Run the complaint demo with every part as a real process, then stop them all."""
+    from bus.operations.demo import run_demo
+
+    result = asyncio.run(run_demo(settings_for(state_dir or Path(".claimcheck"))))
+    unsettled = [view.workflow_id for view in result.views if not view.settled]
+    if unsettled:
+        raise fail(f"workflows did not finish: {unsettled}")
+
+
+@schemas_app.command("export")
+def schemas_export(directory: Path) -> None:
+    """Write one JSON Schema file per wire type."""
+    from handoff_schemas import export_schemas
+
+    for path in export_schemas(directory):
+        console.print(str(path))
