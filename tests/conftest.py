@@ -203,3 +203,12 @@ async def run_workflow(
     finally:
         stop.set()
         await runner
+
+
+async def relayed(bus: Bus) -> None:
+    """Wait until the relay has published everything in the ledger."""
+    last = bus.ledger.recorder.max_notification_id()
+    tracking = bus.ledger.factory.tracking_recorder()
+    async with asyncio.timeout(10):
+        while (tracking.max_tracking_id("relay") or 0) < last:  # noqa: ASYNC110 (polls the ledger)
+            await asyncio.sleep(0.05)

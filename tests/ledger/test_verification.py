@@ -3,7 +3,6 @@ SQLite file or in PostgreSQL, is reported as exactly that record."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 import subprocess
@@ -12,7 +11,7 @@ from urllib.parse import parse_qs, urlparse
 from uuid import UUID
 
 from bus.operations.operators import submit
-from tests.conftest import Bus, claimcheck, postgres_connection
+from tests.conftest import Bus, claimcheck, postgres_connection, relayed
 
 
 async def workflow_with_evidence(bus: Bus) -> str:
@@ -30,15 +29,6 @@ async def workflow_with_evidence(bus: Bus) -> str:
         )
     await relayed(bus)
     return started.workflow_id
-
-
-async def relayed(bus: Bus) -> None:
-    """Wait until the relay has published everything in the ledger."""
-    last = bus.ledger.recorder.max_notification_id()
-    tracking = bus.ledger.factory.tracking_recorder()
-    async with asyncio.timeout(10):
-        while (tracking.max_tracking_id("relay") or 0) < last:  # noqa: ASYNC110 (polls the ledger)
-            await asyncio.sleep(0.05)
 
 
 def verify(bus: Bus, *args: str) -> subprocess.CompletedProcess[str]:
