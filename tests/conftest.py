@@ -7,9 +7,12 @@ Every fixture stops what it started.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,3 +215,58 @@ async def relayed(bus: Bus) -> None:
     async with asyncio.timeout(10):
         while (tracking.max_tracking_id("relay") or 0) < last:  # noqa: ASYNC110 (polls the ledger)
             await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def running_stack(tmp_path: Path, mailbox: Mailbox) -> Iterator[Path]:
+    """``claimcheck up`` in the background, stopped with SIGTERM like Ctrl-C."""
+    state_dir = tmp_path / "state"
+    up = subprocess.Popen(
+        [*CLI, "up", "--state-dir", str(state_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "CLAIMCHECK_SMTP_PORT": str(mailbox.port)},
+    )
+    try:
+        assert up.stdout is not None
+        for line in up.stdout:
+            if "claimcheck is up" in line:
+                break
+        else:
+            pytest.fail(f"claimcheck up exited with {up.wait()}")
+        yield state_dir
+    finally:
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=30) == 0
+    leftover = subprocess.run(["pgrep", "-f", str(state_dir)], capture_output=True, text=True)
+    assert leftover.stdout == "", "claimcheck up left processes running"
+
+
+def open_escalation(state_dir: Path, workflow_id: str) -> dict:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        listed = claimcheck("escalations", "list", "--json", state_dir=state_dir)
+        assert listed.returncode == 0, listed.stdout + listed.stderr
+        found = [e for e in json.loads(listed.stdout) if e["workflowId"] == workflow_id]
+        if found:
+            return found[0]
+        time.sleep(0.2)
+    pytest.fail(f"workflow {workflow_id} never escalated")
+
+
+def submit_press_complaint(state_dir: Path, tmp_path: Path) -> str:
+    complaint = tmp_path / "press.json"
+    complaint.write_text(
+        json.dumps({"customer": "fabrikam", "text": "journalist asking about a leak"})
+    )
+    submitted = claimcheck(
+        "submit",
+        "triage_complaint",
+        "--to",
+        "triage",
+        "--input",
+        str(complaint),
+        state_dir=state_dir,
+    )
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    return submitted.stdout.strip()

@@ -3,13 +3,14 @@
 It connects with auditor credentials, which may publish nothing; it reads the
 push feeds the runtime prepared (``<prefix>.audit.evidence`` and
 ``<prefix>.audit.claims``), checks each workflow's evidence chain as records
-arrive, and reports every claim the runtime did not verify.
+arrive, and reports every claim the runtime did not verify. With the stack down,
+the same checks run over the ledger's events.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,7 @@ from nats.aio.msg import Msg
 
 from bus.ledger import GENESIS_HASH
 from bus.transport.subjects import Subjects
-from handoff_schemas import evidence_hash
+from handoff_schemas import EventEnvelope, evidence_hash
 
 
 @dataclass
@@ -72,17 +73,38 @@ def classify(msg: Msg, chain: ChainWatcher, subjects: Subjects) -> Finding:
     document = msgspec.json.decode(msg.data)
     # A push consumer delivers each message under its original subject.
     if msg.subject.startswith(f"{subjects.prefix}.events."):
-        claim = document["data"]["claim"]
-        text = (
-            f"claim {claim['claimId']} by {claim['agent']}: {claim['statement']!r} is "
-            f"{claim['verdict']}: {claim['reason']}"
-        )
-        return Finding("claim", document["workflowId"], text, claim)
-    problem = chain.check(document)
-    if problem:
-        return Finding("break", document.get("workflowId", "?"), problem, document)
+        return claim_finding(document["workflowId"], document["data"]["claim"])
+    return evidence_finding(document, chain)
+
+
+def from_ledger(events: Iterable[EventEnvelope], report: Callable[[Finding], bool]) -> None:
+    """The same findings, from the ledger's events: the audit when the stack is down."""
+    chain = ChainWatcher()
+    for event in events:
+        if event.type == "EvidenceRecorded":
+            finding = evidence_finding(event.data["evidence"], chain)
+        elif event.type == "ClaimMade":
+            finding = claim_finding(event.workflow_id, event.data["claim"])
+        else:
+            continue
+        if not report(finding):
+            return
+
+
+def claim_finding(workflow_id: str, claim: dict[str, Any]) -> Finding:
     text = (
-        f"evidence {document['auditId']}: {document['actor']} {document['action']} "
-        f"{document['resource']} {document['status']} ({document['permission']})"
+        f"claim {claim['claimId']} by {claim['agent']}: {claim['statement']!r} is "
+        f"{claim['verdict']}: {claim['reason']}"
     )
-    return Finding("evidence", document["workflowId"], text, document)
+    return Finding("claim", workflow_id, text, claim)
+
+
+def evidence_finding(record: dict[str, Any], chain: ChainWatcher) -> Finding:
+    problem = chain.check(record)
+    if problem:
+        return Finding("break", record.get("workflowId", "?"), problem, record)
+    text = (
+        f"evidence {record['auditId']}: {record['actor']} {record['action']} "
+        f"{record['resource']} {record['status']} ({record['permission']})"
+    )
+    return Finding("evidence", record["workflowId"], text, record)

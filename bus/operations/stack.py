@@ -89,8 +89,10 @@ class Stack:
         )
         await self.nats.start()
         self.settings.nats_url = self.nats.url
+        self.settings.nats_server_name = self.nats.name
         self.settings.credentials = self.credentials[OPERATOR]
         (self.settings.state_dir / "nats.url").write_text(self.nats.url)
+        (self.settings.state_dir / "nats.server").write_text(self.nats.name)
 
     async def start_process(self, name: str) -> asyncio.subprocess.Process:
         role, command = self.commands()[name]
@@ -157,7 +159,8 @@ class Stack:
                 await process.wait()
         if self.nats:
             await self.nats.stop()
-            (self.settings.state_dir / "nats.url").unlink(missing_ok=True)
+            for found_by in ("nats.url", "nats.server"):
+                (self.settings.state_dir / found_by).unlink(missing_ok=True)
 
     async def __aenter__(self) -> Stack:
         try:

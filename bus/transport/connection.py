@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import nats
 from nats.aio.client import Client
+from nats.errors import NoServersError
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -28,12 +29,19 @@ DUPLICATE_WINDOW_SECONDS = 3600.0
 """How long JetStream remembers a ``Nats-Msg-Id``: longer than any relay restart."""
 
 
-async def connect(settings: Settings, name: str) -> Client:
-    """A client that reconnects for ever: a restarted nats-server is a pause, not a crash.
+class NoDeployment(ConnectionError):
+    """The settings name no NATS server, or the server found is not the one they name."""
 
-    With credentials, it authenticates as their role and takes replies on that
-    role's own inbox prefix, the only one its permissions let it read.
+
+async def connect(settings: Settings, name: str, patient: bool = True) -> Client:
+    """A client of the deployment the settings name, and of no other server.
+
+    A patient client (a service) reconnects for ever: a restarted nats-server is a
+    pause, not a crash. An impatient one (a command a person waits for) gives up after
+    a second try. With credentials, it authenticates as their role and takes replies on
+    that role's own inbox prefix, the only one its permissions let it read.
     """
+    require_named(settings)
     options: dict[str, object] = {}
     if settings.credentials:
         credentials = Credentials.load(settings.credentials)
@@ -42,13 +50,48 @@ async def connect(settings: Settings, name: str) -> Client:
             "password": credentials.password,
             "inbox_prefix": credentials.inbox_prefix,
         }
-    return await nats.connect(
-        servers=settings.nats_url.split(","),
-        name=name,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.2,
-        **options,
-    )
+    if not patient:
+        options["error_cb"] = _quiet  # the caller reports the failure itself
+    try:
+        nc = await nats.connect(
+            servers=settings.nats_url.split(","),
+            name=name,
+            max_reconnect_attempts=-1 if patient else 1,
+            reconnect_time_wait=0.2,
+            **options,
+        )
+    except NoServersError:
+        raise NoDeployment(
+            f"nothing answers at {settings.nats_url}: is the stack for {settings.state_dir} "
+            "running? (`claimcheck up` starts it)"
+        ) from None
+    await _check_identity(nc, settings)
+    return nc
+
+
+def require_named(settings: Settings) -> None:
+    """There is no default server: the settings name one, or nothing is connected to."""
+    if not settings.nats_url:
+        raise NoDeployment(
+            f"no NATS server is named: no `claimcheck up` is running for {settings.state_dir} "
+            "(start it, or set CLAIMCHECK_NATS_URL)"
+        )
+
+
+async def _check_identity(nc: Client, settings: Settings) -> None:
+    """Refuse a server other than the one ``claimcheck up`` recorded (a stale ``nats.url``)."""
+    expected = settings.nats_server_name
+    found = nc._server_info.get("server_name", "")  # the INFO the server sent on connect
+    if expected and found != expected:
+        await nc.close()
+        raise NoDeployment(
+            f"the server at {settings.nats_url} is {found!r}, not {expected!r} that "
+            f"`claimcheck up` started for {settings.state_dir}: that stack is gone"
+        )
+
+
+async def _quiet(error: Exception) -> None:
+    pass
 
 
 def stream_configs(subjects: Subjects, replicas: int = 1) -> list[StreamConfig]:

@@ -17,6 +17,7 @@ import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from uuid import uuid4
 
 _started: set[asyncio.subprocess.Process] = set()
 
@@ -51,12 +52,14 @@ def free_port() -> int:
 class EmbeddedNats:
     """One nats-server process with JetStream on, under ``state_dir``.
 
-    The port stays the same across :meth:`kill` and :meth:`start`, so clients
-    reconnect to a restarted server by themselves.
+    The port and the name stay the same across :meth:`kill` and :meth:`start`, so
+    clients reconnect to a restarted server by themselves, and a client that was told
+    the name can tell this server from another one on the same port.
     """
 
     state_dir: Path
     port: int = field(default_factory=free_port)
+    name: str = field(default_factory=lambda: f"claimcheck-{uuid4().hex[:12]}")
     authorization: str = ""
     process: asyncio.subprocess.Process | None = None
 
@@ -72,6 +75,7 @@ class EmbeddedNats:
         store = (self.state_dir / "jetstream").resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         config = (
+            f"server_name: {self.name}\n"
             f"listen: 127.0.0.1:{self.port}\n"
             f"jetstream {{\n  store_dir: {str(store)!r}\n  sync_interval: always\n}}\n"
             f"{self.authorization}"

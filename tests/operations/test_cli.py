@@ -4,41 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bus.operations.mailbox import Mailbox
-from tests.conftest import CLI, claimcheck
-
-
-@pytest.fixture
-def running_stack(tmp_path: Path, mailbox: Mailbox) -> Iterator[Path]:
-    """``claimcheck up`` in the background, stopped with SIGTERM like Ctrl-C."""
-    state_dir = tmp_path / "state"
-    up = subprocess.Popen(
-        [*CLI, "up", "--state-dir", str(state_dir)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "CLAIMCHECK_SMTP_PORT": str(mailbox.port)},
-    )
-    try:
-        assert up.stdout is not None
-        for line in up.stdout:
-            if "claimcheck is up" in line:
-                break
-        else:
-            pytest.fail(f"claimcheck up exited with {up.wait()}")
-        yield state_dir
-    finally:
-        up.send_signal(signal.SIGTERM)
-        assert up.wait(timeout=30) == 0
-    leftover = subprocess.run(["pgrep", "-f", str(state_dir)], capture_output=True, text=True)
-    assert leftover.stdout == "", "claimcheck up left processes running"
+from tests.conftest import CLI, claimcheck, open_escalation, submit_press_complaint
 
 
 def wait_for_event(state_dir: Path, workflow_id: str, event_type: str) -> list[dict]:
@@ -120,36 +93,6 @@ def test_bad_input_to_the_cli_is_a_message_not_a_traceback(tmp_path: Path) -> No
         assert "Traceback" not in result.stdout + result.stderr
     assert "no workflow" in unknown.stdout
     assert "cannot read" in missing.stdout
-
-
-def open_escalation(state_dir: Path, workflow_id: str) -> dict:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        listed = claimcheck("escalations", "list", "--json", state_dir=state_dir)
-        assert listed.returncode == 0, listed.stdout + listed.stderr
-        found = [e for e in json.loads(listed.stdout) if e["workflowId"] == workflow_id]
-        if found:
-            return found[0]
-        time.sleep(0.2)
-    pytest.fail(f"workflow {workflow_id} never escalated")
-
-
-def submit_press_complaint(state_dir: Path, tmp_path: Path) -> str:
-    complaint = tmp_path / "press.json"
-    complaint.write_text(
-        json.dumps({"customer": "fabrikam", "text": "journalist asking about a leak"})
-    )
-    submitted = claimcheck(
-        "submit",
-        "triage_complaint",
-        "--to",
-        "triage",
-        "--input",
-        str(complaint),
-        state_dir=state_dir,
-    )
-    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-    return submitted.stdout.strip()
 
 
 @pytest.mark.parametrize("decision", ["approve", "deny"])

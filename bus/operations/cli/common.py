@@ -18,6 +18,8 @@ from rich.console import Console
 from bus.ledger import Ledger, LedgerError
 from bus.settings import Settings
 from bus.transport.subjects import OPERATOR, Subjects
+from projections import EscalationsView
+from projections.escalations import fold_escalations
 
 app = typer.Typer(
     help="An event-sourced, governed message bus for multi-agent AI workflows.",
@@ -38,6 +40,7 @@ app.add_typer(audit_app, name="audit")
 
 T = TypeVar("T")
 console = Console()
+notes = Console(stderr=True)  # what a command says about itself, apart from its answer
 StateDir = Annotated[
     Path | None, typer.Option("--state-dir", help="State directory [.claimcheck].")
 ]
@@ -56,21 +59,26 @@ def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
 
-def run_as_operator(settings: Settings, action: Callable[[Client, Subjects], Awaitable[T]]) -> T:
-    """Connect as the operator, run ``action``, and turn a refusal into a clean exit.
+class StackDown(Exception):
+    """No deployment answers where the settings point: reads fall back to the ledger."""
+
+
+def over_nats(settings: Settings, action: Callable[[Client, Subjects], Awaitable[T]]) -> T:
+    """Connect as the operator to the deployment the settings name, and run ``action``.
 
     Without ``CLAIMCHECK_CREDENTIALS``, the operator credentials that ``claimcheck
-    up`` wrote to the state directory are used.
+    up`` wrote to the state directory are used. Raises :class:`StackDown` when that
+    deployment is not there (never a stranger's server in its place).
     """
     from bus.operations.operators import OperatorError
-    from bus.transport.connection import connect
+    from bus.transport.connection import NoDeployment, connect
 
     discovered = settings.state_dir / "credentials" / f"{OPERATOR}.json"
     if settings.credentials is None and discovered.exists():
         settings.credentials = discovered
 
     async def main() -> T:
-        nc = await connect(settings, "claimcheck-cli")
+        nc = await connect(settings, "claimcheck-cli", patient=False)
         try:
             return await action(nc, Subjects(settings.prefix))
         finally:
@@ -78,13 +86,39 @@ def run_as_operator(settings: Settings, action: Callable[[Client, Subjects], Awa
 
     try:
         return asyncio.run(main())
+    except NoDeployment as error:
+        raise StackDown(str(error)) from None
     except OperatorError as error:
         raise fail(str(error)) from None
     except (NatsError, OSError, TimeoutError) as error:
         raise fail(
             f"NATS at {settings.nats_url} did not serve this request ({type(error).__name__}: "
-            f"{error}); is `claimcheck up` running for this state directory?"
+            f"{error}); is `claimcheck up` running for {settings.state_dir}?"
         ) from None
+
+
+def run_as_operator(settings: Settings, action: Callable[[Client, Subjects], Awaitable[T]]) -> T:
+    """A command that changes something: it needs the running stack, and says how to start it."""
+    try:
+        return over_nats(settings, action)
+    except StackDown as down:
+        raise fail(
+            f"{down}. This command needs the running stack: start it with "
+            f"`claimcheck up --state-dir {settings.state_dir}`."
+        ) from None
+
+
+def from_stack_or_ledger(
+    settings: Settings,
+    action: Callable[[Client, Subjects], Awaitable[T]],
+    from_ledger: Callable[[], T],
+) -> T:
+    """A command that reads: from the stack when it runs, else from the ledger, saying so."""
+    try:
+        return over_nats(settings, action)
+    except StackDown as down:
+        notes.print(f"{down}; reading the ledger at {settings.ledger_url()} instead")
+        return from_ledger()
 
 
 def open_ledger(settings: Settings) -> Ledger:
@@ -119,3 +153,20 @@ def fresh_views(settings: Settings):  # type: ignore[no-untyped-def]
 
 def show_json(value: object) -> None:
     print(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def ledger_histories(settings: Settings, workflow: str | None = None) -> dict[str, list]:
+    """Every workflow's events (or one's), read straight from the ledger."""
+    ledger = open_ledger(settings)
+    try:
+        workflows = [workflow] if workflow else ledger.workflow_ids()
+        return {wf: ledger.history(wf) for wf in workflows}
+    except LedgerError as error:
+        raise fail(str(error)) from None
+    finally:
+        ledger.close()
+
+
+def ledger_escalations(settings: Settings) -> EscalationsView:
+    """Escalations folded from the ledger's events: the answer when the stack is down."""
+    return fold_escalations(e for history in ledger_histories(settings).values() for e in history)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -23,6 +24,7 @@ from bus.operations.cli.common import (
     tools_app,
 )
 from bus.runtime import PolicyError
+from bus.settings import Settings
 
 
 @app.command()
@@ -32,7 +34,7 @@ def runtime(state_dir: StateDir = None) -> None:
 
     configure_logging()
     try:
-        asyncio.run(run_runtime(settings_for(state_dir)))
+        serve(run_runtime(settings_for(state_dir)))
     except PolicyError as error:
         raise fail(f"bad policy: {error}") from None
 
@@ -43,7 +45,7 @@ def tools_serve(state_dir: StateDir = None) -> None:
     from bus.operations.services import run_tool_host
 
     configure_logging()
-    asyncio.run(run_tool_host(settings_for(state_dir)))
+    serve(run_tool_host(settings_for(state_dir)))
 
 
 @agent_app.command("run")
@@ -61,16 +63,31 @@ def agent_run(
     except (ImportError, AttributeError) as error:
         raise fail(f"cannot load {target}: {error}") from None
 
+    settings = settings_for(state_dir)
+
     async def main() -> None:
         telemetry.setup(f"claimcheck-agent-{agent.name}")
         stop = asyncio.Event()
-        consumer = asyncio.create_task(agent.run(settings_for(state_dir), stop))
+        consumer = asyncio.create_task(agent.run(settings, stop))
         await until_stopped()
         stop.set()
         await consumer
         telemetry.shutdown()
 
-    asyncio.run(main())
+    serve(main(), settings)
+
+
+def serve(service: Coroutine[Any, Any, None], settings: Settings | None = None) -> None:
+    """Run a long-lived service; one that has no deployment to serve says so and exits 1."""
+    from bus.transport.connection import NoDeployment, require_named
+
+    try:
+        if settings is not None:
+            require_named(settings)
+        asyncio.run(service)
+    except NoDeployment as error:
+        service.close()
+        raise fail(str(error)) from None
 
 
 @app.command()

@@ -18,9 +18,10 @@ from bus.operations.cli.common import (
     console,
     fail,
     fresh_views,
+    from_stack_or_ledger,
+    ledger_histories,
     ledger_history,
     open_ledger,
-    run_as_operator,
     settings_for,
     show_json,
     views_app,
@@ -68,27 +69,23 @@ def verify(
     from bus.ledger.verification import first_break, published_events
 
     settings = settings_for(state_dir)
-    ledger = open_ledger(settings)
-    try:
-        workflows = [workflow] if workflow else ledger.workflow_ids()
-        histories = {wf: ledger.history(wf) for wf in workflows}
-    except LedgerError as error:
-        raise fail(str(error)) from None
-    finally:
-        ledger.close()
+    histories = ledger_histories(settings, workflow)
 
-    async def published(nc: Client, subjects: Subjects) -> dict[str, list]:
-        return {wf: await published_events(nc, subjects, wf) for wf in workflows}
+    async def published(nc: Client, subjects: Subjects) -> dict[str, list] | None:
+        return {wf: await published_events(nc, subjects, wf) for wf in histories}
 
-    copies = {} if offline else run_as_operator(settings, published)
+    copies = None if offline else from_stack_or_ledger(settings, published, lambda: None)
     for workflow_id, history in histories.items():
-        broken = first_break(history, None if offline else copies[workflow_id])
+        broken = first_break(history, None if copies is None else copies[workflow_id])
         if broken:
             raise fail(f"broken: {broken}")
     evidence = sum(1 for h in histories.values() for e in h if e.type == "EvidenceRecorded")
-    against = "" if offline else ", and every event matches the events stream"
+    if copies is not None:
+        against = ", and every event matches the events stream"
+    else:
+        against = "" if offline else " (the events stream was not compared: the stack is down)"
     console.print(
-        f"intact: {len(workflows)} workflow(s), {evidence} evidence record(s) chain{against}"
+        f"intact: {len(histories)} workflow(s), {evidence} evidence record(s) chain{against}"
     )
 
 
@@ -183,7 +180,7 @@ def audit_follow(
     state_dir: StateDir = None,
 ) -> None:
     """Follow the evidence stream read-only: check the chain live and show flagged claims."""
-    from bus.operations.audit import Finding, follow
+    from bus.operations.audit import Finding, follow, from_ledger
 
     settings = settings_for(state_dir)
     auditor = settings.state_dir / "credentials" / "auditor.json"
@@ -201,7 +198,13 @@ def audit_follow(
             return not strict
         return True
 
-    run_as_operator(settings, lambda nc, subjects: follow(nc, subjects, report, idle))
+    from_stack_or_ledger(
+        settings,
+        lambda nc, subjects: follow(nc, subjects, report, idle),
+        lambda: from_ledger(
+            (e for history in ledger_histories(settings).values() for e in history), report
+        ),
+    )
     if broken and strict:
         raise typer.Exit(code=1)
 

@@ -16,6 +16,8 @@ from bus.operations.cli.common import (
     console,
     escalations_app,
     fail,
+    from_stack_or_ledger,
+    ledger_escalations,
     run_as_operator,
     settings_for,
 )
@@ -59,7 +61,8 @@ def escalations_list(
     """Escalations waiting for a human (from the escalation stream)."""
     from bus.operations.operators import escalations
 
-    view = run_as_operator(settings_for(state_dir), escalations)
+    settings = settings_for(state_dir)
+    view = from_stack_or_ledger(settings, escalations, lambda: ledger_escalations(settings))
     shown = [view.get(eid) for eid in view.raised] if show_all else view.open
     if as_json:
         print(json.dumps(shown))
@@ -81,7 +84,9 @@ def escalations_show(escalation_id: str, state_dir: StateDir = None) -> None:
     """One escalation, with the action it holds back."""
     from bus.operations.operators import escalations
 
-    escalation = run_as_operator(settings_for(state_dir), escalations).get(escalation_id)
+    settings = settings_for(state_dir)
+    found = from_stack_or_ledger(settings, escalations, lambda: ledger_escalations(settings))
+    escalation = found.get(escalation_id)
     if escalation is None:
         raise fail(f"no escalation {escalation_id!r}")
     print(json.dumps(escalation, indent=2))
