@@ -26,6 +26,10 @@ from bus.transport.server import EmbeddedNats
 from bus.transport.subjects import OPERATOR, Subjects
 
 EXAMPLE_AGENTS = ("agents.complaints:triage", "agents.complaints:notifier")
+PROCESS_STOP_SECONDS = 10.0
+"""How long a child may take to stop on SIGTERM before it is killed."""
+STACK_STOP_SECONDS = 2 * PROCESS_STOP_SECONDS + 10.0
+"""Enough for every child to stop or be killed (they stop in parallel), and nats-server."""
 
 
 def agent_name(target: str) -> str:
@@ -153,7 +157,7 @@ class Stack:
                 process.terminate()
         for process in self.processes.values():
             try:
-                await asyncio.wait_for(process.wait(), 10)
+                await asyncio.wait_for(process.wait(), PROCESS_STOP_SECONDS)
             except TimeoutError:
                 process.kill()
                 await process.wait()

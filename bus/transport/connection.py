@@ -6,6 +6,9 @@ at start-up and the first one to arrive creates them.
 
 from __future__ import annotations
 
+import logging
+import time
+
 import nats
 from nats.aio.client import Client
 from nats.errors import NoServersError
@@ -24,6 +27,8 @@ from nats.js.errors import BadRequestError, NotFoundError
 from bus.settings import Settings
 from bus.transport.auth import Credentials
 from bus.transport.subjects import Subjects
+
+log = logging.getLogger(__name__)
 
 DUPLICATE_WINDOW_SECONDS = 3600.0
 """How long JetStream remembers a ``Nats-Msg-Id``: longer than any relay restart."""
@@ -50,7 +55,12 @@ async def connect(settings: Settings, name: str, patient: bool = True) -> Client
             "password": credentials.password,
             "inbox_prefix": credentials.inbox_prefix,
         }
-    if not patient:
+    if patient:
+        watch = ConnectionLog(name)
+        options.update(
+            error_cb=watch.error, disconnected_cb=watch.lost, reconnected_cb=watch.regained
+        )
+    else:
         options["error_cb"] = _quiet  # the caller reports the failure itself
     try:
         nc = await nats.connect(
@@ -92,6 +102,32 @@ async def _check_identity(nc: Client, settings: Settings) -> None:
 
 async def _quiet(error: Exception) -> None:
     pass
+
+
+class ConnectionLog:
+    """A lost connection is logged once, then at most once a minute while it stays lost:
+    a client retrying five times a second must not fill the disk with the same line."""
+
+    def __init__(self, name: str, every: float = 60.0) -> None:
+        self.name = name
+        self.every = every
+        self.last_logged = -every
+        self.unlogged = 0
+
+    async def error(self, error: Exception) -> None:
+        now = time.monotonic()
+        if now - self.last_logged < self.every:
+            self.unlogged += 1
+            return
+        log.warning("%s: NATS: %s (%d more since the last report)", self.name, error, self.unlogged)
+        self.last_logged, self.unlogged = now, 0
+
+    async def lost(self) -> None:
+        log.warning("%s: disconnected from NATS; reconnecting", self.name)
+
+    async def regained(self) -> None:
+        log.info("%s: reconnected to NATS", self.name)
+        self.last_logged, self.unlogged = -self.every, 0
 
 
 def stream_configs(subjects: Subjects, replicas: int = 1) -> list[StreamConfig]:

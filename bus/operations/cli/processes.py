@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,8 +22,11 @@ from bus.operations.cli.common import (
     settings_for,
     tools_app,
 )
-from bus.runtime import PolicyError
+from bus.runtime import Policy, PolicyError
 from bus.settings import Settings
+
+if TYPE_CHECKING:
+    from bus.operations.services import Service
 
 
 @app.command()
@@ -33,10 +35,12 @@ def runtime(state_dir: StateDir = None) -> None:
     from bus.operations.services import run_runtime
 
     configure_logging()
+    settings = settings_for(state_dir)
     try:
-        serve(run_runtime(settings_for(state_dir)))
+        policy = Policy.load(settings.policy)  # a bad policy stops the runtime before it serves
     except PolicyError as error:
         raise fail(f"bad policy: {error}") from None
+    serve(lambda stop: run_runtime(settings, policy, stop), settings)
 
 
 @tools_app.command("serve")
@@ -45,7 +49,8 @@ def tools_serve(state_dir: StateDir = None) -> None:
     from bus.operations.services import run_tool_host
 
     configure_logging()
-    serve(run_tool_host(settings_for(state_dir)))
+    settings = settings_for(state_dir)
+    serve(lambda stop: run_tool_host(settings, stop), settings)
 
 
 @agent_app.command("run")
@@ -54,8 +59,6 @@ def agent_run(
     state_dir: StateDir = None,
 ) -> None:
     """Run one agent as this process."""
-    from bus.operations.services import until_stopped
-
     configure_logging()
     module_name, _, attribute = target.partition(":")
     try:
@@ -65,28 +68,25 @@ def agent_run(
 
     settings = settings_for(state_dir)
 
-    async def main() -> None:
+    async def main(stop: asyncio.Event) -> None:
         telemetry.setup(f"claimcheck-agent-{agent.name}")
-        stop = asyncio.Event()
-        consumer = asyncio.create_task(agent.run(settings, stop))
-        await until_stopped()
-        stop.set()
-        await consumer
-        telemetry.shutdown()
+        try:
+            await agent.run(settings, stop)
+        finally:
+            telemetry.shutdown()
 
-    serve(main(), settings)
+    serve(main, settings)
 
 
-def serve(service: Coroutine[Any, Any, None], settings: Settings | None = None) -> None:
+def serve(service: Service, settings: Settings) -> None:
     """Run a long-lived service; one that has no deployment to serve says so and exits 1."""
+    from bus.operations.services import serve_until_stopped
     from bus.transport.connection import NoDeployment, require_named
 
     try:
-        if settings is not None:
-            require_named(settings)
-        asyncio.run(service)
+        require_named(settings)
+        asyncio.run(serve_until_stopped(service))
     except NoDeployment as error:
-        service.close()
         raise fail(str(error)) from None
 
 
@@ -99,8 +99,8 @@ def up(
 ) -> None:
     """Start nats-server, the runtime, a tool host and the example agents, in the foreground."""
     from bus.operations.mailbox import Mailbox
-    from bus.operations.services import until_stopped
-    from bus.operations.stack import Stack
+    from bus.operations.services import serve_until_stopped
+    from bus.operations.stack import STACK_STOP_SECONDS, Stack
 
     settings = settings_for(state_dir)
     mailbox = Mailbox(
@@ -110,7 +110,7 @@ def up(
         ),
     )
 
-    async def main() -> None:
+    async def main(stop: asyncio.Event) -> None:
         async with Stack(settings) as stack:
             console.print(
                 f"claimcheck is up: NATS at {settings.nats_url}, state in {settings.state_dir}"
@@ -118,12 +118,12 @@ def up(
             console.print(f"processes: {', '.join(stack.processes)}; Ctrl-C stops them all")
             if local_smtp:
                 console.print(f"local SMTP server on 127.0.0.1:{settings.smtp_port}")
-            await until_stopped()
+            await stop.wait()
 
     if local_smtp:
         mailbox.start()
-    try:
-        asyncio.run(main())
+    try:  # stopping every child may take a while: each gets its own grace
+        asyncio.run(serve_until_stopped(main, grace=STACK_STOP_SECONDS))
     finally:
         if local_smtp:
             mailbox.stop()
