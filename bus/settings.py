@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     nats_server_name: str = Field(
         "", description="The server name to expect (checked on connect); empty: any."
     )
+    nats_port: int = Field(
+        4280, ge=0, le=65535, description="Port of the embedded stack's server; 0: any free one."
+    )
     prefix: str = Field("cc", pattern=r"^[A-Za-z0-9_-]+$", description="Subject prefix.")
     ledger: str = Field(
         "", description="Ledger URL: empty for <state_dir>/ledger.db, or postgresql://..."

@@ -62,6 +62,13 @@ def postgres_connection():  # type: ignore[no-untyped-def]
         pytest.skip(f"no PostgreSQL at {POSTGRES_URL}: {error}")
 
 
+@pytest.fixture(autouse=True)
+def any_free_nats_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stacks started by tests (and the commands they run) take a free port, not the default:
+    a test must never meet another test's server, or a developer's own stack."""
+    monkeypatch.setenv("CLAIMCHECK_NATS_PORT", "0")
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty ledger: a SQLite file, or a PostgreSQL schema dropped afterwards."""

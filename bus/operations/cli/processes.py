@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -123,10 +128,44 @@ def up(
     if local_smtp:
         mailbox.start()
     try:  # stopping every child may take a while: each gets its own grace
-        asyncio.run(serve_until_stopped(main, grace=STACK_STOP_SECONDS))
+        with stack_refusals():
+            asyncio.run(serve_until_stopped(main, grace=STACK_STOP_SECONDS))
     finally:
         if local_smtp:
             mailbox.stop()
+
+
+@app.command()
+def down(state_dir: StateDir = None) -> None:
+    """Stop the stack that `claimcheck up` (or the demo) runs for this state directory."""
+    from bus.operations.stack import STACK_STOP_SECONDS, StateLock
+
+    settings = settings_for(state_dir)
+    lock = StateLock(settings.state_dir)
+    pid = lock.holder()
+    if pid is None:
+        console.print(f"no stack runs for {settings.state_dir}")
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STACK_STOP_SECONDS
+    while lock.holder() == pid:
+        if time.monotonic() > deadline:  # its children die with it
+            os.kill(pid, signal.SIGKILL)
+            raise fail(f"the stack (pid {pid}) did not stop within {STACK_STOP_SECONDS}s: killed")
+        time.sleep(0.2)
+    console.print(f"stopped the stack (pid {pid}) for {settings.state_dir}")
+
+
+@contextmanager
+def stack_refusals() -> Iterator[None]:
+    """A state directory in use or a port taken is a message, not a traceback."""
+    from bus.operations.stack import StackBusy
+    from bus.transport.server import PortTaken
+
+    try:
+        yield
+    except (StackBusy, PortTaken) as refused:
+        raise fail(str(refused)) from None
 
 
 @app.command()
@@ -151,7 +190,8 @@ def demo(state_dir: StateDir = None) -> None:
     """Run the complaint demo with every part as a real process, then stop them all."""
     from bus.operations.demo import run_demo
 
-    result = asyncio.run(run_demo(settings_for(state_dir or Path(".claimcheck"))))
+    with stack_refusals():
+        result = asyncio.run(run_demo(settings_for(state_dir or Path(".claimcheck"))))
     unsettled = [view.workflow_id for view in result.views if not view.settled]
     if unsettled:
         raise fail(f"workflows did not finish: {unsettled}")
