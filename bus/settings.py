@@ -14,6 +14,7 @@ happens to listen on the standard port.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -71,3 +72,12 @@ class Settings(BaseSettings):
         """The variables that give a child process these same settings."""
         values = self.model_dump(exclude_none=True)
         return {f"CLAIMCHECK_{key.upper()}": str(value) for key, value in values.items()}
+
+
+def redacted(url: str) -> str:
+    """``url`` fit for a message or a log: its password replaced by ``***``."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))

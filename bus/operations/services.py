@@ -21,7 +21,7 @@ from bus.ledger.view_runner import ViewRunner, open_views
 from bus.runtime.policy import Policy
 from bus.runtime.service import Runtime
 from bus.runtime.tool_host import ToolHost
-from bus.settings import Settings
+from bus.settings import Settings, redacted
 from bus.transport.connection import connect, ensure_streams
 from bus.transport.subjects import Subjects
 
@@ -65,7 +65,8 @@ async def run_runtime(settings: Settings, policy: Policy, stop: asyncio.Event) -
     relay_task = asyncio.create_task(relay.run())
     views = ViewRunner(ledger, open_views(settings))
     views_task = asyncio.create_task(views.run(nc, subjects))
-    log.info("runtime serving %s with ledger %s", subjects.runtime_all, settings.ledger_url())
+    where = redacted(settings.ledger_url())
+    log.info("runtime serving %s with ledger %s", subjects.runtime_all, where)
     try:
         await stop.wait()
     finally:

@@ -163,3 +163,22 @@ def test_the_benchmark_runs_every_path_next_to_its_baseline(tmp_path: Path) -> N
         "relay publish (per event)",
         "inbox consume (fetch 1, ack)",
     ]
+
+
+def test_errors_are_a_line_or_two_with_secrets_redacted(tmp_path: Path) -> None:
+    version = claimcheck("--version")
+    assert version.returncode == 0 and version.stdout.startswith("claimcheck ")
+
+    nowhere = {"CLAIMCHECK_LEDGER": "postgresql://bob:hunter2@127.0.0.1:1/ledger"}
+    wrong_ledger = claimcheck("status", state_dir=tmp_path, env=nowhere, timeout=30)
+    said = wrong_ledger.stdout + wrong_ledger.stderr
+    assert wrong_ledger.returncode == 1
+    assert "cannot open the ledger at postgresql://bob:***@127.0.0.1:1/ledger" in said
+    assert "hunter2" not in said and "Traceback" not in said
+
+    a_file = tmp_path / "schemas.json"
+    a_file.write_text("{}")
+    for bad in (["schemas", "export", str(a_file)], ["bench", "--count", "0"]):
+        result = claimcheck(*bad)
+        assert result.returncode != 0, bad
+        assert "Traceback" not in result.stdout + result.stderr, bad

@@ -1,5 +1,5 @@
 """``python -m bus.operations.cli``: the command line, for processes started without the script."""
 
-from bus.operations.cli import app
+from bus.operations.cli import main
 
-app()
+main()

@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -16,7 +19,7 @@ from nats.errors import Error as NatsError
 from rich.console import Console
 
 from bus.ledger import Ledger, LedgerError
-from bus.settings import Settings
+from bus.settings import Settings, redacted
 from bus.transport.subjects import OPERATOR, Subjects
 from projections import EscalationsView
 from projections.escalations import fold_escalations
@@ -48,6 +51,44 @@ StateDir = Annotated[
 
 def settings_for(state_dir: Path | None) -> Settings:
     return Settings(state_dir=state_dir) if state_dir else Settings()
+
+
+def print_version(asked: bool) -> None:
+    if asked:
+        print(f"claimcheck {metadata.version('claimcheck')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=print_version, is_eager=True
+        ),
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+) -> None:
+    """An event-sourced, governed message bus for multi-agent AI workflows."""
+    DEBUG.set(debug)
+
+
+DEBUG: ContextVar[bool] = ContextVar("debug", default=False)
+
+
+def main() -> None:
+    """The ``claimcheck`` script: an unexpected error is one line unless ``--debug`` is given."""
+    try:
+        app()
+    except Exception as error:
+        if DEBUG.get():
+            raise
+        notes.print(
+            f"error: {type(error).__name__}: {error} (run with --debug for the traceback)",
+            markup=False,
+            highlight=False,
+        )
+        sys.exit(1)
 
 
 def fail(message: str) -> typer.Exit:
@@ -117,7 +158,7 @@ def from_stack_or_ledger(
     try:
         return over_nats(settings, action)
     except StackDown as down:
-        notes.print(f"{down}; reading the ledger at {settings.ledger_url()} instead")
+        notes.print(f"{down}; reading the ledger at {redacted(settings.ledger_url())} instead")
         return from_ledger()
 
 
@@ -125,7 +166,8 @@ def open_ledger(settings: Settings) -> Ledger:
     try:
         return Ledger.from_url(settings.ledger_url())
     except Exception as error:  # a missing file, a refused connection, a bad URL
-        raise fail(f"cannot open the ledger at {settings.ledger_url()}: {error}") from None
+        where = redacted(settings.ledger_url())
+        raise fail(f"cannot open the ledger at {where}: {error}") from None
 
 
 def ledger_history(settings: Settings, workflow: str) -> list:

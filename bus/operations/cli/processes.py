@@ -170,8 +170,8 @@ def stack_refusals() -> Iterator[None]:
 
 @app.command()
 def bench(
-    count: Annotated[int, typer.Option(help="Operations per path.")] = 1000,
-    concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 16,
+    count: Annotated[int, typer.Option(min=1, help="Operations per path.")] = 1000,
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at once.")] = 16,
 ) -> None:
     """Measure each hot path next to its raw baseline, on a private nats-server and disk."""
     from bus.operations.bench import run_bench
@@ -202,5 +202,7 @@ def schemas_export(directory: Path) -> None:
     """Write one JSON Schema file per wire type."""
     from handoff_schemas import export_schemas
 
+    if directory.exists() and not directory.is_dir():
+        raise fail(f"{directory} is a file: give a directory to write the schemas into")
     for path in export_schemas(directory):
         console.print(str(path))
