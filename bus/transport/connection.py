@@ -57,9 +57,7 @@ async def connect(settings: Settings, name: str, patient: bool = True) -> Client
         }
     if patient:
         watch = ConnectionLog(name)
-        options.update(
-            error_cb=watch.error, disconnected_cb=watch.lost, reconnected_cb=watch.regained
-        )
+        options.update(error_cb=watch.error, reconnected_cb=watch.regained)
     else:
         options["error_cb"] = _quiet  # the caller reports the failure itself
     try:
@@ -105,8 +103,9 @@ async def _quiet(error: Exception) -> None:
 
 
 class ConnectionLog:
-    """A lost connection is logged once, then at most once a minute while it stays lost:
-    a client retrying five times a second must not fill the disk with the same line."""
+    """A lost connection is logged at its first failed attempt, then at most once a minute
+    while it stays lost: a client retrying five times a second must not fill the disk with
+    the same line. (A client's own close is not a loss, so it is not logged.)"""
 
     def __init__(self, name: str, every: float = 60.0) -> None:
         self.name = name
@@ -121,9 +120,6 @@ class ConnectionLog:
             return
         log.warning("%s: NATS: %s (%d more since the last report)", self.name, error, self.unlogged)
         self.last_logged, self.unlogged = now, 0
-
-    async def lost(self) -> None:
-        log.warning("%s: disconnected from NATS; reconnecting", self.name)
 
     async def regained(self) -> None:
         log.info("%s: reconnected to NATS", self.name)
