@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     smtp_port: int = 8025
     tickets_db: Path | None = Field(None, description="SQLite file of the ticket tool.")
     tool_timeout: float = Field(10.0, gt=0, description="Seconds the runtime waits for a tool.")
+    tool_lease: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds a tool host's claim on an idempotency key lasts without renewal: "
+        "how soon another host takes over the call of a host that died mid-effect.",
+    )
     request_timeout: float = Field(
         30.0, gt=0, description="Seconds an agent waits for the runtime."
     )

@@ -25,6 +25,8 @@ class WorkflowView:
     checkpoints: dict[str, Any] = field(default_factory=dict)
     permissions: list[dict[str, Any]] = field(default_factory=list)
     tool_executions: list[dict[str, Any]] = field(default_factory=list)
+    tool_unavailable: list[dict[str, Any]] = field(default_factory=list)
+    unknown_outcomes: list[dict[str, Any]] = field(default_factory=list)
     evidence: list[dict[str, Any]] = field(default_factory=list)
     claims: list[dict[str, Any]] = field(default_factory=list)
     handoffs: list[dict[str, Any]] = field(default_factory=list)
@@ -51,6 +53,10 @@ class WorkflowView:
                 self.permissions.append(data)
             case "ToolExecuted":
                 self.tool_executions.append(data)
+            case "ToolUnavailable":
+                self.tool_unavailable.append(data)
+            case "ToolOutcomeUnknown":
+                self.unknown_outcomes.append(data)
             case "EvidenceRecorded":
                 self.evidence.append(data["evidence"])
             case "CheckpointReached":

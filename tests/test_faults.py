@@ -112,6 +112,7 @@ async def faults_stack(
         smtp_port=mailbox.port,
         policy=policy,
         tool_timeout=2.0,
+        tool_lease=1.0,  # a killed tool host's claim lapses before the runtime's retry
         request_timeout=10.0,
     )
     options = {"agents": ("tests.fault_agents:mailer",), **stack_options}

@@ -256,6 +256,8 @@ class ToolExecution:
         duration_ms = (time.monotonic() - started) * 1000
 
         def record(workflow: Workflow) -> ExecuteReply:
+            if result.reconciled:
+                workflow.note_unknown_outcome(agent, action["tool"], result.reconciled, step_key)
             workflow.execute_tool(
                 agent,
                 action["tool"],
