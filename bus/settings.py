@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     smtp_port: int = 8025
     tickets_db: Path | None = Field(None, description="SQLite file of the ticket tool.")
     tool_timeout: float = Field(10.0, gt=0, description="Seconds the runtime waits for a tool.")
+    tool_availability_window: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds the runtime keeps asking when no tool host answers (restarts), "
+        "with backoff and jitter, before the failure table counts a failure.",
+    )
     tool_lease: float = Field(
         5.0,
         gt=0,
