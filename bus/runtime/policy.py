@@ -47,6 +47,8 @@ FailureKind = Literal[
 Strategy = Literal["retry", "repair", "replan", "escalate", "stop", "fail"]
 MODEL_STRATEGIES = frozenset({"repair", "replan"})
 """Strategies whose next attempt calls the model, so the budget must cover it."""
+RETRYING = frozenset({"retry", *MODEL_STRATEGIES})
+"""Strategies that try again; once attempts run out, each ends in ``exhausted`` instead."""
 
 
 class PolicyError(ValueError):
@@ -95,6 +97,8 @@ class FailureStrategy(Strict):
     max_attempts: int = Field(1, ge=1)
     backoff_seconds: float = Field(0.0, ge=0)
     exhausted: Strategy = "escalate"
+    """What ends the workflow's wait once attempts run out: ``fail`` (with the reason),
+    ``stop``, or ``escalate`` to a human; a retrying strategy here escalates."""
 
 
 DEFAULT_FAILURES: dict[str, FailureStrategy] = {
@@ -212,11 +216,9 @@ class Policy(Strict):
                 max_attempts=table.max_attempts,
                 delay_seconds=table.backoff_seconds * 2 ** (attempt - 1),
             )
-        final = (
-            table.strategy
-            if table.strategy not in ("retry", "repair", "replan")
-            else table.exhausted
-        )
+        final = table.strategy if table.strategy not in RETRYING else table.exhausted
+        if final in RETRYING:  # "retry again" once the retries ran out would never end
+            final = "escalate"
         return RetryDecision(strategy=final, attempt=attempt, max_attempts=table.max_attempts)
 
     def model_cost(self, model: str, usage: Usage) -> float:

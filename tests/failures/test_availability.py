@@ -115,6 +115,8 @@ async def test_after_the_window_the_failure_table_decides(runtime_only: Bus) -> 
     view = await run_workflow(runtime_only, handler, ScriptedModel([]))
     assert time.monotonic() - started >= 1.0
     assert refusals == ["tool_error:fail"]
+    assert view.status == "failed"  # the exhausted strategy ends the workflow, with the reason
+    assert view.outcome.startswith("tool_error after 3 of 3 attempts: no tool host serves")
     waits = view.tool_unavailable
     assert waits and all(w["kind"] == "no_responders" for w in waits)
     window_ends = {datetime.fromisoformat(w["window_ends_at"]) for w in waits}
