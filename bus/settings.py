@@ -34,6 +34,12 @@ class Settings(BaseSettings):
         description="Seconds the runtime keeps asking when no tool host answers (restarts), "
         "with backoff and jitter, before the failure table counts a failure.",
     )
+    sweep_interval: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds between the runtime's sweeps for workflows past their deadline "
+        "or stalled (the policy's [deadlines]).",
+    )
     tool_lease: float = Field(
         5.0,
         gt=0,

@@ -18,7 +18,8 @@ executes: an earlier "allowed" is never trusted at execution time.
 
 ``[failures.<kind>]`` tunes the failure table of DESIGN.md, ``[prices.<model>]``
 prices model usage per million tokens, ``[tools.<tool>]`` prices tool calls,
-and ``[budget]`` gives each workflow its default budget.
+``[budget]`` gives each workflow its default budget, and ``[deadlines]`` the
+task deadlines and the step lease the runtime's sweeper enforces.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ FailureKind = Literal[
     "permission_denied",
     "cost_budget_exceeded",
     "unverified_claim",
+    "step_stalled",
+    "deadline_exceeded",
 ]
 Strategy = Literal["retry", "repair", "replan", "escalate", "stop", "fail"]
 MODEL_STRATEGIES = frozenset({"repair", "replan"})
@@ -113,6 +116,10 @@ DEFAULT_FAILURES: dict[str, FailureStrategy] = {
     "permission_denied": FailureStrategy(strategy="escalate"),
     "cost_budget_exceeded": FailureStrategy(strategy="stop"),
     "unverified_claim": FailureStrategy(strategy="escalate"),
+    # The sweeper's findings: a stalled step gets its handoff delivered once more, then a
+    # human; a workflow past its task's deadline fails.
+    "step_stalled": FailureStrategy(strategy="retry", max_attempts=2, exhausted="escalate"),
+    "deadline_exceeded": FailureStrategy(strategy="fail"),
 }
 
 
@@ -151,12 +158,27 @@ class Budget(Strict):
     )
 
 
+class Deadlines(Strict):
+    """How long work may take before the runtime's sweeper acts on it (failure table kinds
+    ``deadline_exceeded`` and ``step_stalled`` say how)."""
+
+    default_task_seconds: float = Field(3600.0, gt=0, description="A task's deadline.")
+    tasks: dict[str, float] = Field({}, description="Deadlines of named tasks, in seconds.")
+    step_lease_seconds: float = Field(
+        300.0, gt=0, description="A running workflow with no new event for this long is stalled."
+    )
+
+    def for_task(self, task: str) -> float:
+        return self.tasks.get(task, self.default_task_seconds)
+
+
 class Policy(Strict):
     rules: list[Rule] = []
     failures: dict[FailureKind, FailureStrategy] = {}
     prices: dict[str, Price] = {}
     tools: dict[str, ToolPrice] = {}
     budget: Budget = Budget()
+    deadlines: Deadlines = Deadlines()
 
     @classmethod
     def load(cls, path: Path | None = None) -> Policy:
