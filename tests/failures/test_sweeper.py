@@ -80,6 +80,7 @@ async def test_a_step_that_stays_stalled_is_escalated_and_a_human_can_resume_it(
     assert [f["kind"] for f in view.failures] == ["step_stalled", "step_stalled"]
     [escalation] = view.escalations
     assert escalation["kind"] == "step_stalled" and escalation["agent"] == "triage"
+    assert view.waiting.startswith(f"a human: escalation {escalation['escalationId']}")
     assert len(deliveries) == 2
 
     assert await approve_and_finish(bus, does_nothing_twice, escalation["escalationId"]) == (
