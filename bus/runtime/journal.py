@@ -48,6 +48,8 @@ from handoff_schemas import ToolResult
 log = logging.getLogger(__name__)
 
 State = Literal["claimed", "done", "released"]
+RECORD_ATTEMPTS = 8
+"""Tries to record a result while NATS is away (about 10 s with the backoff)."""
 
 
 class Entry(msgspec.Struct, rename="camel"):
@@ -164,21 +166,20 @@ class SharedJournal:
         renewing = asyncio.create_task(lease.renew())
         try:
             result = await effect(reconciling)
+            if reconciling:
+                result = msgspec.structs.replace(result, reconciled=reconciling)
+            transient = result.status == "failed" and result.transient
+            final = msgspec.structs.replace(
+                lease.claim,
+                state="released" if transient else "done",
+                result=None if transient else result,
+            )
+            recorded = await lease.finish(final)  # still renewing while NATS is away
         finally:
             renewing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewing
-        if reconciling:
-            result = msgspec.structs.replace(result, reconciled=reconciling)
-        transient = result.status == "failed" and result.transient
-        final = msgspec.structs.replace(
-            lease.claim,
-            state="released" if transient else "done",
-            result=None if transient else result,
-        )
-        try:
-            await self.kv.update(name, msgspec.json.encode(final), last=lease.revision)
-        except KeyWrongLastSequenceError:
+        if not recorded:
             # Our lease lapsed (this process stalled) and another host took the key over:
             # both ran the effect. Keep the journal's first answer; say so loudly.
             log.error("%s: lost the claim while acting; another host ran it too", claim.key)
@@ -190,28 +191,60 @@ class SharedJournal:
 
 
 class _Lease:
-    """Keeps a claim alive while its owner acts: a heartbeat every third of the lease."""
+    """Keeps a claim alive while its owner acts: a heartbeat every third of the lease.
+
+    The heartbeat and the final record take turns (a lock), since each names the
+    revision the other wrote; after the final record the heartbeat stops for good.
+    """
 
     def __init__(self, journal: SharedJournal, name: str, claim: Entry, revision: int) -> None:
         self.journal = journal
         self.name = name
         self.claim = claim
         self.revision = revision
+        self.finished = False
+        self._turn = asyncio.Lock()
 
     async def renew(self) -> None:
         while True:
             await asyncio.sleep(self.journal.lease_seconds / 3)
-            renewed = msgspec.structs.replace(
-                self.claim, lease_until=time.time() + self.journal.lease_seconds
-            )
-            try:
-                self.revision = await self.journal.kv.update(
-                    self.name, msgspec.json.encode(renewed), last=self.revision
+            async with self._turn:
+                if self.finished:
+                    return
+                renewed = msgspec.structs.replace(
+                    self.claim, lease_until=time.time() + self.journal.lease_seconds
                 )
-            except KeyWrongLastSequenceError:
-                log.error("%s: the claim was taken over while this host acts", self.claim.key)
-                return
-            except Exception as error:  # NATS reconnecting: try again at the next beat
-                log.warning("%s: could not renew the lease: %s", self.claim.key, error)
-                continue
-            self.claim = renewed
+                try:
+                    self.revision = await self.journal.kv.update(
+                        self.name, msgspec.json.encode(renewed), last=self.revision
+                    )
+                except KeyWrongLastSequenceError:
+                    log.error("%s: the claim was taken over while this host acts", self.claim.key)
+                    return
+                except Exception as error:  # NATS reconnecting: try again at the next beat
+                    log.warning("%s: could not renew the lease: %s", self.claim.key, error)
+                    continue
+                self.claim = renewed
+
+    async def finish(self, final: Entry) -> bool:
+        """Record the outcome over our claim; ``False`` if another host holds the key now.
+
+        A NATS error is retried for a while: the effect happened, and a result lost here
+        would make the next host reconcile an outcome this host knows.
+        """
+        async with self._turn:
+            self.finished = True
+            for attempt in range(RECORD_ATTEMPTS):
+                try:
+                    self.revision = await self.journal.kv.update(
+                        self.name, msgspec.json.encode(final), last=self.revision
+                    )
+                    return True
+                except KeyWrongLastSequenceError:
+                    return False
+                except Exception as error:
+                    if attempt == RECORD_ATTEMPTS - 1:
+                        raise
+                    log.warning("%s: could not record the result: %s", self.claim.key, error)
+                    await asyncio.sleep(min(0.2 * 2**attempt, 2.0))
+        raise AssertionError("unreachable")

@@ -61,7 +61,12 @@ class ToolHost:
         tool = self.tools[msg.subject.rsplit(".", 1)[-1]]
         attributes = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool.name}
         with telemetry.span(f"execute_tool {tool.name}", msg.headers, kind="SERVER", **attributes):
-            await self._answer_call(msg, tool)
+            try:
+                await self._answer_call(msg, tool)
+            except Exception:
+                # The journal was unreachable (NATS away). No answer is the honest one: the
+                # runtime's call times out and is asked again within its availability window.
+                log.exception("%s: no answer given", tool.name)
 
     async def _answer_call(self, msg: Msg, tool: Tool) -> None:
         try:

@@ -229,3 +229,15 @@ def test_the_journal_entry_is_plain_json() -> None:
     """Operators read the journal with the nats CLI: the entry names its key and owner."""
     entry = Entry("wf/h/1", "claimed", "host-1", 1.0)
     assert json.loads(msgspec.json.encode(entry))["leaseUntil"] == 1.0
+
+
+async def test_a_slow_effect_keeps_its_claim_past_the_lease(hosts: Hosts) -> None:
+    """The owner renews its lease while it acts: a slow SMTP server is not a dead host."""
+    key = f"wf/{uuid4().hex}/1"
+    hosts.mailbox.rcpt_delays.append(LEASE * 3)
+    results = await asyncio.gather(*(hosts.call("send_email", email_call(key)) for _ in range(6)))
+    assert {r.refs["messageId"] for r in results} == {results[0].refs["messageId"]}
+    assert all(r.reconciled == "" for r in results)
+    assert len(hosts.mailbox.received) == 1
+    entry = await hosts.journal(key)
+    assert entry.state == "done" and entry.attempts == 1 and entry.unknown == []
