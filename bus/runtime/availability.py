@@ -17,9 +17,11 @@ share that execution (see :meth:`bus.runtime.execution.ToolExecution.run_tool`).
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from nats.aio.client import Client
 from nats.errors import (
@@ -57,6 +59,28 @@ CONNECTION_ERRORS = (
     OutboundBufferLimitError,
     StaleConnectionError,
 )
+
+
+T = TypeVar("T")
+
+
+class InFlight(Generic[T]):
+    """Runs keyed by step: a request for a step already running joins that run.
+
+    Without it, an agent asking again while the runtime waits out a tool host would
+    start a second window of calls beside the first.
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[str, asyncio.Future[T]] = {}
+
+    async def join(self, key: str, start: Callable[[], Awaitable[T]]) -> T:
+        running = self._running.get(key)
+        if running is None:
+            running = asyncio.ensure_future(start())
+            self._running[key] = running
+            running.add_done_callback(lambda _: self._running.pop(key, None))
+        return await asyncio.shield(running)  # a caller that gives up leaves the run going
 
 
 class ToolUnavailable(Exception):

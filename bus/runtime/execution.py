@@ -17,7 +17,7 @@ from nats.aio.client import Client
 from pydantic import ValidationError
 
 from bus.ledger import Workflow
-from bus.runtime.availability import ToolCaller, ToolUnavailable
+from bus.runtime.availability import InFlight, ToolCaller, ToolUnavailable
 from bus.runtime.catalogue import Tool
 from bus.runtime.governance import after_failure, rule_uses
 from bus.runtime.policy import Decision, Policy
@@ -53,7 +53,7 @@ class ToolExecution:
         self.nc = nc
         self.settings = settings  # read per call: the tool timeout may be tuned while serving
         self.subjects = Subjects(settings.prefix)
-        self._running: dict[str, asyncio.Future[ExecuteReply]] = {}
+        self._running: InFlight[ExecuteReply] = InFlight()
 
     def operations(self) -> dict[str, Handler]:
         return {"execute": self.execute, "permit": self.permit, "denied": self.denied}
@@ -188,21 +188,12 @@ class ToolExecution:
         permission: str,
         rule: str,
     ) -> ExecuteReply:
-        """Run the step's tool call, or join the run of it already under way in this replica.
-
-        An agent asks again when the runtime is slow to answer (it may be waiting out an
-        unavailable tool host); the repeated request waits for the same run instead of
-        starting a second window of calls beside it.
-        """
-        key = f"{workflow_id}/{step_key}/{permission}"
-        running = self._running.get(key)
-        if running is None:
-            running = asyncio.ensure_future(
-                self._run_tool(agent, workflow_id, step_key, action, permission, rule)
-            )
-            self._running[key] = running
-            running.add_done_callback(lambda _: self._running.pop(key, None))
-        return await asyncio.shield(running)
+        """Run the step's tool call, or join the run of it already under way in this replica
+        (an agent asks again while the runtime waits out an unavailable tool host)."""
+        return await self._running.join(
+            f"{workflow_id}/{step_key}/{permission}",
+            lambda: self._run_tool(agent, workflow_id, step_key, action, permission, rule),
+        )
 
     async def _run_tool(
         self,
