@@ -331,7 +331,7 @@ async def web_console(settings: Settings) -> AsyncIterator[str]:
     import uvicorn
 
     from bus.operations.console.app import create_app
-    from bus.operations.console.server import ConsoleServer, listening_socket
+    from bus.operations.console.server import ConsoleServer, listening_socket, stop_server
 
     sock = listening_socket("127.0.0.1", 0)
     config = uvicorn.Config(create_app(settings, CONSOLE_TOKEN), log_level="warning")
@@ -344,7 +344,7 @@ async def web_console(settings: Settings) -> AsyncIterator[str]:
     try:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
-        server.should_exit = True
+        stop_server(server)
         await serving
 
 

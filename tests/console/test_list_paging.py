@@ -106,9 +106,10 @@ async def test_the_console_serves_a_deep_page_of_100000_workflows(big_list: Sett
         assert listed.status == 200, listed.body
         found = listed.json()
         assert found["total"] == COUNT // 5
-        assert ids(found["workflows"]) == [i for i in range(COUNT, 0, -1) if i % 5 == 2][
-            1998 * 50 : 1999 * 50
-        ]
+        assert (
+            ids(found["workflows"])
+            == [i for i in range(COUNT, 0, -1) if i % 5 == 2][1998 * 50 : 1999 * 50]
+        )
         assert found["stackUp"] is False  # no stack here: the ledger, read-only
         html = await get(f"{url}/?page=2&status=failed")
         assert html.status == 200 and "20000 workflow(s), page 2 of 400" in html.body

@@ -46,13 +46,19 @@ def ui(
     port: UiPort = 8280,
 ) -> None:
     """Serve the web console: workflows, traces, escalations, replay, live updates."""
-    from bus.operations.console.server import console_server, listening_socket, url_of
+    from bus.operations.console.server import (
+        console_server,
+        listening_socket,
+        serve_console,
+        url_of,
+    )
+    from bus.operations.services import serve_until_stopped
 
     settings = settings_for(state_dir)
     try:
         sock = listening_socket(host, port)
     except OSError as error:
         raise fail(f"the console cannot listen on {host}:{port}: {error}") from None
-    server = console_server(settings, host, sock.getsockname()[1])
+    server = console_server(settings, host, sock.getsockname()[1], embedded=True)
     announce(settings, url_of(host, sock.getsockname()[1]))
-    asyncio.run(server.serve(sockets=[sock]))
+    asyncio.run(serve_until_stopped(lambda stop: serve_console(server, sock, stop)))

@@ -146,7 +146,12 @@ async def web_console(settings: Settings, port: int) -> AsyncIterator[None]:
         yield
         return
     from bus.operations.cli.console import announce
-    from bus.operations.console.server import console_server, listening_socket, url_of
+    from bus.operations.console.server import (
+        console_server,
+        listening_socket,
+        stop_server,
+        url_of,
+    )
 
     try:
         sock = listening_socket("127.0.0.1", port)
@@ -160,7 +165,7 @@ async def web_console(settings: Settings, port: int) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        server.should_exit = True
+        stop_server(server)
         await asyncio.gather(serving, return_exceptions=True)
 
 

@@ -168,12 +168,14 @@ async def live(request: Request) -> StreamingResponse:
     async def stream() -> AsyncIterator[str]:
         try:
             yield f"event: hello\ndata: {json.dumps(stack_state(console))}\n\n"
-            while not await request.is_disconnected():
+            while not console.live.closing:
                 try:
                     update = await asyncio.wait_for(queue.get(), HEARTBEAT_SECONDS)
                 except TimeoutError:
                     yield ": still here\n\n"
                     continue
+                if not update:  # the server is stopping
+                    return
                 yield f"data: {json.dumps(update)}\n\n"
         finally:
             console.live.forget(queue)

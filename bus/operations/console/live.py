@@ -34,6 +34,7 @@ class Live:
         self.nc: Client | None = None
         self.down_reason = "not connected yet"
         self.listeners: set[asyncio.Queue[dict[str, Any]]] = set()
+        self.closing = False
         self._task: asyncio.Task[None] | None = None
         # an address found in <state>/nats.url is read again on each try: `claimcheck up`
         # started after the console writes a new one
@@ -55,6 +56,13 @@ class Live:
             with contextlib.suppress(Exception):
                 await self.nc.close()
             self.nc = None
+
+    def close_streams(self) -> None:
+        """Tell every live stream to end: the server is stopping."""
+        self.closing = True
+        for queue in list(self.listeners):
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait({})
 
     def listen(self) -> asyncio.Queue[dict[str, Any]]:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
