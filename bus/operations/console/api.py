@@ -59,7 +59,7 @@ async def list_page(request: Request, filters: ListFilters) -> dict[str, Any]:
 
 
 def stack_state(console: Any) -> dict[str, Any]:
-    return {"stackUp": console.live.nc is not None, "stackDown": console.live.down_reason}
+    return {"stackUp": console.live.connected, "stackDown": console.live.why_down}
 
 
 @router.get("/workflows", summary="Workflows, newest first, filtered and paged")
@@ -116,10 +116,10 @@ async def resolve_escalation(
     from bus.operations.operators import OperatorError, resolve
 
     nc = console.live.nc
-    if nc is None:
+    if nc is None or not console.live.connected:
         raise HTTPException(
             503,
-            f"approvals need the running stack ({console.live.down_reason}): start it with "
+            f"approvals need the running stack ({console.live.why_down}): start it with "
             f"`claimcheck up --state-dir {console.settings.state_dir}`",
         )
     try:
@@ -147,7 +147,7 @@ async def artifact(request: Request, artifact_id: str) -> dict[str, Any]:
     from bus.transport.artifacts import ArtifactStore
 
     console = console_of(request)
-    if console.live.nc is None:
+    if console.live.nc is None or not console.live.connected:
         raise HTTPException(503, "artifacts are in the stack's object store: the stack is down")
     store = ArtifactStore(console.live.nc.jetstream(), console.live.subjects.artifact_bucket)
     try:

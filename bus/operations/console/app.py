@@ -94,7 +94,7 @@ def create_app(settings: Settings, token: str | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         console.data = await run_in_threadpool(ConsoleData, settings)
-        console.live.start()
+        await console.live.start()
         try:
             yield
         finally:

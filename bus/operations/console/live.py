@@ -44,7 +44,20 @@ class Live:
         path = self.settings.state_dir / name
         return path.read_text().strip() if path.exists() else ""
 
-    def start(self) -> None:
+    @property
+    def connected(self) -> bool:
+        return self.nc is not None and self.nc.is_connected
+
+    @property
+    def why_down(self) -> str:
+        if self.nc is not None and not self.nc.is_connected:
+            return "the connection to the stack's NATS is lost; reconnecting"
+        return self.down_reason
+
+    async def start(self) -> None:
+        """Connect now (the first page must tell the truth about the stack), then keep trying
+        in the background whenever the connection is gone."""
+        await self._try_connect()
         self._task = asyncio.get_running_loop().create_task(self._keep_connected())
 
     async def stop(self) -> None:
@@ -79,13 +92,18 @@ class Live:
 
     async def _keep_connected(self) -> None:
         while True:
-            if self.nc is None or self.nc.is_closed:
-                try:
-                    await self._connect()
-                except Exception as error:  # no deployment, refused, a wrong server
-                    self.nc = None
-                    self.down_reason = f"{type(error).__name__}: {error}"
             await asyncio.sleep(RETRY_SECONDS)
+            await self._try_connect()
+
+    async def _try_connect(self) -> None:
+        if self.nc is not None and not self.nc.is_closed:
+            return  # connected, or reconnecting by itself
+        self.nc = None
+        try:
+            await self._connect()
+        except Exception as error:  # no deployment, refused, a wrong server
+            self.nc = None
+            self.down_reason = f"{type(error).__name__}: {error}"
 
     async def _connect(self) -> None:
         from bus.transport.connection import connect
