@@ -12,10 +12,12 @@
     });
   }
   var timer = null;
+  // A form someone has started to fill in is never swapped out under them: the
+  // redraw waits until it is submitted or emptied.
   function busy() {
-    var active = document.activeElement;
     var live = document.getElementById("live");
-    return active && live.contains(active) && active.tagName === "INPUT" && active.value;
+    return Array.prototype.some.call(live.querySelectorAll("input:not([type=hidden])"),
+      function (input) { return input.value && input.defaultValue !== input.value; });
   }
   function refresh() {
     if (busy()) { timer = setTimeout(refresh, 1000); return; }
@@ -23,6 +25,7 @@
       return response.ok ? response.text() : null;
     }).then(function (html) {
       if (html === null) return;
+      if (busy()) { timer = setTimeout(refresh, 1000); return; }
       var live = document.getElementById("live");
       var open = Array.from(live.querySelectorAll("details[open]"), function (d) {
         return Array.prototype.indexOf.call(live.querySelectorAll("details"), d);
