@@ -67,6 +67,10 @@ async def test_pages_as_json_replay_and_a_guarded_approval_seen_live(
         spec = (await get(f"{url}/openapi.json")).json()
         assert {"/api/workflows", "/api/workflows/{workflow_id}/replay"} <= set(spec["paths"])
 
+        (waiting,) = (await get(f"{url}/api/escalations")).json()["escalations"]
+        assert (waiting["workflow_id"], waiting["action"]["tool"]) == (press, "send_email")
+        assert "held back: <b>send_email</b>" in (await get(f"{url}/escalations")).body
+
         answer = f"{url}/api/escalations/{escalation['escalationId']}/approve"
         assert (await post_json(answer, {"approver": "mallory"})).status == 401
         wrong = {"Authorization": "Bearer guessed"}
@@ -90,6 +94,7 @@ async def test_pages_as_json_replay_and_a_guarded_approval_seen_live(
         sent = [e for e in page["evidence"] if e["action"] == "send_email"]
         assert [e["status"] for e in sent] == ["denied", "succeeded"]
         assert page["chain"]["intact"] and page["state"]["status"] == "completed"
+        assert (await get(f"{url}/api/escalations")).json()["escalations"] == []
         again = await post_json(answer, {"approver": "erin"}, BEARER)
         assert again.status == 409 and "already resolved" in again.json()["detail"]
 

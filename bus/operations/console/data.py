@@ -67,9 +67,25 @@ class ConsoleData:
         rows, total = workflow_page(self.views, **filters)
         return {"workflows": rows, "total": total, "agents": agents(self.views)}
 
-    def escalations(self) -> list[dict[str, Any]]:
+    def escalations(self, limit: int = 200) -> list[dict[str, Any]]:
+        """The open escalations (oldest first), each with the action it holds back, which is
+        recorded in its workflow's history, not in the view."""
         self.catch_up()
-        return open_escalations(self.views)
+        found = []
+        for row in open_escalations(self.views)[:limit]:
+            recorded = next(
+                (
+                    e.data["escalation"]
+                    for e in self.history(row["workflow_id"])
+                    if e.type == "EscalationRaised"
+                    and e.data["escalation"]["escalationId"] == row["escalation_id"]
+                ),
+                {},
+            )
+            found.append(
+                {**row, "action": recorded.get("action"), "stepKey": recorded.get("stepKey")}
+            )
+        return found
 
     def history(self, workflow_id: str) -> list[EventEnvelope]:
         try:
