@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
@@ -18,12 +18,15 @@ from pydantic import BaseModel, Field
 
 from bus.operations.console.data import NoWorkflow
 
+if TYPE_CHECKING:
+    from bus.operations.console.app import Console
+
 router = APIRouter(prefix="/api", tags=["console"])
 HEARTBEAT_SECONDS = 15.0
 
 
-def console_of(request: Request):  # type: ignore[no-untyped-def]
-    return request.app.state.console
+def console_of(request: Request) -> Console:
+    return request.app.state.console  # type: ignore[no-any-return]
 
 
 class ListFilters(BaseModel):
@@ -58,7 +61,7 @@ async def list_page(request: Request, filters: ListFilters) -> dict[str, Any]:
     return {**found, "page": filters.page, "size": filters.size, **stack_state(console)}
 
 
-def stack_state(console: Any) -> dict[str, Any]:
+def stack_state(console: Console) -> dict[str, Any]:
     return {"stackUp": console.live.connected, "stackDown": console.live.why_down}
 
 
@@ -84,7 +87,7 @@ async def workflow(request: Request, workflow_id: str) -> dict[str, Any]:
 async def replay_state(request: Request, workflow_id: str, until: int | None) -> dict[str, Any]:
     console = console_of(request)
     try:
-        return await console.read(console.store.replay, workflow_id, until)  # type: ignore[no-any-return]
+        return await console.read(console.store.replay, workflow_id, until)
     except NoWorkflow:
         raise HTTPException(404, f"no workflow {workflow_id!r}") from None
     except ValueError as error:
@@ -110,7 +113,7 @@ class Answer(BaseModel):
 
 
 async def resolve_escalation(
-    console: Any, escalation_id: str, decision: str, approver: str, reason: str
+    console: Console, escalation_id: str, decision: str, approver: str, reason: str
 ) -> dict[str, Any]:
     """Send the human's answer as the operator, exactly like ``claimcheck escalations``."""
     from bus.operations.operators import OperatorError, resolve

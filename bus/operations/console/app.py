@@ -13,9 +13,10 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlencode, urlparse
 
 from fastapi import FastAPI, HTTPException, Request
@@ -27,6 +28,7 @@ from bus.operations.console.data import ConsoleData
 from bus.operations.console.live import Live
 from bus.settings import Settings
 
+T = TypeVar("T")
 HERE = Path(__file__).parent
 CSRF_COOKIE = "cc_csrf"
 TOKEN_COOKIE = "cc_token"
@@ -68,7 +70,7 @@ class Console:
     def token_ok(self, offered: str | None) -> bool:
         return bool(offered) and hmac.compare_digest(str(offered), self.token)
 
-    async def read(self, function, *args, **kwargs):  # type: ignore[no-untyped-def]
+    async def read(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Ledger and view reads are blocking database calls: off the event loop."""
         return await run_in_threadpool(function, *args, **kwargs)
 
