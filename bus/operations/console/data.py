@@ -48,6 +48,8 @@ class ConsoleData:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        if settings.ledger_url().startswith("sqlite"):  # a console may start before the stack
+            settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger.from_url(settings.ledger_url())
         self.views: ViewStore = open_views(settings)
         self._runner = ViewRunner(self.ledger, self.views)
