@@ -54,6 +54,7 @@ async def test_approve_the_journalists_escalation_and_watch_the_email_arrive_liv
         assert "held back: send_email" in await escalation.inner_text()
         assert "sign in with the console token" in await escalation.inner_text()
         assert "hash chain intact" in await operator.locator("#chain").inner_text()
+        assert await operator.locator("#stack-down").count() == 0  # the stack is up
         if shots:
             await operator.screenshot(
                 path=str(Path(shots) / "console-workflow.png"), full_page=True

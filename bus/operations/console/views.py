@@ -36,6 +36,7 @@ def render(request: Request, template: str, context: dict[str, Any]) -> HTMLResp
         template,
         {
             **context,
+            **stack_state(console),
             "fragment": request.headers.get("x-fragment") == "1",
             "csrf": csrf,
             "operator": request.cookies.get(NAME_COOKIE)
@@ -91,7 +92,7 @@ async def one_workflow(
 async def escalation_list(request: Request) -> Response:
     console = console_of(request)
     found = await console.read(console.store.escalations)
-    return render(request, "escalations.html", {"escalations": found, **stack_state(console)})
+    return render(request, "escalations.html", {"escalations": found})
 
 
 @router.post("/login")
