@@ -48,7 +48,12 @@ class Evidence(WireStruct):
 
     Only the runtime writes evidence. ``refs`` holds the tool's own references
     (``messageId`` for an email, ``ticketId`` for a ticket) so an auditor can
-    check the side effect in the real system.
+    check the side effect in the real system. ``facts`` holds the fields of the
+    tool's input and output that its catalogue entry declares to be facts (the
+    recipient, a ticket's severity): what a claim's asserted facts are checked
+    against. ``stepKey`` names the step that produced it, so a verdict can tell a
+    step's latest outcome from one it superseded. Both are in the hash; records
+    written before they existed lack them and still verify.
     """
 
     audit_id: str
@@ -64,6 +69,8 @@ class Evidence(WireStruct):
     hash: str
     tool: str | None = None
     refs: dict[str, str] = {}
+    facts: dict[str, Any] = {}
+    step_key: str = ""
 
 
 def evidence_hash(record: dict[str, Any]) -> str:

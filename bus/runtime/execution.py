@@ -176,6 +176,8 @@ class ToolExecution:
             rule=decision.rule,
             tool=action["tool"],
             status="denied",
+            facts=self._facts(action, {}),
+            step_key=step_key,
         )
         advice = after_failure(
             workflow,
@@ -274,6 +276,8 @@ class ToolExecution:
                 tool=action["tool"],
                 status=result.status,
                 refs=result.refs,
+                facts=self._facts(action, result.refs),
+                step_key=step_key,
             )
             output = result.output if result.status == "succeeded" else {"error": result.error}
             return ExecuteReply(evidence=evidence, output=output)
@@ -287,6 +291,11 @@ class ToolExecution:
             require_open=not approved,
             redo=approved,
         )
+
+    def _facts(self, action: dict[str, Any], refs: dict[str, str]) -> dict[str, Any]:
+        """The facts the tool declares, read from what was asked and what it returned."""
+        tool = self.tools.get(action["tool"])
+        return tool.facts(action["payload"], refs) if tool is not None else {}
 
     async def _call_tool(
         self, agent: str, workflow_id: str, step_key: str, action: dict[str, Any]
@@ -358,6 +367,7 @@ class ToolExecution:
                 rule=decision.rule,
                 status="denied",
                 refs={"agentReason": request.reason},
+                step_key=request.step_key,
             )
             return EvidenceReply(evidence=evidence)
 
