@@ -21,6 +21,7 @@ from handoff_schemas.messages import (
     ArtifactId,
     Claim,
     ClaimAssertion,
+    ClaimItem,
     Evidence,
     HandoffStatus,
     Name,
@@ -170,6 +171,9 @@ class HandoffRequest(StepRequest):
     status: HandoffStatus
     scope: str
     evidence_id: str | None = None
+    items: list[ClaimItem] = []
+    """For ``completed`` and ``verified``: the claim items the status rests on; the runtime
+    verifies them as a claim and refuses the handoff unless that claim is verified."""
 
 
 class FailureRequest(StepRequest):

@@ -87,6 +87,7 @@ def statements(event: EventEnvelope) -> list[Statement]:
                     ),
                 )
             )
+            found.extend(claim_details(claim))
         case "ReasoningRecorded":
             usage = data["usage"]
             found.append(
@@ -131,6 +132,39 @@ def statements(event: EventEnvelope) -> list[Statement]:
                 found.append(set_status(wf, "running", at))
     if event.type in STATUS_BY_EVENT:
         found.append(set_status(wf, STATUS_BY_EVENT[event.type], at))
+    return found
+
+
+def claim_details(claim: dict[str, Any]) -> list[Statement]:
+    """Each checked item with its own verdict and reason, and the unchecked remarks.
+
+    Claims recorded before structured claims have no items; they get no rows here.
+    """
+    found: list[Statement] = [
+        (
+            "INSERT INTO cc_claim_items (claim_id, position, action, target, status, "
+            "evidence_id, facts, verdict, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                claim["claimId"],
+                position,
+                item["action"],
+                item["target"],
+                item["status"],
+                item["evidenceId"],
+                json.dumps(item.get("facts", {}), sort_keys=True),
+                item["verdict"],
+                item["reason"],
+            ),
+        )
+        for position, item in enumerate(claim.get("items", []), 1)
+    ]
+    if "items" in claim:
+        found.append(
+            (
+                "INSERT INTO cc_claim_notes (claim_id, remarks, missing) VALUES (?, ?, ?)",
+                (claim["claimId"], claim.get("remarks", ""), json.dumps(claim.get("missing", []))),
+            )
+        )
     return found
 
 
@@ -181,6 +215,20 @@ def claims(view: ViewStore, unverified_only: bool = False) -> list[dict[str, Any
     rows = view.query(f"SELECT * FROM cc_claims {where} ORDER BY made_at, claim_id")
     for row in rows:
         row["evidence_ids"] = json.loads(row["evidence_ids"])
+        items = view.query(
+            "SELECT action, target, status, evidence_id, facts, verdict, reason "
+            "FROM cc_claim_items WHERE claim_id = ? ORDER BY position",
+            (row["claim_id"],),
+        )
+        for item in items:
+            item["facts"] = json.loads(item["facts"])
+        row["items"] = items
+        notes = view.query(
+            "SELECT remarks, missing FROM cc_claim_notes WHERE claim_id = ?", (row["claim_id"],)
+        )
+        # Remarks are what the agent wrote: shown, never checked.
+        row["remarks_unchecked"] = notes[0]["remarks"] if notes else ""
+        row["missing"] = json.loads(notes[0]["missing"]) if notes else []
     return rows
 
 
@@ -208,6 +256,8 @@ def dump(view: ViewStore) -> dict[str, list[dict[str, Any]]]:
         "cc_steps": "workflow_id, step_key",
         "cc_checkpoints": "workflow_id, name",
         "cc_claims": "claim_id",
+        "cc_claim_items": "claim_id, position",
+        "cc_claim_notes": "claim_id",
         "cc_costs": "workflow_id, agent, model",
         "cc_escalations": "escalation_id",
     }

@@ -61,8 +61,9 @@ DESCRIBE: dict[str, Callable[[dict[str, Any]], str]] = {
     ),
     "ClaimMade": lambda d: (
         f"claim by {d['claim']['agent']}: {d['claim']['statement']!r} asserts "
-        f"{d['claim']['asserts']} citing {d['claim']['evidenceIds']} -> {d['claim']['verdict']} "
-        f"({d['claim']['reason']})"
+        f"{d['claim'].get('asserts')} citing {d['claim']['evidenceIds']} -> "
+        f"{d['claim']['verdict']} ({d['claim']['reason']})"
+        + (f"; unchecked remark: {d['claim']['remarks']!r}" if d["claim"].get("remarks") else "")
     ),
     "EscalationRaised": lambda d: (
         f"escalated to a human ({d['escalation']['kind']}): "

@@ -66,7 +66,7 @@ class Runtime:
             **self.workflows.operations(),
             **PipelineHandlers(self.steps, policy).operations(),
             **execution.operations(),
-            **ClaimHandlers(self.steps).operations(),
+            **ClaimHandlers(self.steps, policy).operations(),
             **self.escalations.operations(),
         }
         self._tasks: set[asyncio.Task[None]] = set()
