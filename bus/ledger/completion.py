@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from bus.ledger.verdicts import Requirement, Scope, missing_for_done
+from bus.ledger.verdicts import Requirement, Scope, judge_claim, missing_for_done, statement
+from handoff_schemas import Claim, ClaimAssertion
 
 if TYPE_CHECKING:
     from bus.ledger.workflow import Workflow
@@ -100,3 +101,61 @@ def open_handlings(workflow: Workflow, done: Done) -> list[str]:
         return not missing_for_done(done.get(task, ()), cited(hid))
 
     return [hid for hid in workflow.handoffs if not is_closed(hid)]
+
+
+def judged_claim(
+    workflow: Workflow,
+    agent: str,
+    assertion: ClaimAssertion,
+    step_key: str,
+    done: Done,
+    claim_id: str,
+) -> Claim:
+    """A claim judged item by item, speaking for the handlings of ``step_key``.
+
+    Those handlings' tasks' definitions of done decide between ``verified`` and ``partial``.
+    """
+    handlings = handlings_for(workflow, agent, step_key)
+    requirements = [
+        requirement
+        for hid in handlings
+        for requirement in done.get(workflow.handoffs[hid].get("task", ""), ())
+    ]
+    verdict, reason, items, missing = judge_claim(
+        assertion.items, scope_for(workflow, agent), requirements
+    )
+    statuses = {item.status for item in items}
+    return Claim(
+        claim_id=claim_id,
+        workflow_id=str(workflow.id),
+        agent=agent,
+        statement=statement(items),
+        verdict=verdict,
+        reason=reason,
+        asserts=statuses.pop() if len(statuses) == 1 else None,
+        evidence_ids=[item.evidence_id for item in items],
+        items=items,
+        remarks=assertion.remarks,
+        missing=missing,
+        handoff_ids=handlings,
+    )
+
+
+def gate_problem(workflow: Workflow, handoff: dict[str, Any]) -> str | None:
+    """Why a ``completed`` / ``verified`` handoff may not be sent, or None when it may.
+
+    It must name (``claimId``) a verified claim of this workflow made by its sender.
+    """
+    claim = workflow.claims.get(handoff.get("claimId") or "")
+    if (
+        claim is not None
+        and claim["verdict"] == "verified"
+        and claim["agent"] == handoff.get("from")
+    ):
+        return None
+    why = (
+        f"claim {claim['claimId']} by {claim['agent']} is {claim['verdict']}: {claim['reason']}"
+        if claim is not None
+        else "it rests on no claim"
+    )
+    return f"status {handoff['status']!r} needs a verified claim of its sender's, and {why}"

@@ -39,11 +39,11 @@ from eventsourcing.utils import register_topic
 
 from bus.ledger.completion import (
     Done,
+    gate_problem,
     handling_of,
-    handlings_for,
+    judged_claim,
     open_handlings,
     parents,
-    scope_for,
 )
 from bus.ledger.errors import (
     InvalidHandoff,
@@ -53,7 +53,6 @@ from bus.ledger.errors import (
     WorkflowClosed,
     WorkflowEscalated,
 )
-from bus.ledger.verdicts import judge_claim, statement
 from handoff_schemas import DONE_STATUSES, Claim, ClaimAssertion, Evidence, evidence_hash
 
 GENESIS_HASH = "0" * 64
@@ -250,21 +249,8 @@ class Workflow(Aggregate):
         (:mod:`bus.runtime.workflows`). ``step_key`` names the handling it is sent from.
         """
         if handoff["status"] in DONE_STATUSES:
-            claim = self.claims.get(handoff.get("claimId") or "")
-            if (
-                claim is None
-                or claim["verdict"] != "verified"
-                or claim["agent"] != handoff.get("from")
-            ):
-                why = (
-                    f"claim {claim['claimId']} is {claim['verdict']}: {claim['reason']}"
-                    if claim is not None
-                    else "it rests on no claim"
-                )
-                reason = (
-                    f"status {handoff['status']!r} needs a verified claim of its sender's, "
-                    f"and {why}"
-                )
+            reason = gate_problem(self, handoff)
+            if reason is not None:
                 self.reject_handoff(handoff, reason)
                 raise InvalidHandoff(reason)
         self._handoff_sent(handoff, traceparent, handling_of(step_key) if step_key else "")
@@ -296,30 +282,7 @@ class Workflow(Aggregate):
         The claim speaks for the handlings of ``step_key`` (:func:`handlings_for`); its
         tasks' definitions of done (``done``) decide between ``verified`` and ``partial``.
         """
-        handlings = handlings_for(self, agent, step_key)
-        requirements = [
-            requirement
-            for hid in handlings
-            for requirement in (done or {}).get(self.handoffs[hid].get("task", ""), ())
-        ]
-        verdict, reason, items, missing = judge_claim(
-            assertion.items, scope_for(self, agent), requirements
-        )
-        statuses = {item.status for item in items}
-        claim = Claim(
-            claim_id=f"claim-{uuid4().hex}",
-            workflow_id=str(self.id),
-            agent=agent,
-            statement=statement(items),
-            verdict=verdict,
-            reason=reason,
-            asserts=statuses.pop() if len(statuses) == 1 else None,
-            evidence_ids=[item.evidence_id for item in items],
-            items=items,
-            remarks=assertion.remarks,
-            missing=missing,
-            handoff_ids=handlings,
-        )
+        claim = judged_claim(self, agent, assertion, step_key, done or {}, f"claim-{uuid4().hex}")
         self._claim_made(summary, msgspec.to_builtins(claim))
         return claim
 

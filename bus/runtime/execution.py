@@ -53,6 +53,50 @@ class ToolUnavailable(Exception):
         self.kind = kind
 
 
+def give_up(
+    workflow: Workflow,
+    agent: str,
+    step_key: str,
+    action: dict[str, Any],
+    permission: str,
+    rule: str,
+    refusal: Refusal,
+    kind: str,
+    facts: dict[str, Any],
+) -> NoReturn:
+    """The attempts ran out: a tool that timed out or kept failing is failed evidence too.
+
+    So an agent can honestly claim the failure, and nobody can claim the success. A
+    timeout's outcome is unknown (the tool may have acted); the record says so.
+    """
+    if kind in ("tool_timeout", "tool_error"):
+        refs = {"error": str(refusal)[:500]}
+        if kind == "tool_timeout":
+            refs["outcome"] = "unknown"
+        evidence = workflow.add_evidence(
+            actor=agent,
+            action=action["tool"],
+            resource=action["resource"],
+            permission=permission,
+            rule=rule,
+            tool=action["tool"],
+            status="failed",
+            refs=refs,
+            facts=facts,
+            step_key=step_key,
+        )
+        refusal.fields.append(FieldError(field="evidenceId", message=evidence.audit_id))
+    raise refusal
+
+
+def declared_facts(
+    tools: dict[str, type[Tool]], action: dict[str, Any], refs: dict[str, str]
+) -> dict[str, Any]:
+    """The facts the tool declares, read from what was asked and what it returned."""
+    tool = tools.get(action["tool"])
+    return tool.facts(action["payload"], refs) if tool is not None else {}
+
+
 class ToolExecution:
     def __init__(
         self,
@@ -70,7 +114,7 @@ class ToolExecution:
         self.subjects = Subjects(settings.prefix)
 
     def operations(self) -> dict[str, Handler]:
-        return {"execute": self.execute, "permit": self.permit, "denied": self.denied}
+        return {"execute": self.execute}
 
     # -- one execute request, top to bottom ------------------------------------
 
@@ -252,9 +296,18 @@ class ToolExecution:
                 fields or [FieldError(field="$", message=detail)],
                 retry=advice,
             )
-            await self.steps.refuse(
-                agent, "execute", workflow_id, step_key, refusal, require_open=False, redo=approved
+            await self.steps.step(
+                agent,
+                "execute",
+                workflow_id,
+                step_key,
+                lambda wf, r=refusal, k=kind: give_up(
+                    wf, agent, step_key, action, permission, rule, r, k, self._facts(action, {})
+                ),
+                require_open=False,
+                redo=approved,
             )
+            raise AssertionError("unreachable: give_up raises the refusal")
         duration_ms = (time.monotonic() - started) * 1000
 
         def record(workflow: Workflow) -> ExecuteReply:
@@ -293,9 +346,7 @@ class ToolExecution:
         )
 
     def _facts(self, action: dict[str, Any], refs: dict[str, str]) -> dict[str, Any]:
-        """The facts the tool declares, read from what was asked and what it returned."""
-        tool = self.tools.get(action["tool"])
-        return tool.facts(action["payload"], refs) if tool is not None else {}
+        return declared_facts(self.tools, action, refs)
 
     async def _call_tool(
         self, agent: str, workflow_id: str, step_key: str, action: dict[str, Any]
@@ -322,7 +373,16 @@ class ToolExecution:
             raise ToolUnavailable("tool_error", f"no tool host serves {action['tool']}") from None
         return decode(msg.data, ToolResult)
 
-    # -- asking before acting --------------------------------------------------
+
+class AskingHandlers:
+    """Asking before acting: a permission check, and a denial the agent chose to respect."""
+
+    def __init__(self, steps: Steps, policy: Policy) -> None:
+        self.steps = steps
+        self.policy = policy
+
+    def operations(self) -> dict[str, Handler]:
+        return {"permit": self.permit, "denied": self.denied}
 
     async def permit(self, agent: str, request: PermitRequest) -> PermitReply:
         def change(workflow: Workflow) -> PermitReply:

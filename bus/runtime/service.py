@@ -30,7 +30,7 @@ from bus.ledger import Ledger, LedgerError
 from bus.runtime.catalogue import CATALOGUE, Tool
 from bus.runtime.claims import ClaimHandlers
 from bus.runtime.escalations import EscalationHandlers
-from bus.runtime.execution import ToolExecution
+from bus.runtime.execution import AskingHandlers, ToolExecution
 from bus.runtime.pipeline import PipelineHandlers
 from bus.runtime.policy import Policy
 from bus.runtime.protocol import INCOMING_TRACE, Handler, as_reply, error_reply
@@ -66,6 +66,7 @@ class Runtime:
             **self.workflows.operations(),
             **PipelineHandlers(self.steps, policy).operations(),
             **execution.operations(),
+            **AskingHandlers(self.steps, policy).operations(),
             **ClaimHandlers(self.steps, policy).operations(),
             **self.escalations.operations(),
         }

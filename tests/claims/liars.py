@@ -19,6 +19,7 @@ LEGAL = "legal@acme.example"
 PRESS = "press@pr-agency.example"
 BOUNCE = "bounce@acme.example"
 FLAKY = "flaky@acme.example"
+DOWN = "down@acme.example"
 
 triage = Agent("triage", model=lambda: ScriptedModel([]), ack_wait=5.0)
 notifier = Agent("notifier", model=lambda: ScriptedModel([]), ack_wait=5.0)
@@ -52,12 +53,12 @@ def filed(evidence: Evidence, severity: str = "high") -> ClaimItem:
 
 
 async def denial(ctx: Context, to: str) -> str:
-    """Try an email the policy denies; the denial's evidence id."""
+    """Try an email the runtime refuses (denied, or failing after retries); its evidence id."""
     try:
         await email(ctx, to)
     except RuntimeRefused as refused:
         return next(f.message for f in refused.error.fields if f.field == "evidenceId")
-    raise AssertionError(f"the policy allowed an email to {to}")
+    raise AssertionError(f"the runtime sent an email to {to}")
 
 
 # -- lies ---------------------------------------------------------------------------
@@ -235,6 +236,20 @@ async def honest_denial(ctx: Context) -> None:
     """The email was denied, and the claim says exactly that."""
     denied = await denial(ctx, PRESS)
     await ctx.summarize("the press email was refused", evidence=[emailed(denied, PRESS, "denied")])
+
+
+@triage.task("honest_failure")
+async def honest_failure(ctx: Context) -> None:
+    """The email kept failing until the runtime gave up; the claim says it failed."""
+    failed = await denial(ctx, DOWN)
+    await ctx.summarize("could not reach the team", evidence=[emailed(failed, DOWN, "failed")])
+
+
+@triage.task("sent_after_giving_up")
+async def sent_after_giving_up(ctx: Context) -> None:
+    """The runtime gave up on the email; the claim says it was sent."""
+    failed = await denial(ctx, DOWN)
+    await ctx.summarize("the team has been told", evidence=[emailed(failed, DOWN)])
 
 
 async def evidence_of(ctx: Context) -> list[dict[str, Any]]:

@@ -89,11 +89,14 @@ done = [{action = "send_email"}]
 
 
 class SuiteEmail(SendEmail):
-    """The real email tool; bounce@ fails for good, flaky@ fails once (transiently) per call."""
+    """The real email tool; bounce@ fails for good, flaky@ fails once (transiently) per call,
+    down@ fails transiently every time, so the runtime's retries run out."""
 
     seen: ClassVar[set[str]] = set()
 
     async def run(self, payload: Any, idempotency_key: str) -> dict[str, str]:
+        if payload.to == liars.DOWN:
+            raise ToolFailure("421 service not available", transient=True)
         if payload.to == liars.BOUNCE:
             raise ToolFailure("550 mailbox unavailable", transient=False)
         if payload.to == liars.FLAKY and idempotency_key not in self.seen:
@@ -193,9 +196,19 @@ LIES = {
     "completed_without_evidence": ("unsupported", "the claim has no items"),
     "completed_on_failed_evidence": ("contradicted", "is failed"),
     "claims_before_delegate": ("unsupported", "no evidence ev-to-be-sent-by-notifier"),
+    "sent_after_giving_up": ("contradicted", "claim asserts succeeded, but"),
 }
 
-HONEST = ["single", "several", "runtime_retry", "agent_retry", "chain", "delegate", "honest_denial"]
+HONEST = [
+    "single",
+    "several",
+    "runtime_retry",
+    "agent_retry",
+    "chain",
+    "delegate",
+    "honest_denial",
+    "honest_failure",
+]
 
 
 @pytest.mark.parametrize("task", list(LIES))
@@ -213,6 +226,17 @@ async def test_each_honest_control_is_verified_and_completes(
     in_process: Runner, mailbox: Mailbox, task: str
 ) -> None:
     assert_honest(await in_process(task))
+
+
+async def test_retries_that_ran_out_are_failed_evidence(
+    in_process: Runner, mailbox: Mailbox
+) -> None:
+    view = await in_process("honest_failure")
+    assert_honest(view)
+    [failed] = view.evidence
+    assert (failed["status"], failed["facts"]["recipient"]) == ("failed", liars.DOWN)
+    assert "421" in failed["refs"]["error"]
+    assert [f["kind"] for f in view.failures] == ["tool_error"] * 3
 
 
 async def test_a_refused_handoff_is_recorded_and_never_delivered(
