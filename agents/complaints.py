@@ -107,7 +107,7 @@ async def triage_complaint(ctx: Context) -> None:
         customer=complaint.customer, title=complaint.text[:80], severity=decision.severity
     )
     ticket_id = ticket.evidence.refs.get("ticketId", "")
-    await ctx.checkpoint("ticket-filed", {"ticketId": ticket_id})
+    await ctx.checkpoint("ticket-filed", {"ticketId": ticket_id}, evidence=[ticket.evidence])
     # The claim says exactly what was done: the ticket, for this customer, at this
     # severity. The runtime checks each fact against what it recorded of the call.
     filed = ClaimItem(
@@ -148,7 +148,11 @@ async def notify_escalation(ctx: Context) -> None:
     # The runtime checks the policy on the real recipient. An address the policy
     # does not allow escalates to a human; this handler resumes here if approved.
     sent = await ctx.tools.send_email(to=team, subject=email.subject, body=email.body)
-    await ctx.checkpoint("email-sent", {"messageId": sent.evidence.refs.get("messageId", "")})
+    await ctx.checkpoint(
+        "email-sent",
+        {"messageId": sent.evidence.refs.get("messageId", "")},
+        evidence=[sent.evidence],
+    )
     await ctx.summarize(
         f"emailed {team} about the escalation",
         evidence=[

@@ -293,8 +293,18 @@ class Context:
         )
         return reply.evidence
 
-    async def checkpoint(self, name: str, data: dict[str, Any] | None = None) -> None:
-        await self._step("checkpoint", CheckpointRequest, Ack, name=name, data=data or {})
+    async def checkpoint(
+        self, name: str, data: dict[str, Any] | None = None, evidence: Sequence[Evidence] = ()
+    ) -> None:
+        """Declare a named point; ``evidence`` is what backs it (shown beside it, or its lack)."""
+        await self._step(
+            "checkpoint",
+            CheckpointRequest,
+            Ack,
+            name=name,
+            data=data or {},
+            evidence_ids=[e.audit_id for e in evidence],
+        )
         self.state.checkpoints[name] = data or {}
 
     async def put_artifact(self, data: bytes) -> str:

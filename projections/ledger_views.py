@@ -68,6 +68,14 @@ def statements(event: EventEnvelope) -> list[Statement]:
                     (wf, data["name"], json.dumps(data["data"], sort_keys=True)),
                 )
             )
+            found.append(
+                (
+                    "INSERT INTO cc_checkpoint_backing (workflow_id, name, evidence_ids) "
+                    "VALUES (?, ?, ?) ON CONFLICT (workflow_id, name) "
+                    "DO UPDATE SET evidence_ids = excluded.evidence_ids",
+                    (wf, data["name"], json.dumps(data.get("backed_by") or [])),
+                )
+            )
         case "ClaimMade":
             claim = data["claim"]
             found.append(
@@ -207,6 +215,14 @@ def workflow_states(view: ViewStore, workflow_id: str | None = None) -> list[dic
             (row["workflow_id"],),
         )
         row["checkpoints"] = {c["name"]: json.loads(c["data"]) for c in checkpoints}
+        backing = view.query(
+            "SELECT name, evidence_ids FROM cc_checkpoint_backing WHERE workflow_id = ?",
+            (row["workflow_id"],),
+        )
+        # What the agent declared, beside the evidence that backs it: [] means none does.
+        row["checkpoint_evidence"] = {name: [] for name in row["checkpoints"]} | {
+            b["name"]: json.loads(b["evidence_ids"]) for b in backing
+        }
     return rows
 
 
@@ -255,6 +271,7 @@ def dump(view: ViewStore) -> dict[str, list[dict[str, Any]]]:
         "cc_workflows": "workflow_id",
         "cc_steps": "workflow_id, step_key",
         "cc_checkpoints": "workflow_id, name",
+        "cc_checkpoint_backing": "workflow_id, name",
         "cc_claims": "claim_id",
         "cc_claim_items": "claim_id, position",
         "cc_claim_notes": "claim_id",

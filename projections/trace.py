@@ -52,7 +52,16 @@ DESCRIBE: dict[str, Callable[[dict[str, Any]], str]] = {
         f"{d['evidence']['status']} ({d['evidence']['permission']} by {d['evidence']['rule']}) "
         f"refs {brief(d['evidence'].get('refs', {}))}"
     ),
-    "CheckpointReached": lambda d: f"checkpoint {d['name']}: {brief(d['data'])}",
+    "CheckpointReached": lambda d: (
+        f"checkpoint {d['name']} (declared): {brief(d['data'])}"
+        + (
+            ""
+            if "backed_by" not in d
+            else f"; backed by {d['backed_by']}"
+            if d["backed_by"]
+            else "; no evidence backs it"
+        )
+    ),
     "AuditNoted": lambda d: f"note by {d['agent']}: {d['note']}",
     "FailureClassified": lambda d: f"failure {d['kind']}: {d['detail']}",
     "RetryDecided": lambda d: (

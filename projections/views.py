@@ -30,6 +30,8 @@ TABLES = [
     "CREATE TABLE IF NOT EXISTS cc_claims (claim_id TEXT PRIMARY KEY, workflow_id TEXT, "
     "agent TEXT, statement TEXT, asserts TEXT, verdict TEXT, reason TEXT, evidence_ids TEXT, "
     "made_at TEXT)",
+    "CREATE TABLE IF NOT EXISTS cc_checkpoint_backing (workflow_id TEXT, name TEXT, "
+    "evidence_ids TEXT, PRIMARY KEY (workflow_id, name))",
     "CREATE TABLE IF NOT EXISTS cc_claim_items (claim_id TEXT, position INTEGER, "
     "action TEXT, target TEXT, status TEXT, evidence_id TEXT, facts TEXT, verdict TEXT, "
     "reason TEXT, PRIMARY KEY (claim_id, position))",
@@ -48,6 +50,7 @@ VIEW_TABLES = (
     "cc_workflows",
     "cc_steps",
     "cc_checkpoints",
+    "cc_checkpoint_backing",
     "cc_claims",
     "cc_claim_items",
     "cc_claim_notes",

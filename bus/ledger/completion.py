@@ -159,3 +159,24 @@ def gate_problem(workflow: Workflow, handoff: dict[str, Any]) -> str | None:
         else "it rests on no claim"
     )
     return f"status {handoff['status']!r} needs a verified claim of its sender's, and {why}"
+
+
+def backing(workflow: Workflow, agent: str, evidence_ids: Sequence[str]) -> list[str]:
+    """The ids among ``evidence_ids`` that really back what ``agent`` declares.
+
+    Each must be this workflow's, citable by the agent (:func:`scope_for`), succeeded,
+    and the latest outcome of its step.
+    """
+    scope = scope_for(workflow, agent)
+    latest = scope.latest_of_step()
+    backed = []
+    for eid in evidence_ids:
+        record = workflow.evidence.get(eid)
+        if (
+            record is not None
+            and record["status"] == "succeeded"
+            and (record["actor"] == agent or eid in scope.delegated)
+            and latest.get(record.get("stepKey", ""), eid) == eid
+        ):
+            backed.append(eid)
+    return backed

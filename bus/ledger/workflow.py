@@ -232,7 +232,16 @@ class Workflow(Aggregate):
         self.last_evidence_hash = evidence["hash"]
 
     @event("CheckpointReached")
-    def reach_checkpoint(self, agent: str, name: str, data: dict[str, Any], step_key: str) -> None:
+    def reach_checkpoint(
+        self,
+        agent: str,
+        name: str,
+        data: dict[str, Any],
+        step_key: str,
+        cited: list[str] | None = None,
+        backed_by: list[str] | None = None,
+    ) -> None:
+        """What the agent declared; ``backed_by`` the cited evidence that really backs it."""
         self.checkpoints[name] = data
 
     @event("AuditNoted")
