@@ -82,6 +82,8 @@ class Evidence(WireStruct):
     refs: dict[str, str] = {}
     facts: dict[str, Any] = {}
     step_key: str = ""
+    artifacts: dict[str, str] = {}
+    """``input`` / ``output``: content addresses of the call's full payload and tool result."""
 
 
 def evidence_hash(record: dict[str, Any]) -> str:

@@ -5,7 +5,9 @@ validated against the tool's schema; the runtime reads the resource from the pay
 and decides with its own policy (recorded with the rule and the reason); a denied
 action becomes evidence and an escalation; an allowed one goes to a tool host with the
 step's idempotency key, is retried as the failure table says, and ends in a recorded
-execution and an evidence record, committed together with the step's reply.
+execution and an evidence record, committed together with the step's reply. The evidence
+holds the facts the tool declares, and the content addresses of the call's full input and
+output (stored as artifacts), so an auditor can check every fact.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import time
 from typing import Any, NoReturn
 
+import msgspec
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
@@ -28,6 +31,7 @@ from bus.runtime.protocol import Handler, Refusal
 from bus.runtime.steps import Steps
 from bus.runtime.tool_host import pydantic_field_errors
 from bus.settings import Settings
+from bus.transport.artifacts import ArtifactStore
 from bus.transport.subjects import Subjects
 from handoff_schemas import (
     DeniedActionRequest,
@@ -63,6 +67,7 @@ def give_up(
     refusal: Refusal,
     kind: str,
     facts: dict[str, Any],
+    artifacts: dict[str, str],
 ) -> NoReturn:
     """The attempts ran out: a tool that timed out or kept failing is failed evidence too.
 
@@ -84,6 +89,7 @@ def give_up(
             refs=refs,
             facts=facts,
             step_key=step_key,
+            artifacts=artifacts,
         )
         refusal.fields.append(FieldError(field="evidenceId", message=evidence.audit_id))
     raise refusal
@@ -112,6 +118,7 @@ class ToolExecution:
         self.nc = nc
         self.settings = settings  # read per call: the tool timeout may be tuned while serving
         self.subjects = Subjects(settings.prefix)
+        self.artifacts = ArtifactStore(nc.jetstream(), self.subjects.artifact_bucket)
 
     def operations(self) -> dict[str, Handler]:
         return {"execute": self.execute}
@@ -134,12 +141,15 @@ class ToolExecution:
             request.workflow_id, lambda wf: self._authorize(wf, agent, request, resource)
         )
         if not decision.allowed:
+            artifacts = {"input": await self.store(request.payload)}
             return await self.steps.step(
                 agent,
                 "execute",
                 request.workflow_id,
                 request.step_key,
-                lambda wf: self._refuse_action(wf, agent, request.step_key, action, decision),
+                lambda wf: self._refuse_action(
+                    wf, agent, request.step_key, action, decision, artifacts
+                ),
             )
         return await self.run_tool(
             agent,
@@ -201,6 +211,7 @@ class ToolExecution:
         step_key: str,
         action: dict[str, Any],
         decision: Decision,
+        artifacts: dict[str, str],
     ) -> None:
         """A denied action is evidence and an escalation; one needing approval, an escalation."""
         if decision.outcome == "approval_required":
@@ -222,6 +233,7 @@ class ToolExecution:
             status="denied",
             facts=self._facts(action, {}),
             step_key=step_key,
+            artifacts=artifacts,
         )
         advice = after_failure(
             workflow,
@@ -254,6 +266,7 @@ class ToolExecution:
         reply replaces the step's recorded refusal, whatever the workflow's status.
         """
         approved = permission == "approved"
+        artifacts = {"input": await self.store(action["payload"])}
         attempt = 0
         while True:
             attempt += 1
@@ -302,13 +315,24 @@ class ToolExecution:
                 workflow_id,
                 step_key,
                 lambda wf, r=refusal, k=kind: give_up(
-                    wf, agent, step_key, action, permission, rule, r, k, self._facts(action, {})
+                    wf,
+                    agent,
+                    step_key,
+                    action,
+                    permission,
+                    rule,
+                    r,
+                    k,
+                    self._facts(action, {}),
+                    artifacts,
                 ),
                 require_open=False,
                 redo=approved,
             )
             raise AssertionError("unreachable: give_up raises the refusal")
         duration_ms = (time.monotonic() - started) * 1000
+
+        artifacts["output"] = await self.store(msgspec.to_builtins(result))
 
         def record(workflow: Workflow) -> ExecuteReply:
             workflow.execute_tool(
@@ -331,6 +355,7 @@ class ToolExecution:
                 refs=result.refs,
                 facts=self._facts(action, result.refs),
                 step_key=step_key,
+                artifacts=artifacts,
             )
             output = result.output if result.status == "succeeded" else {"error": result.error}
             return ExecuteReply(evidence=evidence, output=output)
@@ -344,6 +369,10 @@ class ToolExecution:
             require_open=not approved,
             redo=approved,
         )
+
+    async def store(self, value: Any) -> str:
+        """Content-address a call's full input or output, so an auditor can check every fact."""
+        return await self.artifacts.put(msgspec.json.encode(value, order="sorted"))
 
     def _facts(self, action: dict[str, Any], refs: dict[str, str]) -> dict[str, Any]:
         return declared_facts(self.tools, action, refs)

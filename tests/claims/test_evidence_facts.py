@@ -3,11 +3,13 @@ step that produced it, all under the hash chain. Real nats-server, runtime, tool
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from agents import Context, RuntimeRefused, ScriptedModel
 from bus.ledger.replay import replay
 from bus.ledger.verification import check_chain
+from bus.transport.artifacts import ArtifactStore
 from handoff_schemas import EventEnvelope, evidence_hash
 from projections import WorkflowView
 from tests.conftest import Bus, run_workflow
@@ -99,3 +101,22 @@ async def test_a_changed_fact_breaks_the_evidence_hash(bus: Bus, mailbox: Any) -
     assert broken is not None and record["auditId"] in str(broken)
     # Today's code replays today's history to the same evidence.
     assert list(replay(history).evidence) == [e["auditId"] for e in view.evidence]
+
+
+async def test_the_full_input_and_output_are_content_addressed_artifacts(
+    bus: Bus, mailbox: Any
+) -> None:
+    view = await run_workflow(bus, acts, ScriptedModel([]), until=three_records)
+    store = ArtifactStore(bus.nc.jetstream(), bus.subjects.artifact_bucket)
+    ticket, email, denied = view.evidence
+    payload = json.loads(await store.get(ticket["artifacts"]["input"]))
+    result = json.loads(await store.get(ticket["artifacts"]["output"]))
+    assert payload == {"customer": "contoso", "title": "outage", "severity": "high"}
+    assert result["status"] == "succeeded"
+    # Every recorded fact can be checked against the stored input and output.
+    assert {k: ticket["facts"][k] for k in payload} == payload
+    assert ticket["facts"]["ticketId"] == result["refs"]["ticketId"]
+    assert json.loads(await store.get(email["artifacts"]["input"]))["to"] == "ops@acme.example"
+    # A denied call never ran: what was asked is kept, there is no output.
+    assert set(denied["artifacts"]) == {"input"}
+    assert json.loads(await store.get(denied["artifacts"]["input"]))["to"] == "press@pr.example"
