@@ -8,10 +8,12 @@ from agents.anthropic_model import AnthropicModel, default_model
 from agents.client import RuntimeClient, RuntimeRefused
 from agents.context import Context, WorkflowHalted
 from agents.model import Model, ModelRequest, ModelResult, ScriptedModel
+from handoff_schemas import ClaimItem
 
 __all__ = [
     "Agent",
     "AnthropicModel",
+    "ClaimItem",
     "Context",
     "Model",
     "ModelRequest",

@@ -5,9 +5,9 @@ and files a ticket. An escalation is handed to ``notifier`` as a verified
 handoff citing the ticket's evidence; ``notifier`` drafts the email, and the
 runtime sends it only if the policy allows that address. Otherwise the runtime
 escalates to a human (``claimcheck escalations approve|deny``), and an approval
-resumes the handler where it stopped. Each agent ends with a claim
-that cites its evidence, and the runtime verifies that claim before the
-workflow completes.
+resumes the handler where it stopped. Each agent ends with a structured claim
+(the action, its target, the facts it asserts and the evidence it rests on), and
+the runtime verifies every item before the workflow completes.
 
 Run each as its own process::
 
@@ -22,7 +22,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from agents import Agent, Context, ModelRequest, ScriptedModel, default_model
+from agents import Agent, ClaimItem, Context, ModelRequest, ScriptedModel, default_model
 
 
 class Complaint(BaseModel):
@@ -103,13 +103,18 @@ async def triage_complaint(ctx: Context) -> None:
         customer=complaint.customer, title=complaint.text[:80], severity=decision.severity
     )
     ticket_id = ticket.evidence.refs.get("ticketId", "")
-    await ctx.checkpoint("ticket-filed", {"ticketId": ticket_id})
+    await ctx.checkpoint("ticket-filed", {"ticketId": ticket_id}, evidence=[ticket.evidence])
+    # The claim says exactly what was done: the ticket, for this customer, at this
+    # severity. The runtime checks each fact against what it recorded of the call.
+    filed = ClaimItem(
+        action="create_ticket",
+        target=f"ticket:{complaint.customer}",
+        status="succeeded",
+        evidence_id=ticket.evidence.audit_id,
+        facts={"severity": decision.severity, "ticketId": ticket_id},
+    )
     if not decision.escalate:
-        await ctx.summarize(
-            f"filed ticket {ticket_id}; no escalation needed",
-            asserts="succeeded",
-            evidence=[ticket.evidence],
-        )
+        await ctx.summarize(f"filed ticket {ticket_id}; no escalation needed", evidence=[filed])
         return
     escalation = {
         "complaint": complaint.model_dump(),
@@ -122,7 +127,7 @@ async def triage_complaint(ctx: Context) -> None:
         artifact=json.dumps(escalation).encode(),
         status="verified",
         scope=f"complaint:{complaint.customer}",
-        evidence=ticket.evidence,
+        evidence=[filed],
     )
 
 
@@ -139,7 +144,20 @@ async def notify_escalation(ctx: Context) -> None:
     # The runtime checks the policy on the real recipient. An address the policy
     # does not allow escalates to a human; this handler resumes here if approved.
     sent = await ctx.tools.send_email(to=team, subject=email.subject, body=email.body)
-    await ctx.checkpoint("email-sent", {"messageId": sent.evidence.refs.get("messageId", "")})
+    await ctx.checkpoint(
+        "email-sent",
+        {"messageId": sent.evidence.refs.get("messageId", "")},
+        evidence=[sent.evidence],
+    )
     await ctx.summarize(
-        f"emailed {team} about the escalation", asserts="succeeded", evidence=[sent.evidence]
+        f"emailed {team} about the escalation",
+        evidence=[
+            ClaimItem(
+                action="send_email",
+                target=f"mailto:{team}",
+                status="succeeded",
+                evidence_id=sent.evidence.audit_id,
+                facts={"recipient": team, "subject": email.subject},
+            )
+        ],
     )

@@ -26,6 +26,7 @@ from handoff_schemas import (
     AuditRequest,
     CheckpointRequest,
     ClaimAssertion,
+    ClaimItem,
     ContextRequest,
     DeniedActionRequest,
     Evidence,
@@ -74,6 +75,30 @@ def provider(model: Model) -> str:
 
 def validation_problems(error: ValidationError) -> list[str]:
     return [f"{'.'.join(map(str, e['loc'])) or '$'}: {e['msg']}" for e in error.errors()]
+
+
+def claim_items(evidence: Sequence[Evidence | ClaimItem], status: str) -> list[ClaimItem]:
+    """Claim items for records (each asserting what it records, with ``status``) or items."""
+    items = []
+    for cited in evidence:
+        if isinstance(cited, ClaimItem):
+            items.append(cited)
+        elif isinstance(cited, Evidence):
+            items.append(
+                ClaimItem(
+                    action=cited.action,
+                    target=cited.resource,
+                    status=status,
+                    evidence_id=cited.audit_id,
+                    facts=dict(cited.facts),
+                )
+            )
+        else:
+            raise TypeError(
+                f"a claim cites evidence records or ClaimItem values, not {cited!r}: "
+                "name the action, target and status an evidence id is said to show"
+            )
+    return items
 
 
 class Permissions:
@@ -268,8 +293,18 @@ class Context:
         )
         return reply.evidence
 
-    async def checkpoint(self, name: str, data: dict[str, Any] | None = None) -> None:
-        await self._step("checkpoint", CheckpointRequest, Ack, name=name, data=data or {})
+    async def checkpoint(
+        self, name: str, data: dict[str, Any] | None = None, evidence: Sequence[Evidence] = ()
+    ) -> None:
+        """Declare a named point; ``evidence`` is what backs it (shown beside it, or its lack)."""
+        await self._step(
+            "checkpoint",
+            CheckpointRequest,
+            Ack,
+            name=name,
+            data=data or {},
+            evidence_ids=[e.audit_id for e in evidence],
+        )
         self.state.checkpoints[name] = data or {}
 
     async def put_artifact(self, data: bytes) -> str:
@@ -282,9 +317,17 @@ class Context:
         artifact: bytes,
         status: str,
         scope: str,
-        evidence: Evidence | None = None,
+        evidence: Evidence | Sequence[Evidence | ClaimItem] | None = None,
     ) -> str:
-        """Hand work to another agent: the payload goes to the store, the handoff carries its id."""
+        """Hand work to another agent: the payload goes to the store, the handoff carries its id.
+
+        A ``completed`` or ``verified`` handoff is a claim: ``evidence`` holds the records
+        (or explicit :class:`ClaimItem` values) it rests on, and the runtime refuses the
+        handoff unless every item verifies and the task is done.
+        """
+        if isinstance(evidence, Evidence):
+            evidence = [evidence]
+        items = claim_items(evidence or [], "succeeded")
         artifact_id = await self.put_artifact(artifact)
         reply = await self._step(
             "handoff",
@@ -293,7 +336,8 @@ class Context:
             to=to,
             task=task,
             artifact_id=artifact_id,
-            evidence_id=evidence.audit_id if evidence else None,
+            evidence_id=items[0].evidence_id if items else None,
+            items=items,
             status=status,
             scope=scope,
         )
@@ -302,19 +346,17 @@ class Context:
     async def summarize(
         self,
         summary: str,
-        asserts: str,
-        evidence: Sequence[Evidence | str],
-        statement: str | None = None,
+        asserts: str = "succeeded",
+        evidence: Sequence[Evidence | ClaimItem] = (),
     ) -> SummaryReply:
-        """The final claim: the runtime verifies it against the evidence before completing.
+        """The final claim: the runtime verifies it item by item before completing.
 
-        ``evidence`` holds the records (or just their ids) the claim rests on.
+        Each evidence record becomes an item asserting what the record says (its action,
+        target and facts) with the status ``asserts``; a :class:`ClaimItem` is sent as
+        written. ``summary`` is kept as a remark, shown but not checked: the claim's
+        statement is generated from its items.
         """
-        claim = ClaimAssertion(
-            statement=statement or summary,
-            asserts=asserts,
-            evidence_ids=[e if isinstance(e, str) else e.audit_id for e in evidence],
-        )
+        claim = ClaimAssertion(items=claim_items(evidence, asserts), remarks=summary)
         return await self._step(
             "summarize", SummarizeRequest, SummaryReply, summary=summary, claim=claim
         )

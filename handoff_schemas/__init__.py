@@ -7,8 +7,11 @@ tool host can import it alone.
 from handoff_schemas.base import WireStruct, wire_name
 from handoff_schemas.export import export_schemas, wire_types
 from handoff_schemas.messages import (
+    DONE_STATUSES,
+    CheckedItem,
     Claim,
     ClaimAssertion,
+    ClaimItem,
     Escalation,
     EscalationResolution,
     EventEnvelope,
@@ -55,13 +58,16 @@ from handoff_schemas.tools import ToolCall, ToolResult
 from handoff_schemas.validation import SchemaError, convert, decode, encode
 
 __all__ = [
+    "DONE_STATUSES",
     "OPERATIONS",
     "Ack",
     "ArtifactDigest",
     "AuditRequest",
+    "CheckedItem",
     "CheckpointRequest",
     "Claim",
     "ClaimAssertion",
+    "ClaimItem",
     "ContextRequest",
     "DeniedActionRequest",
     "ErrorInfo",

@@ -25,7 +25,14 @@ HandoffStatus = Literal["new", "completed", "verified", "needs_review", "failed"
 EvidenceStatus = Literal["succeeded", "failed", "denied"]
 PermissionOutcome = Literal["allowed", "denied", "approved"]
 """``approved``: a human granted what the policy did not allow on its own."""
-Verdict = Literal["verified", "unverified", "contradicted"]
+ItemVerdict = Literal["verified", "unsupported", "contradicted"]
+"""An item's verdict: it matches its evidence; nothing backs it; the evidence says otherwise."""
+Verdict = Literal["verified", "unsupported", "contradicted", "partial", "unverified"]
+"""A claim's verdict. ``partial``: every item verified, but the task's definition of done is
+not met. ``unverified`` is what claims recorded before structured claims were called when
+they cited nothing; it is read, never given."""
+DONE_STATUSES = frozenset({"completed", "verified"})
+"""Handoff statuses that say work was done: such a handoff must rest on a verified claim."""
 
 
 class Handoff(WireStruct):
@@ -41,6 +48,10 @@ class Handoff(WireStruct):
     scope: str
     created_at: datetime
     evidence_id: str | None = None
+    claim_id: str | None = None
+    """For a ``completed`` or ``verified`` handoff: the sender's verified claim it rests on."""
+    claim_items: list[ClaimItem] = []
+    """That claim's items, so the receiver knows exactly what was done and checked."""
 
 
 class Evidence(WireStruct):
@@ -48,7 +59,12 @@ class Evidence(WireStruct):
 
     Only the runtime writes evidence. ``refs`` holds the tool's own references
     (``messageId`` for an email, ``ticketId`` for a ticket) so an auditor can
-    check the side effect in the real system.
+    check the side effect in the real system. ``facts`` holds the fields of the
+    tool's input and output that its catalogue entry declares to be facts (the
+    recipient, a ticket's severity): what a claim's asserted facts are checked
+    against. ``stepKey`` names the step that produced it, so a verdict can tell a
+    step's latest outcome from one it superseded. Both are in the hash; records
+    written before they existed lack them and still verify.
     """
 
     audit_id: str
@@ -64,6 +80,10 @@ class Evidence(WireStruct):
     hash: str
     tool: str | None = None
     refs: dict[str, str] = {}
+    facts: dict[str, Any] = {}
+    step_key: str = ""
+    artifacts: dict[str, str] = {}
+    """``input`` / ``output``: content addresses of the call's full payload and tool result."""
 
 
 def evidence_hash(record: dict[str, Any]) -> str:
@@ -78,25 +98,64 @@ def evidence_hash(record: dict[str, Any]) -> str:
     return hashlib.sha256(msgspec.json.encode(body, order="sorted")).hexdigest()
 
 
-class ClaimAssertion(WireStruct):
-    """What an agent asserts, before the runtime has judged it."""
+Fact = str | int | float | bool | None
 
-    statement: Annotated[str, msgspec.Meta(min_length=1)]
-    asserts: EvidenceStatus
-    evidence_ids: list[str] = []
+
+class ClaimItem(WireStruct):
+    """One thing an agent says was done, and the one evidence record it rests on.
+
+    ``action`` is the tool, ``target`` the resource the runtime read from the call
+    (``mailto:ops@acme.example``, ``ticket:contoso``), ``facts`` what the agent asserts
+    of the call's declared facts (``{"severity": "high"}``); each must equal what the
+    runtime recorded in the evidence.
+    """
+
+    action: Name
+    target: Annotated[str, msgspec.Meta(min_length=1)]
+    status: EvidenceStatus
+    evidence_id: Annotated[str, msgspec.Meta(min_length=1)]
+    facts: dict[str, Fact] = {}
+
+
+class CheckedItem(ClaimItem):
+    """A claim item with the runtime's verdict on it and the reason."""
+
+    verdict: ItemVerdict = "unsupported"
+    reason: str = ""
+
+
+class ClaimAssertion(WireStruct):
+    """What an agent asserts, before the runtime has judged it.
+
+    Only ``items`` are checked. ``remarks`` is free text: it is kept and shown, marked
+    as not checked, and never becomes the claim's statement.
+    """
+
+    items: list[ClaimItem] = []
+    remarks: str = ""
 
 
 class Claim(WireStruct):
-    """A recorded assertion and the runtime's verdict on it."""
+    """A recorded assertion and the runtime's verdict on it.
+
+    ``statement`` is generated from the checked items, so it cannot say more than was
+    checked. ``missing`` lists what the task's definition of done still needs (a
+    ``partial`` verdict). ``handoffIds`` are the handlings the claim speaks for.
+    Claims recorded before structured claims have ``asserts`` and ``evidenceIds`` only.
+    """
 
     claim_id: str
     workflow_id: str
     agent: str
     statement: str
-    asserts: EvidenceStatus
-    evidence_ids: list[str]
     verdict: Verdict
     reason: str
+    asserts: EvidenceStatus | None = None
+    evidence_ids: list[str] = []
+    items: list[CheckedItem] = []
+    remarks: str = ""
+    missing: list[str] = []
+    handoff_ids: list[str] = []
 
 
 class PendingAction(WireStruct):

@@ -21,6 +21,7 @@ from handoff_schemas.messages import (
     ArtifactId,
     Claim,
     ClaimAssertion,
+    ClaimItem,
     Evidence,
     HandoffStatus,
     Name,
@@ -154,8 +155,16 @@ class ExecuteRequest(StepRequest):
 
 
 class CheckpointRequest(StepRequest):
+    """A named point the agent declares; ``evidenceIds`` are the records it says back it.
+
+    The runtime records which of them really do (this workflow's, the agent's own or a
+    verified delegate's, succeeded, the latest of their step); a checkpoint none backs is
+    shown as the agent's word only.
+    """
+
     name: Annotated[str, msgspec.Meta(min_length=1)]
     data: dict[str, Any] = {}
+    evidence_ids: list[str] = []
 
 
 class AuditRequest(StepRequest):
@@ -170,6 +179,9 @@ class HandoffRequest(StepRequest):
     status: HandoffStatus
     scope: str
     evidence_id: str | None = None
+    items: list[ClaimItem] = []
+    """For ``completed`` and ``verified``: the claim items the status rests on; the runtime
+    verifies them as a claim and refuses the handoff unless that claim is verified."""
 
 
 class FailureRequest(StepRequest):

@@ -7,6 +7,7 @@ other views, with indexes for each filter and the newest-first order.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any
 
 from handoff_schemas import EventEnvelope
@@ -28,6 +29,10 @@ VERDICT_FILTERS = {
     "denied": "w.denied_actions > 0",
     "escalated": "w.open_escalations > 0",
 }
+
+
+UNVERIFIED_OR_CONTRADICTED = defaultdict(lambda: "unverified", contradicted="contradicted")
+"""The list's two claim flags: a contradicted claim, or one not (fully) supported."""
 
 
 def update(workflow_id: str, assignments: str, *params: Any) -> Statement:
@@ -58,8 +63,9 @@ def console_statements(event: EventEnvelope) -> list[Statement]:
             found.append(update(wf, "cost_usd = cost_usd + ?", data["cost_usd"]))
         case "PermissionDecided" if data["permission"] == "denied":
             found.append(update(wf, "denied_actions = denied_actions + 1"))
-        case "ClaimMade" if data["claim"]["verdict"] in ("unverified", "contradicted"):
-            column = f"{data['claim']['verdict']}_claims"
+        case "ClaimMade" if data["claim"]["verdict"] != "verified":
+            # unsupported and partial (and the older "unverified") count as unverified
+            column = f"{UNVERIFIED_OR_CONTRADICTED[data['claim']['verdict']]}_claims"
             found.append(update(wf, f"{column} = {column} + 1"))
         case "EscalationRaised":
             found.append(update(wf, "open_escalations = open_escalations + 1"))

@@ -69,6 +69,14 @@ def statements(event: EventEnvelope) -> list[Statement]:
                     (wf, data["name"], json.dumps(data["data"], sort_keys=True)),
                 )
             )
+            found.append(
+                (
+                    "INSERT INTO cc_checkpoint_backing (workflow_id, name, evidence_ids) "
+                    "VALUES (?, ?, ?) ON CONFLICT (workflow_id, name) "
+                    "DO UPDATE SET evidence_ids = excluded.evidence_ids",
+                    (wf, data["name"], json.dumps(data.get("backed_by") or [])),
+                )
+            )
         case "ClaimMade":
             claim = data["claim"]
             found.append(
@@ -88,6 +96,7 @@ def statements(event: EventEnvelope) -> list[Statement]:
                     ),
                 )
             )
+            found.extend(claim_details(claim))
         case "ReasoningRecorded":
             usage = data["usage"]
             found.append(
@@ -136,6 +145,39 @@ def statements(event: EventEnvelope) -> list[Statement]:
     return found
 
 
+def claim_details(claim: dict[str, Any]) -> list[Statement]:
+    """Each checked item with its own verdict and reason, and the unchecked remarks.
+
+    Claims recorded before structured claims have no items; they get no rows here.
+    """
+    found: list[Statement] = [
+        (
+            "INSERT INTO cc_claim_items (claim_id, position, action, target, status, "
+            "evidence_id, facts, verdict, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                claim["claimId"],
+                position,
+                item["action"],
+                item["target"],
+                item["status"],
+                item["evidenceId"],
+                json.dumps(item.get("facts", {}), sort_keys=True),
+                item["verdict"],
+                item["reason"],
+            ),
+        )
+        for position, item in enumerate(claim.get("items", []), 1)
+    ]
+    if "items" in claim:
+        found.append(
+            (
+                "INSERT INTO cc_claim_notes (claim_id, remarks, missing) VALUES (?, ?, ?)",
+                (claim["claimId"], claim.get("remarks", ""), json.dumps(claim.get("missing", []))),
+            )
+        )
+    return found
+
+
 def set_status(workflow_id: str, status: str, at: str) -> Statement:
     return (
         "UPDATE cc_workflows SET status = ?, updated_at = ? WHERE workflow_id = ?",
@@ -175,6 +217,14 @@ def workflow_states(view: ViewStore, workflow_id: str | None = None) -> list[dic
             (row["workflow_id"],),
         )
         row["checkpoints"] = {c["name"]: json.loads(c["data"]) for c in checkpoints}
+        backing = view.query(
+            "SELECT name, evidence_ids FROM cc_checkpoint_backing WHERE workflow_id = ?",
+            (row["workflow_id"],),
+        )
+        # What the agent declared, beside the evidence that backs it: [] means none does.
+        row["checkpoint_evidence"] = {name: [] for name in row["checkpoints"]} | {
+            b["name"]: json.loads(b["evidence_ids"]) for b in backing
+        }
     return rows
 
 
@@ -183,6 +233,20 @@ def claims(view: ViewStore, unverified_only: bool = False) -> list[dict[str, Any
     rows = view.query(f"SELECT * FROM cc_claims {where} ORDER BY made_at, claim_id")
     for row in rows:
         row["evidence_ids"] = json.loads(row["evidence_ids"])
+        items = view.query(
+            "SELECT action, target, status, evidence_id, facts, verdict, reason "
+            "FROM cc_claim_items WHERE claim_id = ? ORDER BY position",
+            (row["claim_id"],),
+        )
+        for item in items:
+            item["facts"] = json.loads(item["facts"])
+        row["items"] = items
+        notes = view.query(
+            "SELECT remarks, missing FROM cc_claim_notes WHERE claim_id = ?", (row["claim_id"],)
+        )
+        # Remarks are what the agent wrote: shown, never checked.
+        row["remarks_unchecked"] = notes[0]["remarks"] if notes else ""
+        row["missing"] = json.loads(notes[0]["missing"]) if notes else []
     return rows
 
 
@@ -209,7 +273,10 @@ def dump(view: ViewStore) -> dict[str, list[dict[str, Any]]]:
         "cc_workflows": "workflow_id",
         "cc_steps": "workflow_id, step_key",
         "cc_checkpoints": "workflow_id, name",
+        "cc_checkpoint_backing": "workflow_id, name",
         "cc_claims": "claim_id",
+        "cc_claim_items": "claim_id, position",
+        "cc_claim_notes": "claim_id",
         "cc_costs": "workflow_id, agent, model",
         "cc_escalations": "escalation_id",
         "cc_console_workflows": "workflow_id",

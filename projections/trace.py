@@ -58,7 +58,16 @@ DESCRIBE: dict[str, Callable[[dict[str, Any]], str]] = {
         f"{d['evidence']['status']} ({d['evidence']['permission']} by {d['evidence']['rule']}) "
         f"refs {brief(d['evidence'].get('refs', {}))}"
     ),
-    "CheckpointReached": lambda d: f"checkpoint {d['name']}: {brief(d['data'])}",
+    "CheckpointReached": lambda d: (
+        f"checkpoint {d['name']} (declared): {brief(d['data'])}"
+        + (
+            ""
+            if "backed_by" not in d
+            else f"; backed by {d['backed_by']}"
+            if d["backed_by"]
+            else "; no evidence backs it"
+        )
+    ),
     "AuditNoted": lambda d: f"note by {d['agent']}: {d['note']}",
     "FailureClassified": lambda d: f"failure {d['kind']}: {d['detail']}",
     "RetryDecided": lambda d: (
@@ -67,8 +76,9 @@ DESCRIBE: dict[str, Callable[[dict[str, Any]], str]] = {
     ),
     "ClaimMade": lambda d: (
         f"claim by {d['claim']['agent']}: {d['claim']['statement']!r} asserts "
-        f"{d['claim']['asserts']} citing {d['claim']['evidenceIds']} -> {d['claim']['verdict']} "
-        f"({d['claim']['reason']})"
+        f"{d['claim'].get('asserts')} citing {d['claim']['evidenceIds']} -> "
+        f"{d['claim']['verdict']} ({d['claim']['reason']})"
+        + (f"; unchecked remark: {d['claim']['remarks']!r}" if d["claim"].get("remarks") else "")
     ),
     "EscalationRaised": lambda d: (
         f"escalated to a human ({d['escalation']['kind']}): "

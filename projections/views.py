@@ -30,6 +30,13 @@ TABLES = [
     "CREATE TABLE IF NOT EXISTS cc_claims (claim_id TEXT PRIMARY KEY, workflow_id TEXT, "
     "agent TEXT, statement TEXT, asserts TEXT, verdict TEXT, reason TEXT, evidence_ids TEXT, "
     "made_at TEXT)",
+    "CREATE TABLE IF NOT EXISTS cc_checkpoint_backing (workflow_id TEXT, name TEXT, "
+    "evidence_ids TEXT, PRIMARY KEY (workflow_id, name))",
+    "CREATE TABLE IF NOT EXISTS cc_claim_items (claim_id TEXT, position INTEGER, "
+    "action TEXT, target TEXT, status TEXT, evidence_id TEXT, facts TEXT, verdict TEXT, "
+    "reason TEXT, PRIMARY KEY (claim_id, position))",
+    "CREATE TABLE IF NOT EXISTS cc_claim_notes (claim_id TEXT PRIMARY KEY, remarks TEXT, "
+    "missing TEXT)",
     "CREATE TABLE IF NOT EXISTS cc_costs (workflow_id TEXT, agent TEXT, model TEXT, "
     "usd DOUBLE PRECISION, input_tokens BIGINT, output_tokens BIGINT, calls BIGINT, "
     "PRIMARY KEY (workflow_id, agent, model))",
@@ -56,7 +63,10 @@ VIEW_TABLES = (
     "cc_workflows",
     "cc_steps",
     "cc_checkpoints",
+    "cc_checkpoint_backing",
     "cc_claims",
+    "cc_claim_items",
+    "cc_claim_notes",
     "cc_costs",
     "cc_escalations",
     "cc_console_workflows",

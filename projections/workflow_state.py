@@ -24,6 +24,8 @@ class WorkflowView:
     events: int = 0
     agents: list[str] = field(default_factory=list)
     checkpoints: dict[str, Any] = field(default_factory=dict)
+    checkpoint_backing: dict[str, list[str]] = field(default_factory=dict)
+    """Checkpoint name -> the evidence that backs it; empty: only the agent's word."""
     permissions: list[dict[str, Any]] = field(default_factory=list)
     tool_executions: list[dict[str, Any]] = field(default_factory=list)
     tool_unavailable: list[dict[str, Any]] = field(default_factory=list)
@@ -67,6 +69,7 @@ class WorkflowView:
                 self.evidence.append(data["evidence"])
             case "CheckpointReached":
                 self.checkpoints[data["name"]] = data["data"]
+                self.checkpoint_backing[data["name"]] = list(data.get("backed_by") or [])
             case "FailureClassified":
                 self.failures.append(data)
             case "ClaimMade":

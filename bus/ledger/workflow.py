@@ -13,7 +13,8 @@ mission's pipeline. The invariants, each enforced by the method named:
   (``execute_tool``);
 - evidence is hash-chained within its workflow, in the order it was recorded
   (``add_evidence``);
-- a ``verified`` handoff cites succeeded evidence of this workflow (``send_handoff``);
+- a ``completed`` or ``verified`` handoff rests on a verified claim of its sender's
+  (``send_handoff``); a claim is judged item by item against the evidence (``make_claim``);
 - cost never passes the budget unnoticed: a model call that takes the total past it
   stops the workflow (``record_reasoning``);
 - an escalation is answered once (``resolve_escalation``).
@@ -36,6 +37,14 @@ import msgspec
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.utils import register_topic
 
+from bus.ledger.completion import (
+    Done,
+    gate_problem,
+    handling_of,
+    judged_claim,
+    open_handlings,
+    parents,
+)
 from bus.ledger.errors import (
     InvalidHandoff,
     LedgerError,
@@ -44,8 +53,8 @@ from bus.ledger.errors import (
     WorkflowClosed,
     WorkflowEscalated,
 )
-from bus.ledger.verdicts import judge_claim
 from handoff_schemas import (
+    DONE_STATUSES,
     Claim,
     ClaimAssertion,
     Escalation,
@@ -259,55 +268,76 @@ class Workflow(Aggregate):
         self.last_evidence_hash = evidence["hash"]
 
     @event("CheckpointReached")
-    def reach_checkpoint(self, agent: str, name: str, data: dict[str, Any], step_key: str) -> None:
+    def reach_checkpoint(
+        self,
+        agent: str,
+        name: str,
+        data: dict[str, Any],
+        step_key: str,
+        cited: list[str] | None = None,
+        backed_by: list[str] | None = None,
+    ) -> None:
+        """What the agent declared; ``backed_by`` the cited evidence that really backs it."""
         self.checkpoints[name] = data
 
     @event("AuditNoted")
     def note_audit(self, agent: str, note: str, data: dict[str, Any], step_key: str) -> None:
         pass
 
-    def send_handoff(self, handoff: dict[str, Any], traceparent: str = "") -> None:
-        """Hand work on; a ``verified`` handoff must cite evidence that verifies."""
-        if handoff["status"] == "verified":
-            evidence_id = handoff.get("evidenceId")
-            record = self.evidence.get(evidence_id or "")
-            if record is None or record["status"] != "succeeded":
-                reason = (
-                    f"status 'verified' needs succeeded evidence from this workflow, "
-                    f"and {evidence_id!r} is not"
-                )
+    def send_handoff(
+        self, handoff: dict[str, Any], traceparent: str = "", step_key: str = ""
+    ) -> None:
+        """Hand work on; one whose status says work was done must rest on a verified claim.
+
+        A ``completed`` or ``verified`` handoff names (``claimId``) a verified claim of this
+        workflow made by its sender; the runtime makes that claim from the handoff's items
+        (:mod:`bus.runtime.workflows`). ``step_key`` names the handling it is sent from.
+        """
+        if handoff["status"] in DONE_STATUSES:
+            reason = gate_problem(self, handoff)
+            if reason is not None:
                 self.reject_handoff(handoff, reason)
                 raise InvalidHandoff(reason)
-        self._handoff_sent(handoff, traceparent)
+        self._handoff_sent(handoff, traceparent, handling_of(step_key) if step_key else "")
 
     @event("HandoffSent")
-    def _handoff_sent(self, handoff: dict[str, Any], traceparent: str = "") -> None:
-        """``traceparent`` rides along to the inbox, joining the next agent to the trace."""
+    def _handoff_sent(
+        self, handoff: dict[str, Any], traceparent: str = "", parent: str = ""
+    ) -> None:
+        """``traceparent`` rides along to the inbox, joining the next agent to the trace;
+        ``parent`` is the handling it was sent from ("" for the first)."""
         self.handoffs[handoff["handoffId"]] = handoff
         self.traceparents[handoff["handoffId"]] = traceparent
+        parents(self)[handoff["handoffId"]] = parent
 
     @event("HandoffRejected")
     def reject_handoff(self, handoff: dict[str, Any], reason: str) -> None:
         pass
 
-    def make_claim(self, agent: str, summary: str, assertion: ClaimAssertion) -> Claim:
-        verdict, reason = judge_claim(assertion, self.evidence)
-        claim = Claim(
-            claim_id=f"claim-{uuid4().hex}",
-            workflow_id=str(self.id),
-            agent=agent,
-            statement=assertion.statement,
-            asserts=assertion.asserts,
-            evidence_ids=list(assertion.evidence_ids),
-            verdict=verdict,
-            reason=reason,
-        )
+    def make_claim(
+        self,
+        agent: str,
+        summary: str,
+        assertion: ClaimAssertion,
+        step_key: str = "",
+        done: Done | None = None,
+    ) -> Claim:
+        """Judge a claim item by item (:mod:`bus.ledger.verdicts`) and record it.
+
+        The claim speaks for the handlings of ``step_key`` (:func:`handlings_for`); its
+        tasks' definitions of done (``done``) decide between ``verified`` and ``partial``.
+        """
+        claim = judged_claim(self, agent, assertion, step_key, done or {}, f"claim-{uuid4().hex}")
         self._claim_made(summary, msgspec.to_builtins(claim))
         return claim
 
     @event("ClaimMade")
     def _claim_made(self, summary: str, claim: dict[str, Any]) -> None:
         self.claims[claim["claimId"]] = claim
+
+    def open_handlings(self, done: Done | None = None) -> list[str]:
+        """Handlings not closed yet (:mod:`bus.ledger.completion`)."""
+        return open_handlings(self, done or {})
 
     # -- failures, retries, escalations -----------------------------------------
 

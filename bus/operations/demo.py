@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from rich.console import Console
 
@@ -95,6 +96,25 @@ async def run_complaints(settings: Settings, console: Console) -> list[WorkflowV
         await nc.close()
 
 
+def claim_lines(claim: dict[str, Any]) -> list[str]:
+    """A claim's verdict beside what was claimed: each checked item, and the unchecked remark."""
+    lines = [f"  claim by {claim['agent']} -> {claim['verdict']}: {claim['reason']}"]
+    for item in claim.get("items", []):
+        facts = ", ".join(f"{k}={v!r}" for k, v in sorted(item.get("facts", {}).items()))
+        lines.append(
+            f"    {item['verdict']:<12} {item['action']} {item['target']} {item['status']}"
+            + (f" ({facts})" if facts else "")
+            + f" per {item['evidenceId']}"
+            + ("" if item["verdict"] == "verified" else f": {item['reason']}")
+        )
+    if claim.get("missing"):
+        lines.append(f"    missing for done: {', '.join(claim['missing'])}")
+    remark = claim.get("remarks") if "items" in claim else claim.get("summary")
+    if remark:
+        lines.append(f"    remark (not checked): {remark!r}")
+    return lines
+
+
 def show(console: Console, views: list[WorkflowView], emails: list[str]) -> None:
     for view in views:
         console.print(f"\n[bold]workflow {view.workflow_id}: {view.status}[/]")
@@ -118,12 +138,18 @@ def show(console: Console, views: list[WorkflowView], emails: list[str]) -> None
                 highlight=False,
                 soft_wrap=True,
             )
-        for claim in view.claims:
+        for name, data in view.checkpoints.items():
+            backed = view.checkpoint_backing.get(name) or []
             console.print(
-                f"  claim by {claim['agent']}: {claim['summary']!r} -> {claim['verdict']}",
+                f"  checkpoint {name} (declared) {data} "
+                + (f"backed by {', '.join(backed)}" if backed else "[no evidence backs it]"),
                 markup=False,
                 highlight=False,
                 soft_wrap=True,
+            )
+        for claim in view.claims:
+            console.print(
+                "\n".join(claim_lines(claim)), markup=False, highlight=False, soft_wrap=True
             )
     console.print(f"\nSMTP server received {len(emails)} email(s):")
     for email in emails:

@@ -49,9 +49,25 @@ class CreateTicketPayload(Payload):
 class Tool(ABC):
     name: ClassVar[str]
     payload: ClassVar[type[Payload]]
+    input_facts: ClassVar[dict[str, str]] = {}
+    """Fact name -> payload field: what the call asked for that a claim may assert."""
+    output_facts: ClassVar[dict[str, str]] = {}
+    """Fact name -> key of the tool's refs: what the call produced that a claim may assert."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+
+    @classmethod
+    def facts(cls, payload: dict[str, Any], refs: dict[str, str]) -> dict[str, Any]:
+        """The declared facts of one call, as the runtime saw them (never the agent's word).
+
+        Read from the raw payload the runtime validated and the refs the tool host
+        returned; a fact absent from either (a failed call has no ``ticketId``) is left
+        out rather than recorded empty, so a claim asserting it is unsupported.
+        """
+        found = {name: payload[key] for name, key in cls.input_facts.items() if key in payload}
+        found.update({name: refs[key] for name, key in cls.output_facts.items() if key in refs})
+        return found
 
     @staticmethod
     @abstractmethod
@@ -66,6 +82,7 @@ class Tool(ABC):
 class SendEmail(Tool):
     name = "send_email"
     payload = SendEmailPayload
+    input_facts = {"recipient": "to", "subject": "subject"}
     sender = "claimcheck@acme.example"
 
     @staticmethod
@@ -97,6 +114,8 @@ class SendEmail(Tool):
 class CreateTicket(Tool):
     name = "create_ticket"
     payload = CreateTicketPayload
+    input_facts = {"customer": "customer", "title": "title", "severity": "severity"}
+    output_facts = {"ticketId": "ticketId"}
 
     @staticmethod
     def resource(payload: CreateTicketPayload) -> str:

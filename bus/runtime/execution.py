@@ -5,7 +5,9 @@ validated against the tool's schema; the runtime reads the resource from the pay
 and decides with its own policy (recorded with the rule and the reason); a denied
 action becomes evidence and an escalation; an allowed one goes to a tool host with the
 step's idempotency key, is retried as the failure table says, and ends in a recorded
-execution and an evidence record, committed together with the step's reply.
+execution and an evidence record, committed together with the step's reply. The evidence
+holds the facts the tool declares, and the content addresses of the call's full input and
+output (stored as artifacts), so an auditor can check every fact.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, NoReturn
 
+import msgspec
 from nats.aio.client import Client
 from pydantic import ValidationError
 
@@ -25,6 +28,7 @@ from bus.runtime.protocol import Handler, Refusal
 from bus.runtime.steps import Steps
 from bus.runtime.tool_host import pydantic_field_errors
 from bus.settings import Settings
+from bus.transport.artifacts import ArtifactStore
 from bus.transport.subjects import Subjects
 from handoff_schemas import (
     ExecuteReply,
@@ -32,6 +36,52 @@ from handoff_schemas import (
     FieldError,
     RetryAdvice,
 )
+
+
+def give_up(
+    workflow: Workflow,
+    agent: str,
+    step_key: str,
+    action: dict[str, Any],
+    permission: str,
+    rule: str,
+    refusal: Refusal,
+    kind: str,
+    facts: dict[str, Any],
+    artifacts: dict[str, str],
+) -> NoReturn:
+    """The attempts ran out: a tool that timed out or kept failing is failed evidence too.
+
+    So an agent can honestly claim the failure, and nobody can claim the success. A
+    timeout's outcome is unknown (the tool may have acted); the record says so.
+    """
+    if kind in ("tool_timeout", "tool_error"):
+        refs = {"error": str(refusal)[:500]}
+        if kind == "tool_timeout":
+            refs["outcome"] = "unknown"
+        evidence = workflow.add_evidence(
+            actor=agent,
+            action=action["tool"],
+            resource=action["resource"],
+            permission=permission,
+            rule=rule,
+            tool=action["tool"],
+            status="failed",
+            refs=refs,
+            facts=facts,
+            step_key=step_key,
+            artifacts=artifacts,
+        )
+        refusal.fields.append(FieldError(field="evidenceId", message=evidence.audit_id))
+    raise refusal
+
+
+def declared_facts(
+    tools: dict[str, type[Tool]], action: dict[str, Any], refs: dict[str, str]
+) -> dict[str, Any]:
+    """The facts the tool declares, read from what was asked and what it returned."""
+    tool = tools.get(action["tool"])
+    return tool.facts(action["payload"], refs) if tool is not None else {}
 
 
 class ToolExecution:
@@ -50,6 +100,7 @@ class ToolExecution:
         self.settings = settings  # read per call: the tool timeout may be tuned while serving
         self.subjects = Subjects(settings.prefix)
         self._running: InFlight[ExecuteReply] = InFlight()
+        self.artifacts = ArtifactStore(nc.jetstream(), self.subjects.artifact_bucket)
 
     def operations(self) -> dict[str, Handler]:
         return {"execute": self.execute}
@@ -70,12 +121,15 @@ class ToolExecution:
             request.workflow_id, lambda wf: self._authorize(wf, agent, request, resource)
         )
         if not decision.allowed:
+            artifacts = {"input": await self.store(request.payload)}
             return await self.steps.step(
                 agent,
                 "execute",
                 request.workflow_id,
                 request.step_key,
-                lambda wf: self._refuse_action(wf, agent, request.step_key, action, decision),
+                lambda wf: self._refuse_action(
+                    wf, agent, request.step_key, action, decision, artifacts
+                ),
             )
         return await self.run_tool(
             agent,
@@ -137,6 +191,7 @@ class ToolExecution:
         step_key: str,
         action: dict[str, Any],
         decision: Decision,
+        artifacts: dict[str, str],
     ) -> None:
         """A denied action is evidence and an escalation; one needing approval, an escalation."""
         if decision.outcome == "approval_required":
@@ -156,6 +211,9 @@ class ToolExecution:
             rule=decision.rule,
             tool=action["tool"],
             status="denied",
+            facts=self._facts(action, {}),
+            step_key=step_key,
+            artifacts=artifacts,
         )
         advice = after_failure(
             workflow,
@@ -207,6 +265,7 @@ class ToolExecution:
         caller = ToolCaller(
             self.nc, self.steps, self.settings, agent, workflow_id, step_key, action
         )
+        artifacts = {"input": await self.store(action["payload"])}
         while True:
             try:
                 result = await caller.call(permission)
@@ -236,10 +295,30 @@ class ToolExecution:
                 fields or [FieldError(field="$", message=detail)],
                 retry=advice,
             )
-            await self.steps.refuse(
-                agent, "execute", workflow_id, step_key, refusal, require_open=False, redo=approved
+            await self.steps.step(
+                agent,
+                "execute",
+                workflow_id,
+                step_key,
+                lambda wf, r=refusal, k=kind: give_up(
+                    wf,
+                    agent,
+                    step_key,
+                    action,
+                    permission,
+                    rule,
+                    r,
+                    k,
+                    self._facts(action, {}),
+                    artifacts,
+                ),
+                require_open=False,
+                redo=approved,
             )
+            raise AssertionError("unreachable: give_up raises the refusal")
         duration_ms = caller.last_duration_ms
+
+        artifacts["output"] = await self.store(msgspec.to_builtins(result))
 
         def record(workflow: Workflow) -> ExecuteReply:
             if result.reconciled:
@@ -262,6 +341,9 @@ class ToolExecution:
                 tool=action["tool"],
                 status=result.status,
                 refs=result.refs,
+                facts=self._facts(action, result.refs),
+                step_key=step_key,
+                artifacts=artifacts,
             )
             output = result.output if result.status == "succeeded" else {"error": result.error}
             return ExecuteReply(evidence=evidence, output=output)
@@ -275,3 +357,10 @@ class ToolExecution:
             require_open=not approved,
             redo=approved,
         )
+
+    async def store(self, value: Any) -> str:
+        """Content-address a call's full input or output, so an auditor can check every fact."""
+        return await self.artifacts.put(msgspec.json.encode(value, order="sorted"))
+
+    def _facts(self, action: dict[str, Any], refs: dict[str, str]) -> dict[str, Any]:
+        return declared_facts(self.tools, action, refs)

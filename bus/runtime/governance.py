@@ -48,6 +48,7 @@ def after_failure(
     step_key: str,
     per_step: bool = False,
     action: dict[str, Any] | None = None,
+    claim_id: str | None = None,
 ) -> RetryAdvice:
     """Record a failure and decide what follows; return the advice for the agent.
 
@@ -75,7 +76,7 @@ def after_failure(
         return advice(decision)
     workflow.decide_retry(kind, decision.model_dump(), step_key)
     if decision.strategy == "escalate":
-        workflow.raise_escalation(kind, detail, agent, step_key, action=action)
+        workflow.raise_escalation(kind, detail, agent, step_key, action=action, claim_id=claim_id)
     elif decision.strategy == "stop":
         workflow.stop(f"{kind}: {detail}")
     elif decision.strategy == "fail" and not workflow.closed:

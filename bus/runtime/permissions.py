@@ -66,6 +66,7 @@ class PermissionHandlers:
                 rule=decision.rule,
                 status="denied",
                 refs={"agentReason": request.reason},
+                step_key=request.step_key,
             )
             return EvidenceReply(evidence=evidence)
 

@@ -2,7 +2,8 @@
 audit notes.
 
 None of these acts on the world; each records what an agent resolved, read, believed or
-declared, so that a replay shows it and the budget counts it.
+declared, so that a replay shows it and the budget counts it. A checkpoint is recorded as
+declared, with the evidence that really backs it (none, if the agent's word is all there is).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import msgspec
 
 from bus.ledger import Workflow
+from bus.ledger.completion import backing
 from bus.runtime.policy import Policy
 from bus.runtime.protocol import Handler, Refusal
 from bus.runtime.steps import Steps
@@ -86,7 +88,15 @@ class PipelineHandlers:
 
     async def checkpoint(self, agent: str, request: CheckpointRequest) -> Ack:
         def change(workflow: Workflow) -> Ack:
-            workflow.reach_checkpoint(agent, request.name, request.data, request.step_key)
+            cited = list(request.evidence_ids)
+            workflow.reach_checkpoint(
+                agent,
+                request.name,
+                request.data,
+                request.step_key,
+                cited=cited,
+                backed_by=backing(workflow, agent, cited),
+            )
             return Ack(step_key=request.step_key)
 
         return await self.steps.step(

@@ -18,8 +18,13 @@ executes: an earlier "allowed" is never trusted at execution time.
 
 ``[failures.<kind>]`` tunes the failure table of DESIGN.md, ``[prices.<model>]``
 prices model usage per million tokens, ``[tools.<tool>]`` prices tool calls,
-``[budget]`` gives each workflow its default budget, and ``[deadlines]`` the
-task deadlines and the step lease the runtime's sweeper enforces.
+``[budget]`` gives each workflow its default budget, ``[deadlines]`` the task
+deadlines and the step lease the runtime's sweeper enforces, and ``[tasks.<task>]``
+declares a task's definition of done: the evidence that must exist (and be
+claimed) before the task counts as done::
+
+    [tasks.notify_escalation]
+    done = [{action = "send_email", status = "succeeded", target = "mailto:*"}]
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bus.ledger.verdicts import Requirement
 from handoff_schemas import Usage
 
 DEFAULT_POLICY = Path(__file__).with_name("default_policy.toml")
@@ -172,6 +178,21 @@ class Deadlines(Strict):
         return self.tasks.get(task, self.default_task_seconds)
 
 
+class DoneItem(Strict):
+    """One piece of evidence a task needs to be done: an ``action`` with this ``status``,
+    on a resource matching ``target`` (a glob)."""
+
+    action: str = Field(min_length=1)
+    status: Literal["succeeded", "failed", "denied"] = "succeeded"
+    target: str = "*"
+
+
+class TaskSpec(Strict):
+    """What a task declares: its definition of done."""
+
+    done: list[DoneItem] = []
+
+
 class Policy(Strict):
     rules: list[Rule] = []
     failures: dict[FailureKind, FailureStrategy] = {}
@@ -179,6 +200,14 @@ class Policy(Strict):
     tools: dict[str, ToolPrice] = {}
     budget: Budget = Budget()
     deadlines: Deadlines = Deadlines()
+    tasks: dict[str, TaskSpec] = {}
+
+    def done(self) -> dict[str, list[Requirement]]:
+        """Each task's definition of done, as the ledger's verdicts read it."""
+        return {
+            task: [Requirement(item.action, item.status, item.target) for item in spec.done]
+            for task, spec in self.tasks.items()
+        }
 
     @classmethod
     def load(cls, path: Path | None = None) -> Policy:

@@ -71,7 +71,7 @@ class Runtime:
             **PipelineHandlers(self.steps, policy).operations(),
             **PermissionHandlers(self.steps, policy).operations(),
             **execution.operations(),
-            **ClaimHandlers(self.steps).operations(),
+            **ClaimHandlers(self.steps, policy).operations(),
             **self.escalations.operations(),
         }
         self._tasks: set[asyncio.Task[None]] = set()

@@ -9,20 +9,27 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from typing import Any
 from uuid import uuid4
 
 import msgspec
 
 from bus import telemetry
 from bus.ledger import LedgerError, Workflow
+from bus.ledger.completion import Done
+from bus.runtime.claims import after_unverified
 from bus.runtime.policy import Policy
 from bus.runtime.protocol import INCOMING_TRACE, Handler, Refusal
 from bus.runtime.steps import Steps
 from bus.transport.artifacts import ArtifactError, ArtifactStore
 from handoff_schemas import (
+    DONE_STATUSES,
+    ClaimAssertion,
+    ClaimItem,
     Handoff,
     HandoffReply,
     HandoffRequest,
+    RetryAdvice,
     StartReply,
     StartRequest,
     StateRequest,
@@ -30,6 +37,31 @@ from handoff_schemas import (
 )
 
 log = logging.getLogger(__name__)
+
+
+def cited_item(workflow: Workflow, evidence_id: str | None) -> list[ClaimItem]:
+    """A handoff that cites one evidence id and no items: the item that id stands for.
+
+    Handoffs before structured claims cited one ``evidenceId``; it still works, as a claim
+    that the record succeeded and is the sender's to cite (an unknown id is unsupported).
+    """
+    if evidence_id is None:
+        return []
+    record = workflow.evidence.get(evidence_id)
+    if record is None:
+        return [
+            ClaimItem(
+                action="unknown", target="unknown", status="succeeded", evidence_id=evidence_id
+            )
+        ]
+    return [
+        ClaimItem(
+            action=record["action"],
+            target=record["resource"],
+            status="succeeded",
+            evidence_id=evidence_id,
+        )
+    ]
 
 
 class WorkflowHandlers:
@@ -107,13 +139,63 @@ class WorkflowHandlers:
             raise Refusal("invalid_handoff", reason) from None
 
         traceparent = INCOMING_TRACE.get()  # read here: change() runs in the ledger thread
+        done = self.policy.done()
 
         def change(workflow: Workflow) -> HandoffReply:
-            workflow.send_handoff(fields, traceparent)
+            if request.status in DONE_STATUSES:
+                self._gate(workflow, agent, request, fields, done)
+            workflow.send_handoff(fields, traceparent, request.step_key)
             return HandoffReply(handoff_id=handoff.handoff_id)
 
         return await self.steps.step(
             agent, "handoff", request.workflow_id, request.step_key, change
+        )
+
+    def _gate(
+        self,
+        workflow: Workflow,
+        agent: str,
+        request: HandoffRequest,
+        fields: dict[str, Any],
+        done: Done,
+    ) -> None:
+        """A handoff that says work was done is a claim: judge its items, refuse it unless verified.
+
+        The verified claim's id and items travel with the handoff. A refused handoff is
+        recorded, and the failure table decides what follows (a human, by default), so the
+        workflow never waits on a handoff that will not come.
+        """
+        items = list(request.items) or cited_item(workflow, request.evidence_id)
+        claim = workflow.make_claim(
+            agent,
+            f"handoff to {request.to} as {request.status}",
+            ClaimAssertion(items=items),
+            request.step_key,
+            done,
+        )
+        if claim.verdict == "verified":
+            fields["claimId"] = claim.claim_id
+            fields["claimItems"] = msgspec.to_builtins(items)
+            return
+        reason = (
+            f"status {request.status!r} needs a verified claim, and its claim {claim.claim_id} "
+            f"is {claim.verdict}: {claim.reason}"
+        )
+        workflow.reject_handoff(fields, reason)
+        after_unverified(
+            workflow,
+            self.policy,
+            agent,
+            claim,
+            f"the claim of {request.status} handoff to {request.to}",
+            request.step_key,
+            complete_on_approval=False,  # approving a refused handoff must not complete
+        )
+        strategy = "escalate" if workflow.status == "escalated" else "fail"
+        raise Refusal(
+            "invalid_handoff",
+            reason,
+            retry=RetryAdvice(strategy=strategy, attempt=1, max_attempts=1),
         )
 
     async def record_rejected_handoff(self, agent: str, data: bytes, reason: str) -> None:

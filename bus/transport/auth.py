@@ -78,6 +78,7 @@ def permissions(role: str, subjects: Subjects) -> dict[str, Any]:
                 f"{p}.tool.>",
                 f"{JS}.>",
                 "$JS.FC.>",
+                *write_artifacts,  # each tool call's full input and output (evidence artifacts)
             ],
             "subscribe": [f"{p}.rt.>", f"{p}.events.>", "$JS.EVENT.ADVISORY.>", inbox],
             "allow_responses": True,

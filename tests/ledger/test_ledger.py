@@ -9,7 +9,7 @@ import pytest
 
 from bus.ledger import GENESIS_HASH, Ledger, LedgerError, UnknownWorkflow, Workflow
 from bus.ledger.errors import InvalidHandoff, NotAParticipant, WorkflowClosed
-from handoff_schemas import ClaimAssertion, evidence_hash
+from handoff_schemas import ClaimAssertion, ClaimItem, evidence_hash
 
 ARTIFACT = "sha256-" + "0" * 64
 
@@ -118,32 +118,48 @@ def test_evidence_is_hash_chained(ledger: Ledger) -> None:
     assert ledger.workflow(workflow_id).evidence[second.audit_id]["hash"] == second.hash
 
 
-def test_a_verified_handoff_without_evidence_is_refused_and_recorded(ledger: Ledger) -> None:
+def ticket_item(evidence_id: str, status: str = "succeeded") -> ClaimItem:
+    return ClaimItem(
+        action="create_ticket", target="ticket:x", status=status, evidence_id=evidence_id
+    )
+
+
+def test_a_verified_handoff_without_a_verified_claim_is_refused_and_recorded(
+    ledger: Ledger,
+) -> None:
     workflow_id = start(ledger)
     handoff = {
         "handoffId": "ho-2",
+        "from": "triage",
         "to": "notifier",
         "status": "verified",
         "evidenceId": "ev-missing",
+        "claimId": "claim-missing",
     }
-    with pytest.raises(InvalidHandoff, match="ev-missing"):
+    with pytest.raises(InvalidHandoff, match="rests on no claim"):
         ledger.command(workflow_id, lambda wf: wf.send_handoff(handoff))
     last = ledger.history(workflow_id)[-1]
     assert last.type == "HandoffRejected"
-    assert "ev-missing" in last.data["reason"]
+    assert "verified claim" in last.data["reason"]
     assert "ho-2" not in ledger.workflow(workflow_id).handoffs
 
 
-def test_a_verified_handoff_with_succeeded_evidence_is_sent(ledger: Ledger) -> None:
+def test_a_verified_handoff_resting_on_a_verified_claim_is_sent(ledger: Ledger) -> None:
     workflow_id = start(ledger)
     evidence = ledger.command(workflow_id, allowed_execution)
+    assertion = ClaimAssertion(items=[ticket_item(evidence.audit_id)])
+    claim = ledger.command(
+        workflow_id, lambda wf: wf.make_claim("triage", "filed", assertion, "ho-1/9")
+    )
     handoff = {
         "handoffId": "ho-2",
+        "from": "triage",
         "to": "notifier",
         "status": "verified",
         "evidenceId": evidence.audit_id,
+        "claimId": claim.claim_id,
     }
-    ledger.command(workflow_id, lambda wf: wf.send_handoff(handoff))
+    ledger.command(workflow_id, lambda wf: wf.send_handoff(handoff, step_key="ho-1/10"))
     assert ledger.history(workflow_id)[-1].type == "HandoffSent"
 
 
@@ -152,7 +168,7 @@ def test_a_verified_handoff_with_succeeded_evidence_is_sent(ledger: Ledger) -> N
     [
         ("succeeded", True, "verified"),
         ("failed", True, "contradicted"),
-        ("succeeded", False, "unverified"),
+        ("succeeded", False, "unsupported"),
     ],
 )
 def test_claims_are_judged_against_evidence(
@@ -161,7 +177,7 @@ def test_claims_are_judged_against_evidence(
     workflow_id = start(ledger)
     evidence = ledger.command(workflow_id, allowed_execution)
     assertion = ClaimAssertion(
-        statement="ticket filed", asserts=asserts, evidence_ids=[evidence.audit_id] if cite else []
+        items=[ticket_item(evidence.audit_id, asserts)] if cite else [], remarks="ticket filed"
     )
     claim = ledger.command(workflow_id, lambda wf: wf.make_claim("triage", "done", assertion))
     assert claim.verdict == verdict

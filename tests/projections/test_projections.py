@@ -85,7 +85,7 @@ async def test_the_views_show_state_claims_costs_and_escalations(
     assert states[done]["current_step"].endswith("(summarize)")
     assert states[done]["cost_usd"] == pytest.approx(0.51)
     assert states[escalated]["status"] == "escalated"
-    assert [c["verdict"] for c in claims(live_views, unverified_only=True)] == ["unverified"]
+    assert [c["verdict"] for c in claims(live_views, unverified_only=True)] == ["unsupported"]
     assert len(claims(live_views)) == 2
     by_model = {row["model"]: row for row in costs(live_views, "model")}
     assert by_model["scripted"]["usd"] == pytest.approx(0.01)

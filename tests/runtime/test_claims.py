@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from agents import Context, RuntimeRefused, ScriptedModel
+from agents import ClaimItem, Context, RuntimeRefused, ScriptedModel
 from bus.runtime.catalogue import SendEmail, Tool, ToolFailure
 from projections import WorkflowView
 from tests.conftest import Bus, run_workflow
@@ -42,9 +42,20 @@ def tool_classes() -> dict[str, type[Tool]]:
     return {"send_email": BouncingEmail}
 
 
+def sent_to(address: str, evidence_id: str) -> ClaimItem:
+    """The item an agent claiming "the email was sent" makes, citing ``evidence_id``."""
+    return ClaimItem(
+        action="send_email",
+        target=f"mailto:{address}",
+        status="succeeded",
+        evidence_id=evidence_id,
+        facts={"recipient": address},
+    )
+
+
 def assert_caught(view: WorkflowView, verdict: str, reason: str) -> None:
     [made] = view.claims
-    assert (made["statement"], made["verdict"]) == (CLAIM, verdict)
+    assert (made["remarks"], made["verdict"]) == (CLAIM, verdict)
     assert reason in made["reason"]
     assert view.status == "escalated"
     assert view.escalations[-1]["kind"] == "unverified_claim"
@@ -56,7 +67,7 @@ async def test_done_without_ever_calling_the_tool(bus: Bus) -> None:
         await ctx.summarize(CLAIM, asserts="succeeded", evidence=[])
 
     view = await run_workflow(bus, says_done, ScriptedModel([]))
-    assert_caught(view, "unverified", "cites no evidence")
+    assert_caught(view, "unsupported", "has no items")
 
 
 async def test_the_tool_failed_but_the_agent_says_it_was_sent(bus: Bus) -> None:
@@ -75,7 +86,7 @@ async def test_permission_was_denied_but_the_agent_says_it_was_sent(bus: Bus) ->
             await ctx.tools.send_email(to="press@pr-agency.example", subject="s", body="b")
         except RuntimeRefused as refused:
             [denial] = [f.message for f in refused.error.fields if f.field == "evidenceId"]
-            await ctx.summarize(CLAIM, asserts="succeeded", evidence=[denial])
+            await ctx.summarize(CLAIM, evidence=[sent_to("press@pr-agency.example", denial)])
 
     view = await run_workflow(bus, ignores_the_denial, ScriptedModel([]))
     assert [e["status"] for e in view.evidence] == ["denied"]
@@ -94,15 +105,15 @@ async def test_the_claim_cites_evidence_from_another_workflow(bus: Bus, mailbox:
     assert first.status == "completed"
 
     async def borrows(ctx: Context) -> None:
-        await ctx.summarize(CLAIM, asserts="succeeded", evidence=elsewhere)
+        await ctx.summarize(CLAIM, evidence=[sent_to("ops@acme.example", elsewhere[0])])
 
     view = await run_workflow(bus, borrows, ScriptedModel([]))
-    assert_caught(view, "unverified", f"no evidence {elsewhere[0]} in this workflow")
+    assert_caught(view, "unsupported", f"no evidence {elsewhere[0]} in this workflow")
 
 
 async def test_the_claim_cites_evidence_that_does_not_exist(bus: Bus) -> None:
     async def invents(ctx: Context) -> None:
-        await ctx.summarize(CLAIM, asserts="succeeded", evidence=["ev-0000made0up"])
+        await ctx.summarize(CLAIM, evidence=[sent_to("ops@acme.example", "ev-0000made0up")])
 
     view = await run_workflow(bus, invents, ScriptedModel([]))
-    assert_caught(view, "unverified", "no evidence ev-0000made0up")
+    assert_caught(view, "unsupported", "no evidence ev-0000made0up")

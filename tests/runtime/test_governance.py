@@ -404,7 +404,7 @@ async def test_an_unverified_claim_escalates_and_approval_completes(bus: Bus) ->
 
     view = await run_workflow(bus, claims_without_evidence, ScriptedModel([]))
     assert view.status == "escalated"
-    assert view.claims[0]["verdict"] == "unverified"
+    assert view.claims[0]["verdict"] == "unsupported"  # issue 11: the verdict vocabulary
     assert view.escalations[0]["kind"] == "unverified_claim"
     result = await resolve(
         bus.nc, bus.subjects, view.escalations[0]["escalationId"], "approve", "dana"

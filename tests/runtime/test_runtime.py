@@ -226,7 +226,14 @@ async def test_a_verified_handoff_without_evidence_is_not_delivered(bus: Bus) ->
         handoff_request(workflow_id, artifactId=artifact, status="verified"),
     )
     assert reply.error.code == "invalid_handoff"
-    assert types(bus, workflow_id)[-1] == "HandoffRejected"
+    # Issue 11: the refusal is judged as a claim, recorded, and leads to a decision.
+    assert types(bus, workflow_id)[-5:] == [
+        "ClaimMade",
+        "HandoffRejected",
+        "FailureClassified",
+        "EscalationRaised",
+        "StepCompleted",
+    ]
     await relayed(bus)
     info = await bus.nc.jetstream().stream_info(bus.subjects.stream("handoff"))
     assert info.state.messages == 1  # only the first handoff, to triage
@@ -254,10 +261,10 @@ async def test_a_summary_completes_only_when_its_claim_is_verified(bus: Bus) -> 
             "workflowId": workflow_id,
             "stepKey": "t/1",
             "summary": "all done",
-            "claim": {"statement": "ticket filed", "asserts": "succeeded", "evidenceIds": []},
+            "claim": {"remarks": "ticket filed", "items": []},
         },
     )
-    assert unbacked.result["claim"]["verdict"] == "unverified"
+    assert unbacked.result["claim"]["verdict"] == "unsupported"
     assert unbacked.result["workflowStatus"] == "escalated"
 
     backed_id = await started(bus)
@@ -281,9 +288,16 @@ async def test_a_summary_completes_only_when_its_claim_is_verified(bus: Bus) -> 
             "stepKey": "t/2",
             "summary": "ticket filed",
             "claim": {
-                "statement": "ticket filed",
-                "asserts": "succeeded",
-                "evidenceIds": [ticket.result["evidence"]["auditId"]],
+                "remarks": "ticket filed",
+                "items": [
+                    {
+                        "action": "create_ticket",
+                        "target": "ticket:c",
+                        "status": "succeeded",
+                        "evidenceId": ticket.result["evidence"]["auditId"],
+                        "facts": {"severity": "low"},
+                    }
+                ],
             },
         },
     )
