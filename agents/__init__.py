@@ -7,13 +7,14 @@ from agents.agent import Agent
 from agents.anthropic_model import AnthropicModel, default_model
 from agents.client import RuntimeClient, RuntimeRefused
 from agents.context import Context, WorkflowHalted
-from agents.model import Model, ModelRequest, ModelResult, ScriptedModel
+from agents.model import Model, ModelFailure, ModelRequest, ModelResult, ScriptedModel
 
 __all__ = [
     "Agent",
     "AnthropicModel",
     "Context",
     "Model",
+    "ModelFailure",
     "ModelRequest",
     "ModelResult",
     "RuntimeClient",
