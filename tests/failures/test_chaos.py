@@ -188,8 +188,10 @@ async def test_chaos(tmp_path: Path, ledger_url: str, mailbox: Mailbox) -> None:
         sweep_interval=2.0,
     )
     started = time.monotonic()
-    async with Stack(settings, tool_hosts=2, agent_replicas=2) as stack:
-        assert {"tools-2", "agent-triage-2", "agent-notifier-2"} <= set(stack.processes)
+    async with Stack(settings, runtimes=2, tool_hosts=2, agent_replicas=2) as stack:
+        assert {"runtime-2", "tools-2", "agent-triage-2", "agent-notifier-2"} <= set(
+            stack.processes
+        )
         submitted, killed = await asyncio.gather(
             feed(settings, random.Random(seed + 1), CHAOS_SECONDS * 0.75),
             unleash(stack, rng, CHAOS_SECONDS),
@@ -211,8 +213,10 @@ async def test_chaos(tmp_path: Path, ledger_url: str, mailbox: Mailbox) -> None:
             state_dir=settings.state_dir,
             env={"CLAIMCHECK_LEDGER": ledger_url},
         )
+    statuses = Counter(view.status for view in views)
+    escalated = Counter(e["kind"] for view in views for e in view.escalations)
     print(
-        f"seed {seed}: {dict(Counter(view.status for view in views))} in "
+        f"seed {seed}: {dict(statuses)} (escalations: {dict(escalated)}) in "
         f"{time.monotonic() - started:.0f} s"
     )
 
