@@ -2,7 +2,8 @@
 
 The real ``anthropic`` client talks to the local Messages API server, which answers
 529, 429 with ``retry-after``, 401 and 400; the runtime and the agent run on the real
-nats-server and ledger (the ``bus`` fixture).
+nats-server and ledger (the ``bus`` fixture). ``claimcheck demo`` runs as a user runs
+it, every part its own process, against a model nobody listens for.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import anthropic
 import pytest
@@ -17,9 +19,11 @@ from pydantic import BaseModel
 
 from agents import Context
 from agents.anthropic_model import AnthropicModel
+from bus.ledger import Ledger
+from bus.operations.stack import StateLock
 from projections.trace import timeline
 from tests.agents.messages_api import MessagesAPI, error, overloaded, rate_limited, tool_use
-from tests.conftest import Bus, run_workflow
+from tests.conftest import Bus, claimcheck, run_workflow
 
 POLICY = """
 [[rules]]
@@ -146,3 +150,36 @@ async def test_a_redelivered_handling_does_not_ask_again_for_recorded_failures(
     assert view.status == "completed"
     assert len(api.requests) == 2
     assert len(events(bus, view.workflow_id, "FailureClassified")) == 1
+
+
+def test_the_demo_with_an_unreachable_model_says_why_and_leaves_nothing_running(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    state_dir = tmp_path / "demo"
+    started = time.monotonic()
+    demo = claimcheck(
+        "demo",
+        state_dir=state_dir,
+        env={"ANTHROPIC_API_KEY": "test-key", "ANTHROPIC_BASE_URL": url},
+        timeout=120,
+    )
+    print(f"claimcheck demo took {time.monotonic() - started:.1f} s")
+    assert demo.returncode == 1, demo.stdout + demo.stderr
+    assert "connection error" in demo.stdout and "availability window" in demo.stdout
+    assert StateLock(state_dir).holder() is None  # the stack and its children are gone
+    assert not (state_dir / "nats.url").exists()
+    ledger = Ledger.from_url(f"sqlite:///{state_dir / 'ledger.db'}")
+    try:
+        histories = [ledger.history(wf) for wf in ledger.workflow_ids()]
+    finally:
+        ledger.close()
+    assert len(histories) == 3
+    for history in histories:  # nothing left running, each failed soon after it started
+        [failed] = [e for e in history if e.type == "WorkflowFailed"]
+        assert "connection error" in failed.data["reason"]
+        took = (failed.timestamp - history[0].timestamp).total_seconds()
+        print(f"a workflow failed {took:.1f} s after it started")
+        assert took < 30  # 2 s of model window each, behind agents starting on a busy machine
