@@ -7,7 +7,7 @@ from agents.agent import Agent
 from agents.anthropic_model import AnthropicModel, default_model
 from agents.client import RuntimeClient, RuntimeRefused
 from agents.context import Context, WorkflowHalted
-from agents.model import Model, ModelRequest, ModelResult, ScriptedModel
+from agents.model import Model, ModelFailure, ModelRequest, ModelResult, ScriptedModel
 from handoff_schemas import ClaimItem
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "ClaimItem",
     "Context",
     "Model",
+    "ModelFailure",
     "ModelRequest",
     "ModelResult",
     "RuntimeClient",

@@ -5,39 +5,55 @@
 - The stable system prompt is marked for prompt caching.
 - Usage, cache reads and cache writes included, goes back to the runtime,
   which prices it from the policy's table.
-- Overloaded (529), rate-limited (429), server errors and timeouts are retried
-  with exponential backoff up to ``max_attempts``; they cost no tokens. Then
-  :class:`ModelUnavailable` is raised and the handoff is redelivered later.
+- Each call is one attempt. A failure is raised as a classified
+  :class:`~agents.model.ModelFailure`: overloaded (529), rate limited (429, with its
+  ``retry-after``), other server errors, timeouts and connection errors are
+  transient; authentication, permission, invalid request and unknown model are
+  permanent. The SDK reports it to the runtime, whose failure table decides
+  whether and when to try again, so every attempt is in the ledger.
 - Output that does not fit the schema is the SDK's business: ``ctx.reason``
   reports it as ``invalid_tool_payload`` and asks for a repair.
 
 Unless given, the name and limits come from the settings (``CLAIMCHECK_MODEL``,
-``CLAIMCHECK_MODEL_MAX_TOKENS``, ``CLAIMCHECK_MODEL_TIMEOUT``,
-``CLAIMCHECK_MODEL_MAX_ATTEMPTS``); the client reads ``ANTHROPIC_API_KEY`` and
-``ANTHROPIC_BASE_URL`` as usual.
+``CLAIMCHECK_MODEL_MAX_TOKENS``, ``CLAIMCHECK_MODEL_TIMEOUT``); the client reads
+``ANTHROPIC_API_KEY`` and ``ANTHROPIC_BASE_URL`` as usual.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Any
 
 import anthropic
 
-from agents.model import ModelRequest, ModelResult
+from agents.model import ModelFailure, ModelRequest, ModelResult
 from bus.settings import Settings
 from handoff_schemas import Usage
 
-RETRYABLE = (
-    anthropic.RateLimitError,
-    anthropic.InternalServerError,  # includes 529 overloaded
-    anthropic.APIConnectionError,  # includes timeouts
-)
+TRANSIENT_STATUS = frozenset({408, 409, 429})
+"""Besides 5xx (529 is overloaded): request timeout, conflict, rate limited."""
 
 
-class ModelUnavailable(Exception):
-    """The model did not answer after every allowed attempt."""
+def retry_after(error: anthropic.APIStatusError) -> float | None:
+    """The provider's ``retry-after`` in seconds, when it sent one as a number."""
+    value = error.response.headers.get("retry-after")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def classify(error: anthropic.APIError) -> ModelFailure:
+    """Transient (worth another attempt later) or permanent, with the provider's words."""
+    if isinstance(error, anthropic.APITimeoutError):
+        return ModelFailure(f"timeout: {error}", transient=True)
+    if isinstance(error, anthropic.APIConnectionError):
+        return ModelFailure(f"connection error: {error}", transient=True)
+    if isinstance(error, anthropic.APIStatusError):
+        status = error.status_code
+        transient = status >= 500 or status in TRANSIENT_STATUS
+        return ModelFailure(f"HTTP {status}: {error.message}", transient, retry_after(error))
+    return ModelFailure(f"{type(error).__name__}: {error}", transient=False)
 
 
 class AnthropicModel:
@@ -46,18 +62,14 @@ class AnthropicModel:
         model: str | None = None,
         max_tokens: int | None = None,
         timeout: float | None = None,
-        max_attempts: int | None = None,
-        backoff_seconds: float = 1.0,
         client: anthropic.AsyncAnthropic | None = None,
     ) -> None:
         settings = Settings()
         self.name = model or settings.model
         self.max_tokens = max_tokens or settings.model_max_tokens
-        self.max_attempts = max_attempts or settings.model_max_attempts
-        self.backoff_seconds = backoff_seconds
         self.client = client or anthropic.AsyncAnthropic(
             timeout=timeout or settings.model_timeout,
-            max_retries=0,  # retries are ours: counted, backed off, and visible in logs
+            max_retries=0,  # retries are the runtime's: each attempt is an event
         )
 
     async def complete(self, request: ModelRequest) -> ModelResult:
@@ -93,16 +105,10 @@ class AnthropicModel:
         )
 
     async def _create(self, arguments: dict[str, Any]) -> Any:
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                return await self.client.messages.create(**arguments)
-            except RETRYABLE as error:
-                if attempt == self.max_attempts:
-                    raise ModelUnavailable(
-                        f"{self.name} did not answer after {attempt} attempts: {error}"
-                    ) from error
-                await asyncio.sleep(self.backoff_seconds * 2 ** (attempt - 1))
-        raise AssertionError("unreachable")
+        try:
+            return await self.client.messages.create(**arguments)
+        except anthropic.APIError as error:
+            raise classify(error) from error
 
 
 def default_model(scripted: Any) -> Any:

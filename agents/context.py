@@ -9,6 +9,7 @@ not run twice and the model is not asked twice.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -16,7 +17,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from agents.client import RuntimeClient, RuntimeRefused, unwrap
-from agents.model import Model, ModelRequest
+from agents.model import Model, ModelFailure, ModelRequest, ModelResult
 from bus import telemetry
 from bus.runtime.catalogue import CATALOGUE
 from bus.transport.artifacts import ArtifactStore
@@ -239,11 +240,50 @@ class Context:
                 repair = [f"{f.field}: {f.message}" for f in refused.error.fields]
 
     async def _ask_model(self, request: ModelRequest, purpose: str) -> dict[str, Any]:
-        """One model call as one step: a recorded step returns what the model said then."""
-        key = self._next_key()
-        recorded = self.state.steps.get(key)
-        if recorded is not None:
-            return unwrap(convert(recorded, Reply), ReasoningReply).output
+        """One model call, each attempt one step: what the model said, or why it did not.
+
+        A failed attempt is reported to the runtime (``model_unavailable`` or
+        ``model_error``); the agent follows its advice: wait the delay and try
+        again in a new step, or stop. Replayed, a recorded answer is returned and
+        recorded failures are passed over without asking the model again.
+        """
+        while True:
+            key = self._next_key()
+            recorded = self.state.steps.get(key)
+            if recorded is not None:
+                reply = convert(recorded, Reply)
+                if reply.ok and isinstance(reply.result, dict) and "strategy" in reply.result:
+                    self._follow(convert(reply.result, RetryAdvice), "model", "recorded failure")
+                    continue
+                return unwrap(reply, ReasoningReply).output
+            result = await self._attempt(request, purpose)
+            if isinstance(result, ModelFailure):
+                advice = await self._client.call(
+                    "failure",
+                    FailureRequest(
+                        workflow_id=self.workflow_id,
+                        step_key=key,
+                        kind=result.kind,
+                        detail=f"{self.model.name}: {result.detail}",
+                        retry_after_seconds=result.retry_after,
+                    ),
+                    RetryAdvice,
+                )
+                self._follow(advice, result.kind, result.detail)
+                await asyncio.sleep(advice.delay_seconds)
+                continue
+            reasoning = ReasoningRequest(
+                workflow_id=self.workflow_id,
+                step_key=key,
+                purpose=purpose,
+                model=result.model,
+                output=result.output,
+                usage=result.usage,
+            )
+            return (await self._client.call("reasoning", reasoning, ReasoningReply)).output
+
+    async def _attempt(self, request: ModelRequest, purpose: str) -> ModelResult | ModelFailure:
+        """Ask the model once, in a span that says what came of it."""
         with telemetry.span(
             f"chat {self.model.name}",
             kind="CLIENT",
@@ -255,7 +295,18 @@ class Context:
                 "claimcheck.purpose": purpose,
             },
         ) as span:
-            result = await self.model.complete(request)
+            try:
+                result = await self.model.complete(request)
+            except ModelFailure as failure:
+                telemetry.set_attributes(
+                    span,
+                    **{
+                        "error.type": failure.kind,
+                        "claimcheck.failure": failure.detail,
+                        "claimcheck.retry_after": failure.retry_after,
+                    },
+                )
+                return failure
             telemetry.set_attributes(
                 span,
                 **{
@@ -265,15 +316,13 @@ class Context:
                     "claimcheck.belief": json.dumps(result.output, sort_keys=True),
                 },
             )
-        reasoning = ReasoningRequest(
-            workflow_id=self.workflow_id,
-            step_key=key,
-            purpose=purpose,
-            model=result.model,
-            output=result.output,
-            usage=result.usage,
-        )
-        return (await self._client.call("reasoning", reasoning, ReasoningReply)).output
+        return result
+
+    @staticmethod
+    def _follow(advice: RetryAdvice, kind: str, detail: str) -> None:
+        """Go on only when the runtime advises another model attempt."""
+        if advice.strategy != "retry":
+            raise WorkflowHalted(kind, detail, advice)
 
     async def _report(self, kind: str, detail: str) -> RetryAdvice:
         """Report a model failure; go on only if the runtime says the model may try again."""

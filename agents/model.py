@@ -43,6 +43,28 @@ class ModelRequest:
         return message
 
 
+class ModelFailure(Exception):
+    """One model attempt that failed, classified so the runtime's failure table can decide.
+
+    ``transient`` failures (overloaded, rate limited, timeout, connection error) say
+    nothing about the request: the runtime may advise trying again, no sooner than
+    ``retry_after`` seconds when the provider said so. Permanent ones (authentication,
+    permission, invalid request, unknown model) will fail every time: the workflow ends.
+    Adapters never retry themselves, so every attempt is visible in the ledger.
+    """
+
+    def __init__(self, detail: str, transient: bool, retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.transient = transient
+        self.retry_after = retry_after
+
+    @property
+    def kind(self) -> str:
+        """The failure table's kind for this failure."""
+        return "model_unavailable" if self.transient else "model_error"
+
+
 @dataclass(frozen=True)
 class ModelResult:
     output: dict[str, Any]

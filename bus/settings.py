@@ -67,7 +67,12 @@ class Settings(BaseSettings):
     model: str = Field("claude-sonnet-4-5", description="The Anthropic model agents reason with.")
     model_max_tokens: int = Field(1024, gt=0)
     model_timeout: float = Field(60.0, gt=0, description="Seconds per model request.")
-    model_max_attempts: int = Field(4, ge=1, description="Tries on overload, rate limit, timeout.")
+    model_availability_window: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds the runtime advises trying an overloaded, rate-limited or "
+        "unreachable model again (failure kind model_unavailable) before failing the workflow.",
+    )
     stream_replicas: int = Field(1, ge=1, le=5, description="JetStream replicas (3 in a cluster).")
 
     @model_validator(mode="after")

@@ -185,10 +185,15 @@ class HandoffRequest(StepRequest):
 
 
 class FailureRequest(StepRequest):
-    """The agent reports a failure of its model's output; the runtime decides what next."""
+    """The agent reports a failure of its model or its output; the runtime decides what next.
 
-    kind: Literal["invalid_tool_payload", "bad_reasoning"]
+    ``model_unavailable`` (transient, with the provider's ``retry_after_seconds`` when it
+    sent one) and ``model_error`` (permanent) are failed model attempts.
+    """
+
+    kind: Literal["invalid_tool_payload", "bad_reasoning", "model_unavailable", "model_error"]
     detail: str
+    retry_after_seconds: float | None = None
 
 
 class ResolveRequest(WireStruct):

@@ -52,6 +52,12 @@ DESCRIBE: dict[str, Callable[[dict[str, Any]], str]] = {
         f"{d['attempt']}; retrying in {d['retry_in_seconds']:.2f} s, waiting until "
         f"{d['window_ends_at']}"
     ),
+    "ModelUnavailable": lambda d: (
+        f"model unavailable ({d['detail']}), attempt {d['attempt']}; retrying in "
+        f"{d['retry_in_seconds']:.2f} s"
+        + (f" (retry-after {d['retry_after_seconds']:g} s)" if d["retry_after_seconds"] else "")
+        + f", waiting until {d['window_ends_at']}"
+    ),
     "ToolOutcomeUnknown": lambda d: f"outcome unknown for {d['tool']}: {d['detail']}",
     "EvidenceRecorded": lambda d: (
         f"evidence {d['evidence']['auditId']}: {d['evidence']['action']} "

@@ -118,6 +118,8 @@ class Workflow(Aggregate):
         self.handoffs: dict[str, dict[str, Any]] = {}
         self.claims: dict[str, dict[str, Any]] = {}
         self.failures: list[dict[str, str]] = []
+        self.model_windows: dict[str, str] = {}
+        """Per handling (``<handoffId>``) with the model unavailable: when its window ends."""
         self.escalations: dict[str, dict[str, Any]] = {}
 
     # -- guards ---------------------------------------------------------------
@@ -186,6 +188,7 @@ class Workflow(Aggregate):
     ) -> None:
         self.cost_usd += cost_usd
         self.model_call_costs.append(cost_usd)
+        self.model_windows.pop(step_key.rpartition("/")[0], None)  # the model answered again
 
     @event("ActionRequested")
     def request_action(
@@ -251,6 +254,22 @@ class Workflow(Aggregate):
 
         Not a failure: a host restarting is a pause (failures are what the failure table counts).
         """
+
+    @event("ModelUnavailable")
+    def note_model_unavailable(
+        self,
+        agent: str,
+        detail: str,
+        attempt: int,
+        retry_after_seconds: float | None,
+        retry_in_seconds: float,
+        window_ends_at: str,
+        step_key: str,
+    ) -> None:
+        """A model attempt found it overloaded, rate limited or unreachable; the agent tries
+        again in ``retry_in_seconds`` (never sooner than the provider's ``retry-after``), as
+        long as that is before ``window_ends_at``, which the first such attempt set."""
+        self.model_windows.setdefault(step_key.rpartition("/")[0], window_ends_at)
 
     @event("ToolOutcomeUnknown")
     def note_unknown_outcome(self, agent: str, tool: str, detail: str, step_key: str) -> None:

@@ -4,6 +4,11 @@ Three complaints go to the triage agent: one that must be escalated by email,
 one that needs no escalation, and one whose escalation address the policy does
 not allow. The demo prints each workflow's outcome and evidence, and what the
 local SMTP server received, then stops everything it started.
+
+A model that does not answer is retried by the runtime only within a short
+availability window (``DEMO_MODEL_WINDOW``, unless ``CLAIMCHECK_MODEL_AVAILABILITY_WINDOW``
+is set), so an unreachable model ends the demo in seconds with the reason, instead
+of leaving it waiting.
 """
 
 from __future__ import annotations
@@ -43,6 +48,10 @@ COMPLAINTS = [
 ]
 
 
+DEMO_MODEL_WINDOW = 2.0
+"""Seconds the demo's runtime waits out an unavailable model before failing a workflow."""
+
+
 @dataclass
 class DemoResult:
     views: list[WorkflowView]
@@ -55,6 +64,8 @@ async def run_demo(settings: Settings, console: Console | None = None) -> DemoRe
     await asyncio.to_thread(mailbox.start)
     settings.smtp_port = mailbox.port
     console.print(f"[bold]claimcheck demo[/] state in {settings.state_dir.resolve()}")
+    if "model_availability_window" not in settings.model_fields_set:
+        settings.model_availability_window = DEMO_MODEL_WINDOW
     if os.environ.get("ANTHROPIC_API_KEY"):
         console.print(f"model: AnthropicModel ({settings.model}), because ANTHROPIC_API_KEY is set")
     else:
@@ -118,6 +129,8 @@ def claim_lines(claim: dict[str, Any]) -> list[str]:
 def show(console: Console, views: list[WorkflowView], emails: list[str]) -> None:
     for view in views:
         console.print(f"\n[bold]workflow {view.workflow_id}: {view.status}[/]")
+        if view.status in ("failed", "stopped"):
+            console.print(f"  {view.status}: {view.outcome}", markup=False, soft_wrap=True)
         for record in view.evidence:
             refs = " ".join(f"{key}={value}" for key, value in record.get("refs", {}).items())
             console.print(

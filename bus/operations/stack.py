@@ -41,6 +41,11 @@ def agent_name(target: str) -> str:
     return getattr(importlib.import_module(module), attribute).name
 
 
+def replica(name: str, index: int) -> str:
+    """The process name of a role's ``index``-th replica: the first keeps the plain name."""
+    return name if index == 1 else f"{name}-{index}"
+
+
 class StackBusy(RuntimeError):
     """Another stack holds this state directory."""
 
@@ -94,6 +99,11 @@ class Stack:
     agents: tuple[str, ...] = EXAMPLE_AGENTS
     embedded_nats: bool = True
     runtimes: int = 1
+    """Runtime replicas: ``runtime``, ``runtime-2``, ... (they share the ledger)."""
+    tool_hosts: int = 1
+    """Tool hosts: ``tools``, ``tools-2``, ... (they share the idempotency journal)."""
+    agent_replicas: int = 1
+    """Processes per agent: ``agent-triage``, ``agent-triage-2``, ... (one work queue)."""
     extra_roles: tuple[str, ...] = ()
     """Roles to make credentials for without starting a process (an agent run elsewhere)."""
     nats: EmbeddedNats | None = None
@@ -104,13 +114,18 @@ class Stack:
     def commands(self) -> dict[str, tuple[str, list[str]]]:
         """Process name -> (role, command line)."""
         cli = [sys.executable, "-m", "bus.operations.cli"]
-        commands = {
-            "runtime": ("runtime", [*cli, "runtime"]),
-            "tools": ("tools", [*cli, "tools", "serve"]),
-        }
+        commands: dict[str, tuple[str, list[str]]] = {}
+        for index in range(1, self.runtimes + 1):
+            commands[replica("runtime", index)] = ("runtime", [*cli, "runtime"])
+        for index in range(1, self.tool_hosts + 1):
+            commands[replica("tools", index)] = ("tools", [*cli, "tools", "serve"])
         for target in self.agents:
             name = agent_name(target)
-            commands[f"agent-{name}"] = (agent_role(name), [*cli, "agent", "run", target])
+            for index in range(1, self.agent_replicas + 1):
+                commands[replica(f"agent-{name}", index)] = (
+                    agent_role(name),
+                    [*cli, "agent", "run", target],
+                )
         return commands
 
     async def start(self) -> None:

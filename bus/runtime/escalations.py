@@ -21,6 +21,7 @@ from bus.runtime.governance import after_failure, granted, handoff_of
 from bus.runtime.policy import Policy
 from bus.runtime.protocol import Handler, Refusal
 from bus.runtime.steps import Steps
+from bus.settings import Settings
 from bus.transport.subjects import OPERATOR
 from handoff_schemas import (
     FailureRequest,
@@ -36,8 +37,15 @@ log = logging.getLogger(__name__)
 
 
 class EscalationHandlers:
-    def __init__(self, steps: Steps, policy: Policy, execution: ToolExecution) -> None:
+    def __init__(
+        self,
+        steps: Steps,
+        policy: Policy,
+        execution: ToolExecution,
+        settings: Settings,
+    ) -> None:
         self.steps = steps
+        self.settings = settings  # read per failure: the window may be tuned while serving
         self.policy = policy
         self.execution = execution
 
@@ -45,11 +53,18 @@ class EscalationHandlers:
         return {"failure": self.failure, "resolve": self.resolve}
 
     async def failure(self, agent: str, request: FailureRequest) -> RetryAdvice:
-        """An agent's model produced output that failed validation or its verifier."""
+        """An agent's model failed to answer, or its output failed validation or a verifier."""
 
         def change(workflow: Workflow) -> RetryAdvice:
             return after_failure(
-                workflow, self.policy, agent, request.kind, request.detail, request.step_key
+                workflow,
+                self.policy,
+                agent,
+                request.kind,
+                request.detail,
+                request.step_key,
+                retry_after=request.retry_after_seconds,
+                model_window_seconds=self.settings.model_availability_window,
             )
 
         return await self.steps.step(

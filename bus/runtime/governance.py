@@ -6,7 +6,9 @@ its consequence (an escalation, a stopped workflow) commit together.
 
 from __future__ import annotations
 
+import random
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bus.ledger import Workflow
@@ -39,6 +41,57 @@ def can_afford_model_call(workflow: Workflow, default_cost: float) -> bool:
     return workflow.cost_usd + expected <= workflow.budget_usd
 
 
+MAX_MODEL_BACKOFF_SECONDS = 30.0
+MODEL_JITTER = 0.25
+"""Up to this fraction of the delay is added at random, so agents do not return together."""
+
+
+def pace_model_retry(
+    workflow: Workflow,
+    policy: Policy,
+    agent: str,
+    decision: RetryDecision,
+    detail: str,
+    step_key: str,
+    retry_after: float | None,
+    window_seconds: float,
+) -> tuple[RetryDecision, str]:
+    """When an unavailable model may be asked again: backoff with jitter, never before its
+    ``retry-after``, and only within the availability window of this handling.
+
+    Returns the decision (the table's exhausted strategy once the window is over) and
+    the reason a final decision gives.
+    """
+    reason = f"after {decision.attempt} of {decision.max_attempts} attempts: {detail}"
+    if decision.strategy != "retry":
+        return decision, reason
+    now = datetime.now(UTC)
+    recorded = workflow.model_windows.get(handoff_of(step_key))
+    window_ends = (
+        datetime.fromisoformat(recorded) if recorded else now + timedelta(seconds=window_seconds)
+    )
+    backoff = min(decision.delay_seconds, MAX_MODEL_BACKOFF_SECONDS)
+    delay = max(backoff, retry_after or 0.0)
+    delay += random.uniform(0, MODEL_JITTER * delay)
+    if now + timedelta(seconds=delay) > window_ends:
+        final = policy.failure("model_unavailable", decision.max_attempts)
+        reason = (
+            f"the model stayed unavailable through its availability window "
+            f"({decision.attempt} attempts): {detail}"
+        )
+        return final.model_copy(update={"attempt": decision.attempt}), reason
+    workflow.note_model_unavailable(
+        agent,
+        detail,
+        decision.attempt,
+        retry_after,
+        round(delay, 3),
+        window_ends.isoformat(),
+        step_key,
+    )
+    return decision.model_copy(update={"delay_seconds": round(delay, 3)}), reason
+
+
 def after_failure(
     workflow: Workflow,
     policy: Policy,
@@ -49,6 +102,8 @@ def after_failure(
     per_step: bool = False,
     action: dict[str, Any] | None = None,
     claim_id: str | None = None,
+    retry_after: float | None = None,
+    model_window_seconds: float = 60.0,
 ) -> RetryAdvice:
     """Record a failure and decide what follows; return the advice for the agent.
 
@@ -57,14 +112,27 @@ def after_failure(
     Whatever is decided is recorded with its consequence, so no workflow is left
     waiting on a decision nobody acts on: ``fail`` fails the workflow with the
     reason, ``stop`` stops it, ``escalate`` asks a human; only a retrying strategy
-    with attempts left leaves it running, for the retry.
+    with attempts left leaves it running, for the retry. A model that was unavailable
+    is paced by :func:`pace_model_retry`.
     """
     workflow.classify_failure(agent, kind, detail, step_key)
     attempt = failure_count(workflow, kind, step_key if per_step else handoff_of(step_key))
     decision = policy.failure(kind, attempt)
-    if decision.strategy in MODEL_STRATEGIES and not can_afford_model_call(
-        workflow, policy.budget.expected_model_call_usd
-    ):
+    reason = f"after {decision.attempt} of {decision.max_attempts} attempts: {detail}"
+    calls_model = decision.strategy in MODEL_STRATEGIES
+    if kind == "model_unavailable":
+        decision, reason = pace_model_retry(
+            workflow,
+            policy,
+            agent,
+            decision,
+            detail,
+            step_key,
+            retry_after,
+            model_window_seconds,
+        )
+        calls_model = decision.strategy == "retry"
+    if calls_model and not can_afford_model_call(workflow, policy.budget.expected_model_call_usd):
         decision = RetryDecision(
             strategy="stop", attempt=attempt, max_attempts=decision.max_attempts
         )
@@ -80,9 +148,7 @@ def after_failure(
     elif decision.strategy == "stop":
         workflow.stop(f"{kind}: {detail}")
     elif decision.strategy == "fail" and not workflow.closed:
-        workflow.fail(
-            f"{kind} after {decision.attempt} of {decision.max_attempts} attempts: {detail}"
-        )
+        workflow.fail(f"{kind} {reason}")
     return advice(decision)
 
 

@@ -52,6 +52,8 @@ FailureKind = Literal[
     "unverified_claim",
     "step_stalled",
     "deadline_exceeded",
+    "model_unavailable",
+    "model_error",
 ]
 Strategy = Literal["retry", "repair", "replan", "escalate", "stop", "fail"]
 MODEL_STRATEGIES = frozenset({"repair", "replan"})
@@ -126,6 +128,14 @@ DEFAULT_FAILURES: dict[str, FailureStrategy] = {
     # human; a workflow past its task's deadline fails.
     "step_stalled": FailureStrategy(strategy="retry", max_attempts=2, exhausted="escalate"),
     "deadline_exceeded": FailureStrategy(strategy="fail"),
+    # A model attempt that failed: overloaded, rate limited, timeout, connection error is
+    # tried again with backoff and jitter, never before its retry-after, within the model's
+    # availability window; authentication, permission, invalid request or an unknown model
+    # will fail every time, so the workflow fails at once with the reason.
+    "model_unavailable": FailureStrategy(
+        strategy="retry", max_attempts=20, backoff_seconds=1.0, exhausted="fail"
+    ),
+    "model_error": FailureStrategy(strategy="fail"),
 }
 
 

@@ -65,7 +65,7 @@ class Runtime:
         artifacts = ArtifactStore(nc.jetstream(), self.subjects.artifact_bucket)
         execution = ToolExecution(self.steps, policy, tools or CATALOGUE, nc, settings)
         self.workflows = WorkflowHandlers(self.steps, policy, artifacts)
-        self.escalations = EscalationHandlers(self.steps, policy, execution)
+        self.escalations = EscalationHandlers(self.steps, policy, execution, settings)
         self._handlers: dict[str, Handler] = {
             **self.workflows.operations(),
             **PipelineHandlers(self.steps, policy).operations(),

@@ -19,6 +19,7 @@ class Reply:
     status: int
     body: dict[str, Any]
     delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def tool_use(
@@ -50,10 +51,21 @@ def tool_use(
     )
 
 
-def overloaded() -> Reply:
+def error(status: int, kind: str, message: str, **headers: str) -> Reply:
+    """An error reply as the Messages API sends it (``retry_after="2"`` sets that header)."""
     return Reply(
-        529, {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+        status,
+        {"type": "error", "error": {"type": kind, "message": message}},
+        headers={name.replace("_", "-"): value for name, value in headers.items()},
     )
+
+
+def overloaded() -> Reply:
+    return error(529, "overloaded_error", "Overloaded")
+
+
+def rate_limited(retry_after: float) -> Reply:
+    return error(429, "rate_limit_error", "slow down", retry_after=str(retry_after))
 
 
 @dataclass
@@ -81,6 +93,8 @@ class MessagesAPI:
                     self.send_response(reply.status)
                     self.send_header("content-type", "application/json")
                     self.send_header("content-length", str(len(body)))
+                    for name, value in reply.headers.items():
+                        self.send_header(name, value)
                     self.end_headers()
                     self.wfile.write(body)
                 except (BrokenPipeError, ConnectionResetError):

@@ -1,5 +1,5 @@
 """AnthropicModel with the real ``anthropic`` client, against a local server that speaks the
-Messages API: tool_use replies, repair of invalid output, overload and timeout retries, usage."""
+Messages API: tool_use replies, repair of invalid output, failed attempts classified, usage."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from pydantic import BaseModel
 
 from agents import Context
-from agents.anthropic_model import AnthropicModel, ModelUnavailable
-from agents.model import ModelRequest
-from tests.agents.messages_api import MessagesAPI, Reply, overloaded, tool_use
+from agents.anthropic_model import AnthropicModel
+from agents.model import ModelFailure, ModelRequest
+from tests.agents.messages_api import MessagesAPI, error, overloaded, rate_limited, tool_use
 from tests.conftest import Bus, run_workflow
 
 POLICY = """
@@ -44,13 +44,11 @@ def api() -> Iterator[MessagesAPI]:
     server.stop()
 
 
-def model_for(api: MessagesAPI, timeout: float = 5.0, max_attempts: int = 3) -> AnthropicModel:
+def model_for(api: MessagesAPI, timeout: float = 5.0) -> AnthropicModel:
     client = anthropic.AsyncAnthropic(
         api_key="test-key", base_url=api.url, timeout=timeout, max_retries=0
     )
-    return AnthropicModel(
-        model="claude-test", client=client, max_attempts=max_attempts, backoff_seconds=0.05
-    )
+    return AnthropicModel(model="claude-test", client=client)
 
 
 REQUEST = ModelRequest("You triage complaints.", "Plan.", {"complaint": "refund"}, Plan)
@@ -92,33 +90,52 @@ async def test_usage_includes_cache_tokens(api: MessagesAPI) -> None:
     assert (usage.cache_read_tokens, usage.cache_write_tokens) == (5000, 800)
 
 
-async def test_an_overloaded_reply_is_retried(api: MessagesAPI) -> None:
-    api.replies += [
-        overloaded(),
-        overloaded(),
-        tool_use("Plan", {"severity": "low", "escalate": False}),
-    ]
-    result = await model_for(api, max_attempts=3).complete(REQUEST)
-    assert result.output["severity"] == "low"
-    assert len(api.requests) == 3
+# The adapter makes one attempt and classifies its failure; retrying is the runtime's
+# decision now (tests/failures/test_model_failures.py), so every attempt is in the ledger.
 
 
-async def test_a_rate_limit_past_the_attempts_is_model_unavailable(api: MessagesAPI) -> None:
-    limited = Reply(
-        429, {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}
-    )
-    api.replies += [limited, limited]
-    with pytest.raises(ModelUnavailable, match="after 2 attempts"):
-        await model_for(api, max_attempts=2).complete(REQUEST)
+async def test_an_overloaded_reply_is_a_transient_failure(api: MessagesAPI) -> None:
+    api.replies.append(overloaded())
+    with pytest.raises(ModelFailure) as raised:
+        await model_for(api).complete(REQUEST)
+    assert (raised.value.kind, raised.value.retry_after) == ("model_unavailable", None)
+    assert "529" in raised.value.detail
+    assert len(api.requests) == 1
 
 
-async def test_a_timeout_is_retried(api: MessagesAPI) -> None:
+async def test_a_rate_limit_carries_its_retry_after(api: MessagesAPI) -> None:
+    api.replies.append(rate_limited(7))
+    with pytest.raises(ModelFailure) as raised:
+        await model_for(api).complete(REQUEST)
+    assert (raised.value.kind, raised.value.retry_after) == ("model_unavailable", 7.0)
+
+
+async def test_a_timeout_is_a_transient_failure(api: MessagesAPI) -> None:
     slow = tool_use("Plan", {"severity": "high", "escalate": True})
     slow.delay = 1.5
-    api.replies += [slow, tool_use("Plan", {"severity": "low", "escalate": False})]
-    result = await model_for(api, timeout=0.5).complete(REQUEST)
-    assert result.output["severity"] == "low"
-    assert len(api.requests) == 2
+    api.replies.append(slow)
+    with pytest.raises(ModelFailure, match="timeout") as raised:
+        await model_for(api, timeout=0.5).complete(REQUEST)
+    assert raised.value.transient
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (401, "authentication_error"),
+        (403, "permission_error"),
+        (400, "invalid_request_error"),
+        (404, "not_found_error"),
+    ],
+)
+async def test_authentication_permission_invalid_request_and_unknown_model_are_permanent(
+    api: MessagesAPI, status: int, kind: str
+) -> None:
+    api.replies.append(error(status, kind, "no"))
+    with pytest.raises(ModelFailure) as raised:
+        await model_for(api).complete(REQUEST)
+    assert raised.value.kind == "model_error"
+    assert f"HTTP {status}" in raised.value.detail
 
 
 async def test_invalid_output_is_repaired_and_every_call_is_priced(

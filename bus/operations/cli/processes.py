@@ -229,6 +229,13 @@ def demo(state_dir: StateDir = None) -> None:
     unsettled = [view.workflow_id for view in result.views if not view.settled]
     if unsettled:
         raise fail(f"workflows did not finish: {unsettled}")
+    ended = [view for view in result.views if view.status in ("failed", "stopped")]
+    if ended:  # none of the demo's complaints should: the model or a service is at fault
+        raise fail(
+            "; ".join(
+                f"workflow {view.workflow_id} {view.status}: {view.outcome}" for view in ended
+            )
+        )
 
 
 @schemas_app.command("export")
