@@ -104,10 +104,12 @@ class Stack:
     def commands(self) -> dict[str, tuple[str, list[str]]]:
         """Process name -> (role, command line)."""
         cli = [sys.executable, "-m", "bus.operations.cli"]
+        # Replicas share the ledger and the streams: "runtime", "runtime-2", ...
         commands = {
-            "runtime": ("runtime", [*cli, "runtime"]),
-            "tools": ("tools", [*cli, "tools", "serve"]),
+            ("runtime" if n == 1 else f"runtime-{n}"): ("runtime", [*cli, "runtime"])
+            for n in range(1, self.runtimes + 1)
         }
+        commands["tools"] = ("tools", [*cli, "tools", "serve"])
         for target in self.agents:
             name = agent_name(target)
             commands[f"agent-{name}"] = (agent_role(name), [*cli, "agent", "run", target])
@@ -119,6 +121,7 @@ class Stack:
         self.lock.acquire()
         if self.embedded_nats:
             await self.start_nats()
+        await self.initialise()
         services = [name for name in self.commands() if not name.startswith("agent-")]
         for name in services:
             await self.start_process(name)
@@ -151,6 +154,15 @@ class Stack:
         self.settings.credentials = self.credentials[OPERATOR]
         (self.settings.state_dir / "nats.url").write_text(self.nats.url)
         (self.settings.state_dir / "nats.server").write_text(self.nats.name)
+
+    async def initialise(self) -> None:
+        """``claimcheck init`` before any service: the runtimes only check it was done."""
+        from bus.operations.deployment import initialise
+
+        settings = self.settings.model_copy()
+        if "runtime" in self.credentials:  # the operator may not create streams
+            settings.credentials = self.credentials["runtime"]
+        await initialise(settings)
 
     async def start_process(self, name: str) -> asyncio.subprocess.Process:
         role, command = self.commands()[name]
