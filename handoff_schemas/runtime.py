@@ -100,6 +100,8 @@ class StartRequest(WireStruct):
     artifact_id: ArtifactId
     scope: str = "default"
     budget_usd: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    request_id: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    """The client's id for this start: asked again, it starts nothing new (retries are safe)."""
 
 
 class StateRequest(WireStruct):

@@ -8,13 +8,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
+from uuid import uuid4
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from bus import telemetry
 from bus.transport.artifacts import ArtifactStore
+from bus.transport.retry import retrying
 from bus.transport.subjects import OPERATOR, Subjects
 from handoff_schemas import (
     EventEnvelope,
@@ -23,6 +26,8 @@ from handoff_schemas import (
     ResolveRequest,
     StartReply,
     StartRequest,
+    StateRequest,
+    StepsReply,
     WireStruct,
     convert,
     decode,
@@ -37,6 +42,11 @@ class OperatorError(Exception):
     """The runtime refused the operator's request; the message says why."""
 
 
+ATTEMPT_TIMEOUT = 5.0
+"""How long one attempt waits: the operator's requests are quick, so silence this long
+means the replica that took it died (or the cluster is electing), and another is asked."""
+
+
 async def ask_runtime(
     nc: Client,
     subjects: Subjects,
@@ -45,12 +55,18 @@ async def ask_runtime(
     into: type[T],
     timeout: float = 30.0,
 ) -> T:
-    msg = await nc.request(
-        subjects.runtime(OPERATOR, op),
-        encode(request),
-        timeout=timeout,
-        headers=telemetry.headers(),
-    )
+    """Ask the runtime, again while no replica answers (every operator request is safe to
+    repeat: a start carries its request id, a repeated resolve is recognised)."""
+
+    async def attempt() -> Msg:
+        return await nc.request(
+            subjects.runtime(OPERATOR, op),
+            encode(request),
+            timeout=min(ATTEMPT_TIMEOUT, timeout),
+            headers=telemetry.headers(),
+        )
+
+    msg = await retrying(attempt, timeout, f"{op} request")
     reply = decode(msg.data, Reply)
     if not reply.ok:
         assert reply.error is not None
@@ -68,9 +84,15 @@ async def submit(
     budget_usd: float | None = None,
 ) -> StartReply:
     """Store the input as an artifact and start a workflow that hands it to ``to``."""
-    artifact_id = await ArtifactStore(nc.jetstream(), subjects.artifact_bucket).put(data)
+    store = ArtifactStore(nc.jetstream(), subjects.artifact_bucket)
+    artifact_id = await retrying(lambda: store.put(data), 30.0, "artifact upload")
     request = StartRequest(
-        task=task, to=to, artifact_id=artifact_id, scope=scope, budget_usd=budget_usd
+        task=task,
+        to=to,
+        artifact_id=artifact_id,
+        scope=scope,
+        budget_usd=budget_usd,
+        request_id=uuid4().hex,  # the same for every retry: one submit, one workflow
     )
     return await ask_runtime(nc, subjects, "start", request, StartReply)
 
@@ -155,5 +177,16 @@ async def resolve(
         approver=approver,
         reason=reason,
     )
-    reply = await ask_runtime(nc, subjects, "resolve", request, ResolveReply)
+    try:
+        reply = await ask_runtime(nc, subjects, "resolve", request, ResolveReply)
+    except OperatorError:
+        # Asked again after the first attempt's answer was lost: this very answer is recorded.
+        now = await find_escalation(nc, subjects, escalation_id)
+        done = now["resolution"] or {}
+        if (done.get("decision"), done.get("approver")) != (decision, approver):
+            raise
+        state = await ask_runtime(
+            nc, subjects, "state", StateRequest(workflow_id=escalation["workflowId"]), StepsReply
+        )
+        return {**now, "workflowStatus": state.status}
     return {**escalation, "workflowStatus": reply.workflow_status}

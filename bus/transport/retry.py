@@ -1,0 +1,60 @@
+"""Asking again across a NATS cluster's leader elections and a replica's death.
+
+While a JetStream cluster elects a leader, or a runtime replica dies with a request in
+hand, a request gets no answer (no responders, a timeout, a 503). Callers whose requests
+are safe to repeat (a step key, a start's request id, content-addressed artifacts) ask
+again with capped exponential backoff and full jitter, so that many clients retrying at
+once do not arrive together, until their patience runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from nats.errors import ConnectionClosedError, NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.errors import ServiceUnavailableError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+TRANSIENT: tuple[type[BaseException], ...] = (
+    NoRespondersError,
+    NatsTimeout,
+    TimeoutError,
+    ConnectionClosedError,
+    ServiceUnavailableError,
+)
+"""Errors that mean "nobody answered yet", never "the answer is no"."""
+
+
+def backoff(attempt: int, base: float = 0.1, cap: float = 2.0) -> float:
+    """Full jitter: a random pause up to ``base * 2**attempt``, at most ``cap`` seconds."""
+    return random.uniform(0, min(cap, base * 2**attempt))
+
+
+async def retrying(
+    call: Callable[[], Awaitable[T]],
+    patience: float,
+    what: str = "request",
+    transient: tuple[type[BaseException], ...] = TRANSIENT,
+) -> T:
+    """``call()`` until it answers; a transient error after ``patience`` seconds is raised."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    attempt = 0
+    while True:
+        try:
+            return await call()
+        except transient as error:
+            pause = backoff(attempt)
+            if loop.time() + pause > deadline:
+                raise
+            log.info("%s not answered (%s); asking again", what, type(error).__name__)
+            attempt += 1
+            await asyncio.sleep(pause)
