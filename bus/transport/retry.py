@@ -10,12 +10,16 @@ once do not arrive together, until their patience runs out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, NoRespondersError
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import ServiceUnavailableError
 
@@ -58,3 +62,48 @@ async def retrying(
             log.info("%s not answered (%s); asking again", what, type(error).__name__)
             attempt += 1
             await asyncio.sleep(pause)
+
+
+WORKING_HEADER = "Claimcheck-Working"
+"""Header of the empty messages a runtime replica sends to a caller's inbox while it works."""
+
+WORKING_INTERVAL = 1.0
+"""Seconds between a replica's "still working" messages."""
+
+SILENCE = 3.5
+"""Seconds without an answer or a "still working" after which the replica is taken for dead."""
+
+
+async def request_while_working(
+    nc: Client,
+    subject: str,
+    data: bytes,
+    timeout: float,
+    headers: dict[str, str] | None = None,
+    silence: float = SILENCE,
+) -> Msg:
+    """A request that waits up to ``timeout`` for a replica that says it is working, but
+    raises :class:`nats.errors.TimeoutError` after ``silence`` seconds of silence.
+
+    The replica that took the request sends ``WORKING_HEADER`` messages while it works; a
+    replica killed mid-request goes silent, and the caller asks again within seconds.
+    """
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + timeout
+    inbox = nc.new_inbox()
+    subscription = await nc.subscribe(inbox)
+    try:
+        await nc.publish(subject, data, reply=inbox, headers=headers)
+        while True:
+            remaining = give_up - loop.time()
+            if remaining <= 0:
+                raise NatsTimeout
+            msg = await subscription.next_msg(timeout=min(silence, remaining))
+            if msg.headers and msg.headers.get(WORKING_HEADER):
+                continue
+            if msg.headers and msg.headers.get("Status") == "503" and not msg.data:
+                raise NoRespondersError
+            return msg
+    finally:
+        with contextlib.suppress(NatsError):
+            await subscription.unsubscribe()
