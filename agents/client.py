@@ -10,7 +10,7 @@ from nats.errors import ConnectionClosedError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from bus import telemetry
-from bus.transport.retry import backoff, request_while_working
+from bus.transport.retry import UNAVAILABLE, Unavailable, backoff, request_while_working
 from bus.transport.subjects import Subjects
 from handoff_schemas import ErrorInfo, Reply, WireStruct, convert, decode, encode
 
@@ -65,10 +65,13 @@ class RuntimeClient:
                 msg = await request_while_working(
                     self.nc, subject, data, self.timeout, telemetry.headers()
                 )
-            except (NoRespondersError, NatsTimeout, ConnectionClosedError):
+                reply = decode(msg.data, Reply)
+                if reply.error is not None and reply.error.code == UNAVAILABLE:
+                    raise Unavailable(reply.error.message)
+            except (NoRespondersError, NatsTimeout, ConnectionClosedError, Unavailable):
                 if asyncio.get_running_loop().time() > deadline:
                     raise
                 await asyncio.sleep(backoff(attempt))
                 attempt += 1
                 continue
-            return unwrap(decode(msg.data, Reply), into)
+            return unwrap(reply, into)

@@ -107,27 +107,31 @@ def cluster_config(name: str, route_ports: list[int], own: int) -> str:
     return f"cluster {{\n  name: cc-test\n  listen: 127.0.0.1:{own}\n  routes: [{routes}]\n}}\n"
 
 
-@pytest.fixture
-async def nats_cluster(tmp_path: Path) -> AsyncIterator[list[EmbeddedNats]]:
+async def start_nats_cluster(
+    where: Path, extra_config: str = "", user: str | None = None, password: str | None = None
+) -> list[EmbeddedNats]:
     """Three nats-server processes forming one JetStream cluster (streams may have 3 replicas).
 
-    Yields once the cluster has a JetStream meta leader (a stream can be created).
+    Returns once the cluster has a JetStream meta leader. ``extra_config`` (an
+    ``authorization`` block) goes into every node; ``user`` and ``password`` are for the
+    readiness check then.
     """
+    import nats
+
     from bus.transport.server import free_port
 
     route_ports = [free_port() for _ in range(3)]
     nodes = [
         EmbeddedNats(
-            tmp_path / f"nats-{n}",
+            where / f"nats-{n}",
             name=f"cc-node-{n}-{uuid4().hex[:6]}",
-            authorization=cluster_config(f"node-{n}", route_ports, route_ports[n]),
+            authorization=extra_config + cluster_config(f"node-{n}", route_ports, route_ports[n]),
         )
         for n in range(3)
     ]
     await asyncio.gather(*(node.start() for node in nodes))
-    import nats
-
-    nc = await nats.connect([node.url for node in nodes])
+    inbox = {"inbox_prefix": f"_INBOX_{user}"} if user else {}  # per-role inboxes
+    nc = await nats.connect([node.url for node in nodes], user=user, password=password, **inbox)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -139,6 +143,12 @@ async def nats_cluster(tmp_path: Path) -> AsyncIterator[list[EmbeddedNats]]:
                 await asyncio.sleep(0.25)
     finally:
         await nc.close()
+    return nodes
+
+
+@pytest.fixture
+async def nats_cluster(tmp_path: Path) -> AsyncIterator[list[EmbeddedNats]]:
+    nodes = await start_nats_cluster(tmp_path)
     yield nodes
     await asyncio.gather(*(node.stop() for node in nodes))
 

@@ -65,6 +65,7 @@ async def publish_once(
             raise
         log.debug("%s already being stored by another relay", headers.get("Nats-Msg-Id"))
 
+
 TRACKING_NAME = "relay"
 
 

@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Callable
 from urllib.parse import urlparse
 
-from eventsourcing.persistence import OperationalError, ProgrammingError
+from eventsourcing.persistence import IntegrityError, OperationalError, ProgrammingError
 
 from bus.ledger.store import Ledger, sqlite_or_postgres_env
 from bus.transport.connection import NotInitialised
@@ -75,7 +75,8 @@ def init_ledger(url: str, also: Callable[[], object] | None = None, attempts: in
             if also is not None:
                 also()
             return
-        except OperationalError:
+        except (OperationalError, IntegrityError):
+            # Another init holds the file, or recorded a migration first: look again.
             if attempt == attempts - 1:
                 raise
             time.sleep(0.05 * (attempt + 1))

@@ -11,13 +11,12 @@ from typing import Any, TypeVar
 from uuid import uuid4
 
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from bus import telemetry
 from bus.transport.artifacts import ArtifactStore
-from bus.transport.retry import retrying
+from bus.transport.retry import UNAVAILABLE, Unavailable, request_while_working, retrying
 from bus.transport.subjects import OPERATOR, Subjects
 from handoff_schemas import (
     EventEnvelope,
@@ -42,11 +41,6 @@ class OperatorError(Exception):
     """The runtime refused the operator's request; the message says why."""
 
 
-ATTEMPT_TIMEOUT = 5.0
-"""How long one attempt waits: the operator's requests are quick, so silence this long
-means the replica that took it died (or the cluster is electing), and another is asked."""
-
-
 async def ask_runtime(
     nc: Client,
     subjects: Subjects,
@@ -56,18 +50,22 @@ async def ask_runtime(
     timeout: float = 30.0,
 ) -> T:
     """Ask the runtime, again while no replica answers (every operator request is safe to
-    repeat: a start carries its request id, a repeated resolve is recognised)."""
+    repeat: a start carries its request id, a repeated resolve is recognised).
 
-    async def attempt() -> Msg:
-        return await nc.request(
-            subjects.runtime(OPERATOR, op),
-            encode(request),
-            timeout=min(ATTEMPT_TIMEOUT, timeout),
-            headers=telemetry.headers(),
+    A replica that went silent (killed with the request in hand) is given up after a few
+    seconds; one that says it is still working is waited for.
+    """
+
+    async def attempt() -> Reply:
+        msg = await request_while_working(
+            nc, subjects.runtime(OPERATOR, op), encode(request), timeout, telemetry.headers()
         )
+        reply = decode(msg.data, Reply)
+        if reply.error is not None and reply.error.code == UNAVAILABLE:
+            raise Unavailable(reply.error.message)
+        return reply
 
-    msg = await retrying(attempt, timeout, f"{op} request")
-    reply = decode(msg.data, Reply)
+    reply = await retrying(attempt, timeout, f"{op} request")
     if not reply.ok:
         assert reply.error is not None
         raise OperatorError(f"{reply.error.code}: {reply.error.message}")

@@ -94,6 +94,9 @@ class Stack:
     agents: tuple[str, ...] = EXAMPLE_AGENTS
     embedded_nats: bool = True
     runtimes: int = 1
+    tool_hosts: int = 1
+    agent_replicas: int = 1
+    """Processes per agent: replicas share the agent's durable consumer and divide its work."""
     extra_roles: tuple[str, ...] = ()
     """Roles to make credentials for without starting a process (an agent run elsewhere)."""
     nats: EmbeddedNats | None = None
@@ -109,10 +112,13 @@ class Stack:
             ("runtime" if n == 1 else f"runtime-{n}"): ("runtime", [*cli, "runtime"])
             for n in range(1, self.runtimes + 1)
         }
-        commands["tools"] = ("tools", [*cli, "tools", "serve"])
+        for n in range(1, self.tool_hosts + 1):
+            commands["tools" if n == 1 else f"tools-{n}"] = ("tools", [*cli, "tools", "serve"])
         for target in self.agents:
             name = agent_name(target)
-            commands[f"agent-{name}"] = (agent_role(name), [*cli, "agent", "run", target])
+            for n in range(1, self.agent_replicas + 1):
+                process = f"agent-{name}" if n == 1 else f"agent-{name}-{n}"
+                commands[process] = (agent_role(name), [*cli, "agent", "run", target])
         return commands
 
     async def start(self) -> None:

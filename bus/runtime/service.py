@@ -44,7 +44,7 @@ from bus.runtime.sweeper import Sweeper
 from bus.runtime.workflows import WorkflowHandlers
 from bus.settings import Settings
 from bus.transport.artifacts import ArtifactStore
-from bus.transport.retry import WORKING_HEADER, WORKING_INTERVAL
+from bus.transport.retry import TRANSIENT, UNAVAILABLE, WORKING_HEADER, WORKING_INTERVAL
 from bus.transport.subjects import Subjects
 from handoff_schemas import OPERATIONS, Reply, SchemaError, decode, encode
 from handoff_schemas.runtime import StepRequest
@@ -151,6 +151,10 @@ class Runtime:
             result = await self._handlers[op](agent, request)
         except LedgerError as error:
             return as_reply(error)
+        except TRANSIENT as error:
+            # NATS or JetStream did not answer (a leader election): ask again, not a failure.
+            log.warning("%s from %s met an unavailable NATS: %r", op, agent, error)
+            return error_reply(UNAVAILABLE, f"NATS did not answer while handling {op}; ask again")
         except Exception:
             log.exception("internal error in %s from %s", op, agent)
             return error_reply("internal", f"the runtime failed to handle {op}; it was logged")

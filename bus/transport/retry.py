@@ -36,6 +36,13 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 )
 """Errors that mean "nobody answered yet", never "the answer is no"."""
 
+UNAVAILABLE = "unavailable"
+"""The error code of a runtime reply meaning "NATS did not answer me": safe to ask again."""
+
+
+class Unavailable(TimeoutError):
+    """The runtime answered that NATS was unavailable to it; transient, like a timeout."""
+
 
 def backoff(attempt: int, base: float = 0.1, cap: float = 2.0) -> float:
     """Full jitter: a random pause up to ``base * 2**attempt``, at most ``cap`` seconds."""
