@@ -45,6 +45,7 @@ ErrorCode = Literal[
     "tool_timeout",
     "cost_budget_exceeded",
     "internal",
+    "unavailable",  # NATS did not answer the runtime (a leader election): ask again
 ]
 
 
