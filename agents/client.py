@@ -10,6 +10,7 @@ from nats.errors import ConnectionClosedError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from bus import telemetry
+from bus.transport.retry import UNAVAILABLE, Unavailable, backoff, request_while_working
 from bus.transport.subjects import Subjects
 from handoff_schemas import ErrorInfo, Reply, WireStruct, convert, decode, encode
 
@@ -56,16 +57,21 @@ class RuntimeClient:
     async def call(self, op: str, request: WireStruct, into: type[T]) -> T:
         subject, data = self.subjects.runtime(self.agent, op), encode(request)
         deadline = asyncio.get_running_loop().time() + self.patience
-        pause = 0.1
+        attempt = 0
         while True:
             try:
-                msg = await self.nc.request(
-                    subject, data, timeout=self.timeout, headers=telemetry.headers()
+                # Waits out a replica that says it is working (up to ``timeout``), not one
+                # that went silent (killed mid-request): that is asked again within seconds.
+                msg = await request_while_working(
+                    self.nc, subject, data, self.timeout, telemetry.headers()
                 )
-            except (NoRespondersError, NatsTimeout, ConnectionClosedError):
-                if asyncio.get_running_loop().time() + pause > deadline:
+                reply = decode(msg.data, Reply)
+                if reply.error is not None and reply.error.code == UNAVAILABLE:
+                    raise Unavailable(reply.error.message)
+            except (NoRespondersError, NatsTimeout, ConnectionClosedError, Unavailable):
+                if asyncio.get_running_loop().time() > deadline:
                     raise
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 2.0)
+                await asyncio.sleep(backoff(attempt))
+                attempt += 1
                 continue
-            return unwrap(decode(msg.data, Reply), into)
+            return unwrap(reply, into)

@@ -46,6 +46,7 @@ ErrorCode = Literal[
     "tool_timeout",
     "cost_budget_exceeded",
     "internal",
+    "unavailable",  # NATS did not answer the runtime (a leader election): ask again
 ]
 
 
@@ -101,6 +102,8 @@ class StartRequest(WireStruct):
     artifact_id: ArtifactId
     scope: str = "default"
     budget_usd: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    request_id: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    """The client's id for this start: asked again, it starts nothing new (retries are safe)."""
 
 
 class StateRequest(WireStruct):

@@ -101,6 +101,58 @@ async def nats_server(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
     await server.stop()
 
 
+def cluster_config(name: str, route_ports: list[int], own: int) -> str:
+    """The ``cluster`` block of one node of a JetStream cluster on loopback ports."""
+    routes = ", ".join(f"nats-route://127.0.0.1:{port}" for port in route_ports if port != own)
+    return f"cluster {{\n  name: cc-test\n  listen: 127.0.0.1:{own}\n  routes: [{routes}]\n}}\n"
+
+
+async def start_nats_cluster(
+    where: Path, extra_config: str = "", user: str | None = None, password: str | None = None
+) -> list[EmbeddedNats]:
+    """Three nats-server processes forming one JetStream cluster (streams may have 3 replicas).
+
+    Returns once the cluster has a JetStream meta leader. ``extra_config`` (an
+    ``authorization`` block) goes into every node; ``user`` and ``password`` are for the
+    readiness check then.
+    """
+    import nats
+
+    from bus.transport.server import free_port
+
+    route_ports = [free_port() for _ in range(3)]
+    nodes = [
+        EmbeddedNats(
+            where / f"nats-{n}",
+            name=f"cc-node-{n}-{uuid4().hex[:6]}",
+            authorization=extra_config + cluster_config(f"node-{n}", route_ports, route_ports[n]),
+        )
+        for n in range(3)
+    ]
+    await asyncio.gather(*(node.start() for node in nodes))
+    inbox = {"inbox_prefix": f"_INBOX_{user}"} if user else {}  # per-role inboxes
+    nc = await nats.connect([node.url for node in nodes], user=user, password=password, **inbox)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                await nc.jetstream().account_info()
+                break
+            except Exception:
+                assert time.monotonic() < deadline, "the cluster elected no JetStream leader"
+                await asyncio.sleep(0.25)
+    finally:
+        await nc.close()
+    return nodes
+
+
+@pytest.fixture
+async def nats_cluster(tmp_path: Path) -> AsyncIterator[list[EmbeddedNats]]:
+    nodes = await start_nats_cluster(tmp_path)
+    yield nodes
+    await asyncio.gather(*(node.stop() for node in nodes))
+
+
 @pytest.fixture
 def mailbox() -> Iterator[Mailbox]:
     """A real SMTP server on a free port, keeping what it receives."""

@@ -28,12 +28,43 @@ from concurrent.futures import ThreadPoolExecutor
 from eventsourcing.persistence import IntegrityError, Notification, Tracking, TrackingRecorder
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
+from nats.js.errors import APIError
 
 from bus.ledger.store import Ledger
 from bus.transport.subjects import Subjects
 from handoff_schemas import EventEnvelope, encode
 
 log = logging.getLogger(__name__)
+
+DUPLICATE_IN_PROCESS = 10158
+"""JetStream's ``JSStreamDuplicateMessageConflict`` (HTTP-like code 409): a message with this
+``Nats-Msg-Id`` is being stored right now, from another relay replica's publish."""
+
+
+def is_duplicate_in_process(error: APIError) -> bool:
+    """Whether a publish failed only because the same message id is already being stored."""
+    return error.err_code == DUPLICATE_IN_PROCESS or (
+        error.code == 409 and "duplicate" in (error.description or "").lower()
+    )
+
+
+async def publish_once(
+    js: JetStreamContext, subject: str, payload: bytes, headers: dict[str, str]
+) -> None:
+    """Publish a message with a ``Nats-Msg-Id``; another replica storing that id is success.
+
+    Relay replicas of one ledger publish the same ids. A cluster answers the second of two
+    simultaneous publishes with 409 "duplicate message id is in process": the message is
+    being stored by the first, which is what this publish wanted (a later republish, the
+    usual case, is acknowledged as a duplicate without error).
+    """
+    try:
+        await js.publish(subject, payload, headers=headers)
+    except APIError as error:
+        if not is_duplicate_in_process(error):
+            raise
+        log.debug("%s already being stored by another relay", headers.get("Nats-Msg-Id"))
+
 
 TRACKING_NAME = "relay"
 
@@ -83,7 +114,7 @@ class Relay:
             domain_event = self.ledger.mapper.to_domain_event(notification)
             envelope = self.ledger.envelope(domain_event, position=notification.id)
             for subject, headers, payload in self.messages(envelope):
-                await self.js.publish(subject, payload, headers=headers)
+                await publish_once(self.js, subject, payload, headers)
         last = batch[-1].id
         try:
             await self._in_thread(self.tracking.insert_tracking, Tracking(TRACKING_NAME, last))

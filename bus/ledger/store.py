@@ -75,11 +75,23 @@ class Ledger(Application[UUID]):
         budget_usd: float,
         handoff: dict[str, Any],
         traceparent: str = "",
+        request_id: str = "",
     ) -> Workflow:
+        """Start a workflow; with a ``request_id`` asked again, return the one it started."""
         trace_id = traceparent.split("-")[1] if traceparent.count("-") == 3 else ""
-        workflow = Workflow(task, agent, artifact_id, scope, started_by, budget_usd, trace_id)
+        if request_id:
+            with contextlib.suppress(UnknownWorkflow):
+                return self.workflow(str(Workflow.create_id(request_id)))
+        workflow = Workflow(
+            task, agent, artifact_id, scope, started_by, budget_usd, trace_id, request_id
+        )
         workflow.send_handoff({**handoff, "workflowId": str(workflow.id)}, traceparent)
-        self.save(workflow)
+        try:
+            self.save(workflow)
+        except IntegrityError:
+            if not request_id:
+                raise
+            return self.workflow(str(workflow.id))  # another replica started it just now
         return workflow
 
     def workflow(self, workflow_id: str) -> Workflow:

@@ -25,13 +25,18 @@ from projections.views import VIEW_TABLES, PostgresViews, SQLiteViews, ViewStore
 log = logging.getLogger(__name__)
 
 
-def open_views(settings: Settings) -> ViewStore:
-    """The views beside the ledger: ``<state>/views.db``, or the ledger's PostgreSQL schema."""
+def open_views(settings: Settings, create: bool = True) -> ViewStore:
+    """The views beside the ledger: ``<state>/views.db``, or the ledger's PostgreSQL schema.
+
+    ``create=False`` (the runtime of a set-up deployment) leaves creating the tables to
+    ``claimcheck init``, so replicas starting together do not race to create them.
+    """
     url = settings.ledger_url()
     if url.startswith("sqlite"):
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{(settings.state_dir / 'views.db').resolve()}"
-    factory = InfrastructureFactory.construct(env=sqlite_or_postgres_env(url))
+    env = {**sqlite_or_postgres_env(url), "CREATE_TABLE": "y" if create else "n"}
+    factory = InfrastructureFactory.construct(env=env)
     view_class = SQLiteViews if url.startswith("sqlite") else PostgresViews
     return factory.tracking_recorder(view_class)  # type: ignore[arg-type]
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4, uuid5
 
 import msgspec
 from eventsourcing.domain import Aggregate, event
@@ -67,6 +67,8 @@ from handoff_schemas import (
 GENESIS_HASH = "0" * 64
 CLOSED_STATUSES = frozenset({"completed", "failed", "stopped"})
 LEGACY_TOPIC = "bus.ledger:Workflow"
+REQUEST_NAMESPACE = UUID("6f1c7a52-5d0e-4c4b-9a57-0c1a1ec1a1ec")
+"""Workflow ids from clients' request ids (``uuid5``): one id per request id, everywhere."""
 """Where the aggregate lived before ``bus/`` had subpackages: ledgers written then name it."""
 
 
@@ -88,6 +90,12 @@ def chained_evidence(workflow_id: str, prev_hash: str, fields: dict[str, Any]) -
 class Workflow(Aggregate):
     """One workflow's history: what was asked, believed, allowed, done and claimed."""
 
+    @staticmethod
+    def create_id(request_id: str = "") -> UUID:
+        """The id of a workflow a client started with a request id is derived from it, so
+        a start asked again (after a timeout, a leader election) finds the same workflow."""
+        return uuid5(REQUEST_NAMESPACE, request_id) if request_id else uuid4()
+
     @event("WorkflowStarted")
     def __init__(
         self,
@@ -98,7 +106,9 @@ class Workflow(Aggregate):
         started_by: str,
         budget_usd: float,
         trace_id: str = "",
+        request_id: str = "",
     ):
+        self.request_id = request_id
         self.task = task
         self.agent = agent
         self.artifact_id = artifact_id

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
+from uuid import uuid4
 
 from nats.aio.client import Client
 from nats.js.api import DeliverPolicy
@@ -15,6 +16,7 @@ from nats.js.errors import NotFoundError
 
 from bus import telemetry
 from bus.transport.artifacts import ArtifactStore
+from bus.transport.retry import UNAVAILABLE, Unavailable, request_while_working, retrying
 from bus.transport.subjects import OPERATOR, Subjects
 from handoff_schemas import (
     EventEnvelope,
@@ -23,6 +25,8 @@ from handoff_schemas import (
     ResolveRequest,
     StartReply,
     StartRequest,
+    StateRequest,
+    StepsReply,
     WireStruct,
     convert,
     decode,
@@ -45,13 +49,23 @@ async def ask_runtime(
     into: type[T],
     timeout: float = 30.0,
 ) -> T:
-    msg = await nc.request(
-        subjects.runtime(OPERATOR, op),
-        encode(request),
-        timeout=timeout,
-        headers=telemetry.headers(),
-    )
-    reply = decode(msg.data, Reply)
+    """Ask the runtime, again while no replica answers (every operator request is safe to
+    repeat: a start carries its request id, a repeated resolve is recognised).
+
+    A replica that went silent (killed with the request in hand) is given up after a few
+    seconds; one that says it is still working is waited for.
+    """
+
+    async def attempt() -> Reply:
+        msg = await request_while_working(
+            nc, subjects.runtime(OPERATOR, op), encode(request), timeout, telemetry.headers()
+        )
+        reply = decode(msg.data, Reply)
+        if reply.error is not None and reply.error.code == UNAVAILABLE:
+            raise Unavailable(reply.error.message)
+        return reply
+
+    reply = await retrying(attempt, timeout, f"{op} request")
     if not reply.ok:
         assert reply.error is not None
         raise OperatorError(f"{reply.error.code}: {reply.error.message}")
@@ -68,9 +82,15 @@ async def submit(
     budget_usd: float | None = None,
 ) -> StartReply:
     """Store the input as an artifact and start a workflow that hands it to ``to``."""
-    artifact_id = await ArtifactStore(nc.jetstream(), subjects.artifact_bucket).put(data)
+    store = ArtifactStore(nc.jetstream(), subjects.artifact_bucket)
+    artifact_id = await retrying(lambda: store.put(data), 30.0, "artifact upload")
     request = StartRequest(
-        task=task, to=to, artifact_id=artifact_id, scope=scope, budget_usd=budget_usd
+        task=task,
+        to=to,
+        artifact_id=artifact_id,
+        scope=scope,
+        budget_usd=budget_usd,
+        request_id=uuid4().hex,  # the same for every retry: one submit, one workflow
     )
     return await ask_runtime(nc, subjects, "start", request, StartReply)
 
@@ -155,5 +175,16 @@ async def resolve(
         approver=approver,
         reason=reason,
     )
-    reply = await ask_runtime(nc, subjects, "resolve", request, ResolveReply)
+    try:
+        reply = await ask_runtime(nc, subjects, "resolve", request, ResolveReply)
+    except OperatorError:
+        # Asked again after the first attempt's answer was lost: this very answer is recorded.
+        now = await find_escalation(nc, subjects, escalation_id)
+        done = now["resolution"] or {}
+        if (done.get("decision"), done.get("approver")) != (decision, approver):
+            raise
+        state = await ask_runtime(
+            nc, subjects, "state", StateRequest(workflow_id=escalation["workflowId"]), StepsReply
+        )
+        return {**now, "workflowStatus": state.status}
     return {**escalation, "workflowStatus": reply.workflow_status}

@@ -15,14 +15,14 @@ import signal
 from collections.abc import Awaitable, Callable
 
 from bus import telemetry
-from bus.ledger import Ledger
 from bus.ledger.relay import Relay
+from bus.ledger.setup import NotInitialised, open_ledger
 from bus.ledger.view_runner import ViewRunner, open_views
 from bus.runtime.policy import Policy
 from bus.runtime.service import Runtime
 from bus.runtime.tool_host import ToolHost
 from bus.settings import Settings, redacted
-from bus.transport.connection import connect, ensure_streams
+from bus.transport.connection import check_streams, connect
 from bus.transport.subjects import Subjects
 
 log = logging.getLogger(__name__)
@@ -54,16 +54,22 @@ async def serve_until_stopped(service: Service, grace: float = STOP_GRACE_SECOND
 async def run_runtime(settings: Settings, policy: Policy, stop: asyncio.Event) -> None:
     telemetry.setup("claimcheck-runtime")
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    ledger = Ledger.from_url(settings.ledger_url())
+    # Set-up is ``claimcheck init``'s: a runtime that finds it missing says so and stops.
+    ledger = open_ledger(settings.ledger_url())
     nc = await connect(settings, "claimcheck-runtime")
     js = nc.jetstream()
     subjects = Subjects(settings.prefix)
-    await ensure_streams(js, subjects, settings.stream_replicas)
+    try:
+        await check_streams(js, subjects)
+    except NotInitialised:
+        await nc.close()
+        ledger.close()
+        raise
     relay = Relay(ledger, js, subjects)
     runtime = Runtime(settings, ledger, policy, nc, on_commit=relay.wake)
     await runtime.serve()
     relay_task = asyncio.create_task(relay.run())
-    views = ViewRunner(ledger, open_views(settings))
+    views = ViewRunner(ledger, open_views(settings, create=False))
     views_task = asyncio.create_task(views.run(nc, subjects))
     where = redacted(settings.ledger_url())
     log.info("runtime serving %s with ledger %s", subjects.runtime_all, where)

@@ -134,6 +134,7 @@ class Stack:
         self.lock.acquire()
         if self.embedded_nats:
             await self.start_nats()
+        await self.initialise()
         services = [name for name in self.commands() if not name.startswith("agent-")]
         for name in services:
             await self.start_process(name)
@@ -166,6 +167,15 @@ class Stack:
         self.settings.credentials = self.credentials[OPERATOR]
         (self.settings.state_dir / "nats.url").write_text(self.nats.url)
         (self.settings.state_dir / "nats.server").write_text(self.nats.name)
+
+    async def initialise(self) -> None:
+        """``claimcheck init`` before any service: the runtimes only check it was done."""
+        from bus.operations.deployment import initialise
+
+        settings = self.settings.model_copy()
+        if "runtime" in self.credentials:  # the operator may not create streams
+            settings.credentials = self.credentials["runtime"]
+        await initialise(settings)
 
     async def start_process(self, name: str) -> asyncio.subprocess.Process:
         role, command = self.commands()[name]

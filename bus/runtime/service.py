@@ -20,12 +20,14 @@ again after a crash neither repeats a side effect nor pays for a model twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
 import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 
 from bus import telemetry
 from bus.ledger import Ledger, LedgerError
@@ -42,6 +44,7 @@ from bus.runtime.sweeper import Sweeper
 from bus.runtime.workflows import WorkflowHandlers
 from bus.settings import Settings
 from bus.transport.artifacts import ArtifactStore
+from bus.transport.retry import TRANSIENT, UNAVAILABLE, WORKING_HEADER, WORKING_INTERVAL
 from bus.transport.subjects import Subjects
 from handoff_schemas import OPERATIONS, Reply, SchemaError, decode, encode
 from handoff_schemas.runtime import StepRequest
@@ -106,10 +109,26 @@ class Runtime:
         _, _, agent, op = msg.subject.rsplit(".", 3)
         log.debug("request %s from %s", op, agent)
         INCOMING_TRACE.set(telemetry.traceparent(msg.headers))
-        with telemetry.attached(msg.headers):
-            reply = await self.dispatch(agent, op, msg.data)
+        beating = asyncio.create_task(self._working(msg)) if msg.reply else None
+        try:
+            with telemetry.attached(msg.headers):
+                reply = await self.dispatch(agent, op, msg.data)
+        finally:
+            if beating is not None:
+                beating.cancel()
         if msg.reply:
             await msg.respond(encode(reply))
+
+    async def _working(self, msg: Msg) -> None:
+        """Tell the caller, every second, that this replica is still on its request.
+
+        A caller that hears nothing for a few seconds takes this replica for dead and
+        asks again (another replica answers), instead of waiting out its whole timeout.
+        """
+        while True:
+            await asyncio.sleep(WORKING_INTERVAL)
+            with contextlib.suppress(NatsError):
+                await self.nc.publish(msg.reply, b"", headers={WORKING_HEADER: "1"})
 
     async def dispatch(self, agent: str, op: str, data: bytes) -> Reply:
         """Decode, run and answer one request; every failure becomes an error reply."""
@@ -132,6 +151,10 @@ class Runtime:
             result = await self._handlers[op](agent, request)
         except LedgerError as error:
             return as_reply(error)
+        except TRANSIENT as error:
+            # NATS or JetStream did not answer (a leader election): ask again, not a failure.
+            log.warning("%s from %s met an unavailable NATS: %r", op, agent, error)
+            return error_reply(UNAVAILABLE, f"NATS did not answer while handling {op}; ask again")
         except Exception:
             log.exception("internal error in %s from %s", op, agent)
             return error_reply("internal", f"the runtime failed to handle {op}; it was logged")

@@ -100,9 +100,11 @@ class WorkflowHandlers:
                 budget,
                 msgspec.to_builtins(handoff),
                 telemetry.traceparent(),  # the workflow's trace starts here (or at the caller)
+                request.request_id,
             )
         self.steps.on_commit()
-        return StartReply(workflow_id=str(workflow.id), handoff_id=handoff.handoff_id)
+        first_handoff = next(iter(workflow.handoffs), handoff.handoff_id)  # a repeated start's
+        return StartReply(workflow_id=str(workflow.id), handoff_id=first_handoff)
 
     async def state(self, agent: str, request: StateRequest) -> StepsReply:
         def view(workflow: Workflow) -> StepsReply:  # copies, taken in the ledger thread

@@ -155,6 +155,8 @@ def authorization_config(credentials: dict[str, Path], subjects: Subjects) -> st
         publish = {"allow": allowed["publish"]} if allowed["publish"] else {"deny": [">"]}
         rules: dict[str, Any] = {"publish": publish, "subscribe": {"allow": allowed["subscribe"]}}
         if allowed.get("allow_responses"):
-            rules["allow_responses"] = True
+            # Many responses per request: a runtime replica's "still working" messages
+            # (:mod:`bus.transport.retry`) and then its reply, within a long tool call.
+            rules["allow_responses"] = {"max": 1000, "expires": "10m"}
         users.append({"user": creds.user, "password": creds.password, "permissions": rules})
     return "authorization " + json.dumps({"users": users}, indent=2) + "\n"

@@ -147,6 +147,31 @@ def stream_configs(subjects: Subjects, replicas: int = 1) -> list[StreamConfig]:
     ]
 
 
+class NotInitialised(RuntimeError):
+    """A deployment's set-up (``claimcheck init``) has not been done: a service says so
+    and stops, rather than racing other replicas to do it."""
+
+
+async def check_streams(js: JetStreamContext, subjects: Subjects) -> None:
+    """Raise :class:`NotInitialised` unless every stream and bucket ``init`` makes exists."""
+    missing = []
+    for config in stream_configs(subjects):
+        try:
+            await js.stream_info(config.name)
+        except NotFoundError:
+            missing.append(config.name)
+    for bucket in (f"OBJ_{subjects.artifact_bucket}", f"KV_{subjects.journal_bucket}"):
+        try:
+            await js.stream_info(bucket)
+        except NotFoundError:
+            missing.append(bucket)
+    if missing:
+        raise NotInitialised(
+            f"NATS is not set up for prefix {subjects.prefix!r} (missing {', '.join(missing)}):"
+            " run `claimcheck init` once for this deployment"
+        )
+
+
 async def ensure_streams(js: JetStreamContext, subjects: Subjects, replicas: int = 1) -> None:
     for config in stream_configs(subjects, replicas):
         try:

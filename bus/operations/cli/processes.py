@@ -86,12 +86,12 @@ def agent_run(
 def serve(service: Service, settings: Settings) -> None:
     """Run a long-lived service; one that has no deployment to serve says so and exits 1."""
     from bus.operations.services import serve_until_stopped
-    from bus.transport.connection import NoDeployment, require_named
+    from bus.transport.connection import NoDeployment, NotInitialised, require_named
 
     try:
         require_named(settings)
         asyncio.run(serve_until_stopped(service))
-    except NoDeployment as error:
+    except (NoDeployment, NotInitialised) as error:
         raise fail(str(error)) from None
 
 
