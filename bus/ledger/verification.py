@@ -12,6 +12,7 @@ Two independent checks, reported at the first record that breaks:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,7 +22,9 @@ from nats.js.api import DeliverPolicy
 
 from bus.ledger import GENESIS_HASH
 from bus.transport.subjects import Subjects
-from handoff_schemas import EventEnvelope, decode, evidence_hash
+from handoff_schemas import EventEnvelope, SchemaError, decode, evidence_hash
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -129,8 +132,26 @@ def first_break(
     return min(found, key=lambda b: b.version, default=None)
 
 
-async def published_events(nc: Client, subjects: Subjects, workflow_id: str) -> list[EventEnvelope]:
-    """Every copy of a workflow's events on the events stream."""
+def read_published(data: bytes, unreadable: list[str] | None = None) -> EventEnvelope | None:
+    """One message of the events stream, or None (reported) when it is not an event.
+
+    Only the relay should publish there; anything else is reported and skipped, so a
+    stray message can neither crash ``verify`` nor pass for a copy of a ledger event.
+    """
+    try:
+        return decode(data, EventEnvelope)
+    except SchemaError as error:
+        problem = f"skipped an unreadable message on the events stream: {error}"
+        log.warning("%s", problem)
+        if unreadable is not None:
+            unreadable.append(problem)
+        return None
+
+
+async def published_events(
+    nc: Client, subjects: Subjects, workflow_id: str, unreadable: list[str] | None = None
+) -> list[EventEnvelope]:
+    """Every copy of a workflow's events on the events stream (``unreadable`` gets the rest)."""
     subscription = await nc.jetstream().subscribe(
         subjects.event(workflow_id, ">"),
         stream=subjects.stream("events"),
@@ -144,7 +165,9 @@ async def published_events(nc: Client, subjects: Subjects, workflow_id: str) -> 
                 msg = await subscription.next_msg(timeout=1.0)
             except TimeoutError:
                 return events
-            events.append(decode(msg.data, EventEnvelope))
+            event = read_published(msg.data, unreadable)
+            if event is not None and event.workflow_id == workflow_id:
+                events.append(event)
             if msg.metadata.num_pending == 0:
                 return events
     finally:

@@ -19,7 +19,15 @@ from nats.aio.msg import Msg
 
 from bus.ledger import GENESIS_HASH
 from bus.transport.subjects import Subjects
-from handoff_schemas import evidence_hash
+from handoff_schemas import (
+    Claim,
+    EventEnvelope,
+    Evidence,
+    SchemaError,
+    convert,
+    decode,
+    evidence_hash,
+)
 
 
 @dataclass
@@ -42,7 +50,7 @@ class ChainWatcher:
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str  # "evidence", "break" or "claim"
+    kind: str  # "evidence", "break", "claim" or "unreadable"
     workflow_id: str
     text: str
     record: dict[str, Any]
@@ -69,20 +77,41 @@ async def follow(
 
 
 def classify(msg: Msg, chain: ChainWatcher, subjects: Subjects) -> Finding:
-    document = msgspec.json.decode(msg.data)
+    """What one feed message is; one that cannot be read is an ``unreadable`` finding."""
+    try:
+        return read_feed_message(msg.subject, msg.data, chain, subjects)
+    except Exception as error:  # hostile bytes must not stop the auditor
+        text = f"skipped an unreadable message on {msg.subject}: {type(error).__name__}: {error}"
+        return Finding("unreadable", "?", text[:500], {})
+
+
+def read_feed_message(
+    subject: str, data: bytes, chain: ChainWatcher, subjects: Subjects
+) -> Finding:
+    """Classify one message; raises on anything that is not a well-formed record."""
     # A push consumer delivers each message under its original subject.
-    if msg.subject.startswith(f"{subjects.prefix}.events."):
-        claim = document["data"]["claim"]
+    if subject.startswith(f"{subjects.prefix}.events."):
+        event = decode(data, EventEnvelope)
+        claim = msgspec.to_builtins(convert(event.data.get("claim"), Claim))
         text = (
             f"claim {claim['claimId']} by {claim['agent']}: {claim['statement']!r} is "
             f"{claim['verdict']}: {claim['reason']}"
         )
-        return Finding("claim", document["workflowId"], text, claim)
+        return Finding("claim", event.workflow_id, text, claim)
+    document = msgspec.json.decode(data)
+    if not isinstance(document, dict):
+        raise ValueError("not a JSON object")
+    workflow_id = str(document.get("workflowId", "?"))
+    try:  # the shape first: only a whole record may extend a chain
+        evidence = decode(data, Evidence)
+    except SchemaError as error:
+        where = f"evidence {document.get('auditId')} in workflow {workflow_id}"
+        return Finding("break", workflow_id, f"{where}: not an evidence record: {error}", document)
     problem = chain.check(document)
     if problem:
-        return Finding("break", document.get("workflowId", "?"), problem, document)
+        return Finding("break", evidence.workflow_id, problem, document)
     text = (
-        f"evidence {document['auditId']}: {document['actor']} {document['action']} "
-        f"{document['resource']} {document['status']} ({document['permission']})"
+        f"evidence {evidence.audit_id}: {evidence.actor} {evidence.action} "
+        f"{evidence.resource} {evidence.status} ({evidence.permission})"
     )
-    return Finding("evidence", document["workflowId"], text, document)
+    return Finding("evidence", evidence.workflow_id, text, document)

@@ -477,7 +477,7 @@ def audit_follow(
     def report(finding: Finding) -> bool:
         if finding.kind == "claim" and finding.record["verdict"] == "verified":
             return True
-        label = {"evidence": "ok   ", "break": "BREAK", "claim": "FLAG "}[finding.kind]
+        label = {"evidence": "ok   ", "break": "BREAK", "claim": "FLAG "}.get(finding.kind, "SKIP ")
         console.print(f"{label} {finding.text}", markup=False, highlight=False, soft_wrap=True)
         if finding.kind == "break":
             broken.append(finding)

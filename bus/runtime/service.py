@@ -34,6 +34,7 @@ from bus.runtime.execution import ToolExecution
 from bus.runtime.pipeline import PipelineHandlers
 from bus.runtime.policy import Policy
 from bus.runtime.protocol import INCOMING_TRACE, Handler, as_reply, error_reply
+from bus.runtime.security import SecurityLog, reply_allowed
 from bus.runtime.steps import Steps
 from bus.runtime.workflows import WorkflowHandlers
 from bus.settings import Settings
@@ -57,6 +58,8 @@ class Runtime:
     ) -> None:
         self.subjects = Subjects(settings.prefix)
         self.nc = nc
+        self.authenticated = settings.credentials is not None
+        self.security = SecurityLog(nc, self.subjects)
         self.steps = Steps(ledger, on_commit)
         artifacts = ArtifactStore(nc.jetstream(), self.subjects.artifact_bucket)
         execution = ToolExecution(self.steps, policy, tools or CATALOGUE, nc, settings)
@@ -95,6 +98,13 @@ class Runtime:
     async def _respond(self, msg: Msg) -> None:
         _, _, agent, op = msg.subject.rsplit(".", 3)
         log.debug("request %s from %s", op, agent)
+        if msg.reply and not reply_allowed(agent, msg.reply, self.authenticated):
+            # Not answered at all: the runtime's rights must not carry a caller's bytes
+            # to a subject of the caller's choosing.
+            await self.security.record(
+                agent, op, "foreign_reply_subject", f"refused to reply on {msg.reply!r}"
+            )
+            return
         INCOMING_TRACE.set(telemetry.traceparent(msg.headers))
         with telemetry.attached(msg.headers):
             reply = await self.dispatch(agent, op, msg.data)

@@ -58,6 +58,8 @@ class EmbeddedNats:
     state_dir: Path
     port: int = field(default_factory=free_port)
     authorization: str = ""
+    max_payload: int | None = None
+    """Bytes per message; None keeps the server's default (1 MiB)."""
     process: asyncio.subprocess.Process | None = None
 
     @property
@@ -76,6 +78,8 @@ class EmbeddedNats:
             f"jetstream {{\n  store_dir: {str(store)!r}\n  sync_interval: always\n}}\n"
             f"{self.authorization}"
         )
+        if self.max_payload is not None:
+            config += f"max_payload: {self.max_payload}\n"
         descriptor = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w") as file:  # it may hold passwords
             file.write(config)
