@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from handoff_schemas.base import WireStruct
+from handoff_schemas.limits import MAX_ITEMS, Id
 
 Name = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
 """An agent, task or tool name: also a NATS subject token, so no dots or spaces."""
@@ -81,9 +82,9 @@ def evidence_hash(record: dict[str, Any]) -> str:
 class ClaimAssertion(WireStruct):
     """What an agent asserts, before the runtime has judged it."""
 
-    statement: Annotated[str, msgspec.Meta(min_length=1)]
+    statement: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
     asserts: EvidenceStatus
-    evidence_ids: list[str] = []
+    evidence_ids: Annotated[list[Id], msgspec.Meta(max_length=MAX_ITEMS)] = []
 
 
 class Claim(WireStruct):

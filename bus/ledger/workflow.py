@@ -108,6 +108,31 @@ class Workflow(Aggregate):
         if all(handoff["to"] != agent for handoff in self.handoffs.values()):
             raise NotAParticipant(f"agent {agent!r} was never handed workflow {self.id}")
 
+    def require_reader(self, agent: str) -> None:
+        """Reading a workflow's state takes part in it too: a participant, or who started it."""
+        if agent != self.started_by:
+            self.require_participant(agent)
+
+    def step_owner(self, step_key: str) -> str | None:
+        """The agent a step key belongs to: who recorded it, else who holds the handoff the
+        key is numbered under (``<handoffId>/<n>``); None for a key nobody can claim yet."""
+        owner = self._step_owners().get(step_key)
+        if owner:
+            return owner
+        handoff = self.handoffs.get(step_key.split("/", 1)[0])
+        return None if handoff is None else handoff["to"]
+
+    def require_step_owner(self, agent: str, step_key: str) -> None:
+        """A step is its agent's alone: never replayed to another, nor recorded by another
+        first (which would hand the victim a forged model output as its own)."""
+        owner = self.step_owner(step_key)
+        if owner is not None and owner != agent:
+            raise NotAParticipant(f"step {step_key!r} belongs to {owner!r}, not to {agent!r}")
+
+    def _step_owners(self) -> dict[str, str]:
+        # Kept out of __init__ so snapshots taken before owners were recorded still load.
+        return self.__dict__.setdefault("step_owners", {})
+
     def open_escalations(self) -> list[str]:
         return [eid for eid, esc in self.escalations.items() if "decision" not in esc]
 
@@ -172,7 +197,12 @@ class Workflow(Aggregate):
         reason: str,
         step_key: str,
     ) -> None:
-        self.permissions[step_key] = {"permission": permission, "action": action, "rule": rule}
+        self.permissions[step_key] = {
+            "permission": permission,
+            "action": action,
+            "rule": rule,
+            "agent": agent,
+        }
 
     def execute_tool(
         self,
@@ -381,12 +411,17 @@ class Workflow(Aggregate):
         self.status = "stopped"
 
     @event("StepCompleted")
-    def complete_step(self, step_key: str, op: str, result: Any, trace_id: str = "") -> None:
+    def complete_step(
+        self, step_key: str, op: str, result: Any, trace_id: str = "", agent: str = ""
+    ) -> None:
         """The durable-execution marker: ``result`` is the reply a retry gets back.
 
         A step completed again (a human approved what was refused) keeps the later reply.
+        ``agent`` owns the step (empty in histories recorded before owners were).
         """
         self.steps[step_key] = result
+        if agent:
+            self._step_owners()[step_key] = agent
 
 
 register_topic(LEGACY_TOPIC, Workflow)  # old events and snapshots resolve to today's class

@@ -104,6 +104,7 @@ class EscalationHandlers:
                     step_key,
                     "resolve",
                     granted(wf.steps[step_key], self.policy, escalation["kind"]),
+                    agent=escalation["agent"],
                 ),
             )
         await self.steps.command(

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from bus import telemetry
 from bus.ledger import Workflow
+from bus.ledger.errors import NotAParticipant
 from bus.runtime.catalogue import Tool
 from bus.runtime.governance import after_failure, rule_uses
 from bus.runtime.policy import Decision, Policy
@@ -132,7 +133,10 @@ class ToolExecution:
         """The runtime's own decision on the resource read from the payload, recorded once."""
         workflow.require_open()
         workflow.require_participant(agent)
+        workflow.require_step_owner(agent, request.step_key)
         earlier = workflow.permissions.get(request.step_key)
+        if earlier is not None and earlier.get("agent", agent) != agent:
+            raise NotAParticipant(f"step {request.step_key!r} was decided for another agent")
         if earlier is not None:  # decided on an interrupted attempt of this step
             return Decision(
                 outcome=earlier["permission"], rule=earlier["rule"], reason="decided earlier"

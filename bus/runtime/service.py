@@ -40,7 +40,8 @@ from bus.runtime.workflows import WorkflowHandlers
 from bus.settings import Settings
 from bus.transport.artifacts import ArtifactStore
 from bus.transport.subjects import Subjects
-from handoff_schemas import OPERATIONS, Reply, SchemaError, decode, encode
+from handoff_schemas import OPERATIONS, FieldError, Reply, SchemaError, decode, encode
+from handoff_schemas.limits import MAX_REQUEST_BYTES, MAX_REQUEST_DEPTH
 from handoff_schemas.runtime import StepRequest
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class Runtime:
         self.steps = Steps(ledger, on_commit)
         artifacts = ArtifactStore(nc.jetstream(), self.subjects.artifact_bucket)
         execution = ToolExecution(self.steps, policy, tools or CATALOGUE, nc, settings)
-        self.workflows = WorkflowHandlers(self.steps, policy, artifacts)
+        self.workflows = WorkflowHandlers(self.steps, policy, artifacts, self.security)
         self.escalations = EscalationHandlers(self.steps, policy, execution)
         self._handlers: dict[str, Handler] = {
             **self.workflows.operations(),
@@ -107,7 +108,11 @@ class Runtime:
             return
         INCOMING_TRACE.set(telemetry.traceparent(msg.headers))
         with telemetry.attached(msg.headers):
-            reply = await self.dispatch(agent, op, msg.data)
+            try:
+                reply = await self.dispatch(agent, op, msg.data)
+            except Exception:  # the last net: every request gets an answer
+                log.exception("unanswerable %s from %s", op, agent)
+                reply = error_reply("internal", f"the runtime failed to handle {op}; it was logged")
         if msg.reply:
             await msg.respond(encode(reply))
 
@@ -118,15 +123,24 @@ class Runtime:
             return error_reply(
                 "unknown_operation", f"no operation {op!r}; known: {sorted(OPERATIONS)}"
             )
+        if len(data) > MAX_REQUEST_BYTES:
+            return error_reply(
+                "invalid_request",
+                f"the request is {len(data)} bytes; the limit is {MAX_REQUEST_BYTES} "
+                "(put large content in an artifact and pass its id)",
+                [FieldError(field="$", message=f"longer than {MAX_REQUEST_BYTES} bytes")],
+            )
         try:
-            request = decode(data, request_type)
+            request = decode(data, request_type, max_depth=MAX_REQUEST_DEPTH)
         except SchemaError as error:
             if op == "handoff":
                 await self.workflows.record_rejected_handoff(agent, data, str(error))
             return error_reply("invalid_request", str(error), error.fields)
         try:
             if isinstance(request, StepRequest):
-                recorded = await self.steps.recorded(request.workflow_id, request.step_key)
+                # A recorded reply is the caller's only if the workflow and the step are:
+                # checked before replaying, or a recorded reply would answer anyone.
+                recorded = await self.steps.recorded(agent, request.workflow_id, request.step_key)
                 if recorded is not None:
                     return recorded
             result = await self._handlers[op](agent, request)
