@@ -76,8 +76,15 @@ def check_against_stream(
     """The first event where the ledger and the events stream disagree, if any."""
     copies = {event.version: event for event in published}
     last_published = max(copies, default=0)
+    quarantined = {
+        event.data.get("quarantined_version")
+        for event in history
+        if event.type == "EventQuarantined"
+    }
     for event in history:
         copy = copies.get(event.version)
+        if copy is None and event.version in quarantined:
+            continue  # the relay could not publish it, and recorded so
         if copy is None and event.version > last_published:
             break  # the relay has not published the newest events yet: lag, not tampering
         if copy is None:

@@ -410,6 +410,26 @@ class Workflow(Aggregate):
     def stop(self, reason: str) -> None:
         self.status = "stopped"
 
+    def quarantine_event(
+        self, position: int, quarantined_version: int, event_type: str, reason: str, size: int
+    ) -> bool:
+        """Record that the relay could not publish this workflow's event at ``position``
+        (too large for the server, unreadable); once per position. The event itself stays
+        in the ledger; ``verify`` expects no stream copy of it."""
+        if position in self._quarantined():
+            return False
+        self._event_quarantined(position, quarantined_version, event_type, reason, size)
+        return True
+
+    @event("EventQuarantined")
+    def _event_quarantined(
+        self, position: int, quarantined_version: int, event_type: str, reason: str, size: int
+    ) -> None:
+        self._quarantined().append(position)
+
+    def _quarantined(self) -> list[int]:
+        return self.__dict__.setdefault("quarantined_positions", [])
+
     @event("StepCompleted")
     def complete_step(
         self, step_key: str, op: str, result: Any, trace_id: str = "", agent: str = ""

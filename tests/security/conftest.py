@@ -108,17 +108,12 @@ class SecureBus:
 
 
 @pytest.fixture
-def ledger_url(tmp_path: Path) -> str:
-    """SQLite only: what these tests check is the runtime's, the same on either backend
-    (the rest of the suite runs the ledger on both)."""
-    return f"sqlite:///{tmp_path / 'ledger.db'}"
-
-
-@pytest.fixture
-async def secure_bus(
-    tmp_path: Path, ledger: Ledger, ledger_url: str, policy: Policy, mailbox: Mailbox
-) -> AsyncIterator[SecureBus]:
+async def secure_bus(tmp_path: Path, policy: Policy, mailbox: Mailbox) -> AsyncIterator[SecureBus]:
+    """The stack on a SQLite ledger: what these tests check is the runtime's, the same on
+    either backend (the rest of the suite runs the ledger on both)."""
     subjects = Subjects("cc")
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger = Ledger.from_url(ledger_url)
     credentials = ensure_credentials(tmp_path / "credentials", ROLES)
     server = EmbeddedNats(
         tmp_path / "nats", authorization=authorization_config(credentials, subjects)
@@ -152,4 +147,5 @@ async def secure_bus(
         await client.close()
     await nc.drain()
     runtime.close()
+    ledger.close()
     await server.stop()
