@@ -11,18 +11,22 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
+from eventsourcing.persistence import StoredEvent
 from nats.js import JetStreamContext
 
 from bus.ledger import Ledger
 from bus.ledger.relay import Relay
 from bus.ledger.verification import first_break
+from bus.ledger.view_runner import ViewRunner, open_views
 from bus.settings import Settings
 from bus.transport.connection import connect, ensure_streams
 from bus.transport.server import EmbeddedNats
 from bus.transport.subjects import Subjects
 from handoff_schemas import EventEnvelope, decode
+from projections.ledger_views import workflow_states
 
 MAX_PAYLOAD = 8 * 1024
 SUBJECTS = Subjects("cc")
@@ -139,3 +143,22 @@ async def test_a_republished_batch_does_not_quarantine_twice(
     await relay.publish(batch)
     await relay.close()
     assert [e.type for e in ledger.history(workflow_id)].count("EventQuarantined") == 1
+
+
+async def test_an_unreadable_stored_event_stops_neither_the_relay_nor_the_views(
+    ledger: Ledger, ledger_url: str, small_js: JetStreamContext, tmp_path: Path
+) -> None:
+    """A stored event today's code cannot read (a corrupt row, a topic that no longer exists)."""
+    workflow_id = started(ledger, "w")
+    ledger.recorder.insert_events(
+        [StoredEvent(uuid4(), 1, "bus.ledger.workflow:Workflow.Nonsense", b"\x00not json")]
+    )
+    checkpoint(ledger, workflow_id, "after", 10)
+
+    await relay_until_idle(ledger, small_js)
+    assert (await published(small_js, workflow_id))[-1].data["name"] == "after"
+
+    views = open_views(Settings(state_dir=tmp_path / "state", ledger=ledger_url))
+    assert ViewRunner(ledger, views).catch_up() == ledger.recorder.max_notification_id()
+    (row,) = workflow_states(views, workflow_id)
+    assert row["checkpoints"] == {"after": {"blob": "x" * 10}}
