@@ -65,17 +65,19 @@ class Evidence(WireStruct):
     hash: str
     tool: str | None = None
     refs: dict[str, str] = {}
+    signature: str = ""
+    """The runtime's Ed25519 signature of ``hash`` (empty in records made before signing)."""
 
 
 def evidence_hash(record: dict[str, Any]) -> str:
     """The chain hash of an evidence record, as decoded from the wire.
 
     SHA-256 over the record's canonical JSON (keys sorted) without its own
-    ``hash`` field; ``prevHash`` is included, which chains each record to the
-    one before it in the same workflow. Anyone holding the evidence stream can
-    recompute it.
+    ``hash`` and ``signature`` fields; ``prevHash`` is included, which chains each
+    record to the one before it in the same workflow. Anyone holding the evidence
+    stream can recompute it.
     """
-    body = {key: value for key, value in record.items() if key != "hash"}
+    body = {key: value for key, value in record.items() if key not in ("hash", "signature")}
     return hashlib.sha256(msgspec.json.encode(body, order="sorted")).hexdigest()
 
 

@@ -2,8 +2,9 @@
 
 Two independent checks, reported at the first record that breaks:
 
-- the evidence chain in the ledger: each record's hash must match its fields,
-  and its ``prevHash`` the hash of the record before it in the workflow;
+- the evidence chain in the ledger: each record's hash must match its fields, its
+  signature must be the runtime's (when its public key is known), and its
+  ``prevHash`` the hash of the record before it in the workflow;
 - the ledger against the events stream: every event the relay published must
   still be in the ledger unchanged, and every ledger event must have been
   published. An edit to a stored event (in SQLite or PostgreSQL) shows here
@@ -21,6 +22,7 @@ from nats.aio.client import Client
 from nats.js.api import DeliverPolicy
 
 from bus.ledger import GENESIS_HASH
+from bus.transport.signing import Verifier
 from bus.transport.subjects import Subjects
 from handoff_schemas import EventEnvelope, SchemaError, decode, evidence_hash
 
@@ -42,8 +44,12 @@ class Break:
         )
 
 
-def check_chain(history: Sequence[EventEnvelope]) -> Break | None:
-    """The first evidence record whose hash or link is wrong, if any."""
+def check_chain(history: Sequence[EventEnvelope], verifier: Verifier | None = None) -> Break | None:
+    """The first evidence record whose hash, signature or link is wrong, if any.
+
+    With the runtime's public key (``verifier``), a record must carry the runtime's
+    signature of its hash: one re-hashed by someone who can write the ledger is not.
+    """
     previous = GENESIS_HASH
     for event in history:
         if event.type != "EvidenceRecorded":
@@ -57,6 +63,16 @@ def check_chain(history: Sequence[EventEnvelope]) -> Break | None:
                 event.type,
                 where,
                 "its fields do not match its hash (changed after it was recorded)",
+            )
+        if verifier is not None and not verifier.verify(
+            str(record.get("hash")).encode(), record.get("signature")
+        ):
+            return Break(
+                event.workflow_id,
+                event.version,
+                event.type,
+                where,
+                "it is not signed by the runtime's key",
             )
         if record.get("prevHash") != previous:
             return Break(
@@ -126,12 +142,14 @@ def canonical(value: object) -> bytes:
 
 
 def first_break(
-    history: Sequence[EventEnvelope], published: Sequence[EventEnvelope] | None
+    history: Sequence[EventEnvelope],
+    published: Sequence[EventEnvelope] | None,
+    verifier: Verifier | None = None,
 ) -> Break | None:
     found = [
         b
         for b in (
-            check_chain(history),
+            check_chain(history, verifier),
             check_against_stream(history, published) if published is not None else None,
         )
         if b

@@ -28,6 +28,7 @@ histories recorded before still apply (``tests/fixtures`` holds some, and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
@@ -233,8 +234,8 @@ class Workflow(Aggregate):
     ) -> None:
         self.cost_usd += cost_usd
 
-    def add_evidence(self, **fields: Any) -> Evidence:
-        """Chain a new evidence record to the previous one and record it."""
+    def add_evidence(self, sign: Callable[[bytes], str] | None = None, **fields: Any) -> Evidence:
+        """Chain a new evidence record to the previous one, sign its hash, and record it."""
         draft = Evidence(
             audit_id=f"ev-{uuid4().hex}",
             workflow_id=str(self.id),
@@ -245,6 +246,8 @@ class Workflow(Aggregate):
         )
         record = msgspec.to_builtins(draft)
         record["hash"] = evidence_hash(record)
+        if sign is not None:
+            record["signature"] = sign(record["hash"].encode())
         self._evidence_recorded(record)
         return msgspec.convert(record, Evidence)
 

@@ -3,7 +3,8 @@
 It connects with auditor credentials, which may publish nothing; it reads the
 push feeds the runtime prepared (``<prefix>.audit.evidence`` and
 ``<prefix>.audit.claims``), checks each workflow's evidence chain as records
-arrive, and reports every claim the runtime did not verify.
+arrive (with the runtime's public key, accepting only records it signed), and
+reports every claim the runtime did not verify.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from bus.ledger import GENESIS_HASH
+from bus.transport.signing import Verifier
 from bus.transport.subjects import Subjects
 from handoff_schemas import (
     Claim,
@@ -35,6 +37,8 @@ class ChainWatcher:
     """The last hash seen per workflow: enough to check each new record's link."""
 
     last_hash: dict[str, str] = field(default_factory=dict)
+    verifier: Verifier | None = None
+    """The runtime's public key: with it, only records the runtime signed are accepted."""
 
     def check(self, record: dict[str, Any]) -> str | None:
         """The problem with this record, or None; a good record extends its chain."""
@@ -42,6 +46,10 @@ class ChainWatcher:
         where = f"evidence {record.get('auditId')} in workflow {workflow_id}"
         if evidence_hash(record) != record.get("hash"):
             return f"{where}: its fields do not match its hash"
+        if self.verifier is not None and not self.verifier.verify(
+            str(record["hash"]).encode(), record.get("signature")
+        ):
+            return f"{where}: it is not signed by the runtime's key"
         if record.get("prevHash") != self.last_hash.get(workflow_id, GENESIS_HASH):
             return f"{where}: its prevHash does not link to the previous record"
         self.last_hash[workflow_id] = record["hash"]
@@ -61,12 +69,13 @@ async def follow(
     subjects: Subjects,
     report: Callable[[Finding], bool],
     idle_timeout: float | None = None,
+    verifier: Verifier | None = None,
 ) -> None:
     """Feed findings to ``report`` until it returns False or ``idle_timeout`` passes quietly."""
     inbox: asyncio.Queue[Msg] = asyncio.Queue()
     for feed in ("evidence", "claims"):
         await nc.subscribe(subjects.audit(feed), cb=inbox.put)
-    chain = ChainWatcher()
+    chain = ChainWatcher(verifier=verifier)
     while True:
         try:
             msg = await asyncio.wait_for(inbox.get(), idle_timeout)

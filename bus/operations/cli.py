@@ -322,6 +322,7 @@ def verify(
 ) -> None:
     """Check the evidence chain, and the ledger against the events stream; name the first break."""
     from bus.ledger.verification import first_break, published_events
+    from bus.transport.signing import runtime_verifier
 
     settings = settings_for(state_dir)
     ledger = open_ledger(settings)
@@ -337,8 +338,9 @@ def verify(
         return {wf: await published_events(nc, subjects, wf) for wf in workflows}
 
     copies = {} if offline else run_as_operator(settings, published)
+    verifier = runtime_verifier(settings)  # with the runtime's key, only signed evidence
     for workflow_id, history in histories.items():
-        broken = first_break(history, None if offline else copies[workflow_id])
+        broken = first_break(history, None if offline else copies[workflow_id], verifier)
         if broken:
             raise fail(f"broken: {broken}")
     evidence = sum(1 for h in histories.values() for e in h if e.type == "EvidenceRecorded")
@@ -467,6 +469,7 @@ def audit_follow(
 ) -> None:
     """Follow the evidence stream read-only: check the chain live and show flagged claims."""
     from bus.operations.audit import Finding, follow
+    from bus.transport.signing import runtime_verifier
 
     settings = settings_for(state_dir)
     auditor = settings.state_dir / "credentials" / "auditor.json"
@@ -484,7 +487,8 @@ def audit_follow(
             return not strict
         return True
 
-    run_as_operator(settings, lambda nc, subjects: follow(nc, subjects, report, idle))
+    verifier = runtime_verifier(settings)
+    run_as_operator(settings, lambda nc, subjects: follow(nc, subjects, report, idle, verifier))
     if broken and strict:
         raise typer.Exit(code=1)
 

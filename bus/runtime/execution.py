@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
+import msgspec
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
@@ -29,6 +31,7 @@ from bus.runtime.protocol import Handler, Refusal
 from bus.runtime.steps import Steps
 from bus.runtime.tool_host import pydantic_field_errors
 from bus.settings import Settings
+from bus.transport.signing import Signer, signed_bytes
 from bus.transport.subjects import Subjects
 from handoff_schemas import (
     DeniedActionRequest,
@@ -62,7 +65,9 @@ class ToolExecution:
         tools: dict[str, type[Tool]],
         nc: Client,
         settings: Settings,
+        signer: Signer,
     ) -> None:
+        self.signer = signer  # signs every tool call and every evidence record
         self.steps = steps
         self.policy = policy
         self.tools = tools
@@ -173,6 +178,7 @@ class ToolExecution:
                 retry=RetryAdvice(strategy="escalate", attempt=1, max_attempts=1),
             )
         evidence = workflow.add_evidence(
+            sign=self.signer.sign,
             actor=agent,
             action=action["tool"],
             resource=action["resource"],
@@ -270,6 +276,7 @@ class ToolExecution:
                 step_key,
             )
             evidence = workflow.add_evidence(
+                sign=self.signer.sign,
                 actor=agent,
                 action=action["tool"],
                 resource=action["resource"],
@@ -301,7 +308,10 @@ class ToolExecution:
             workflow_id=workflow_id,
             actor=agent,
             payload=action["payload"],
+            expires_at=datetime.now(UTC) + timedelta(seconds=2 * self.settings.tool_timeout + 5),
         )
+        unsigned = msgspec.to_builtins(call)
+        call.signature = self.signer.sign(signed_bytes(unsigned))
         try:
             msg = await self.nc.request(
                 self.subjects.tool(action["tool"]),
@@ -355,6 +365,7 @@ class ToolExecution:
                     f"(rule {decision.rule}); there is no denial to record",
                 )
             evidence = workflow.add_evidence(
+                sign=self.signer.sign,
                 actor=agent,
                 action=request.action,
                 resource=request.resource,

@@ -39,6 +39,7 @@ from bus.runtime.steps import Steps
 from bus.runtime.workflows import WorkflowHandlers
 from bus.settings import Settings
 from bus.transport.artifacts import ArtifactStore
+from bus.transport.signing import runtime_signer
 from bus.transport.subjects import Subjects
 from handoff_schemas import OPERATIONS, FieldError, Reply, SchemaError, decode, encode
 from handoff_schemas.limits import MAX_REQUEST_BYTES, MAX_REQUEST_DEPTH
@@ -63,7 +64,9 @@ class Runtime:
         self.security = SecurityLog(nc, self.subjects)
         self.steps = Steps(ledger, on_commit)
         artifacts = ArtifactStore(nc.jetstream(), self.subjects.artifact_bucket)
-        execution = ToolExecution(self.steps, policy, tools or CATALOGUE, nc, settings)
+        execution = ToolExecution(
+            self.steps, policy, tools or CATALOGUE, nc, settings, runtime_signer(settings)
+        )
         self.workflows = WorkflowHandlers(self.steps, policy, artifacts, self.security)
         self.escalations = EscalationHandlers(self.steps, policy, execution)
         self._handlers: dict[str, Handler] = {
