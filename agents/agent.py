@@ -10,7 +10,9 @@ An agent is a name, a model and handlers for the tasks it knows::
 ``claimcheck agent run agents.complaints:triage`` runs it as its own OS process.
 Its inbox is a durable JetStream consumer shared by every replica of the agent
 (a work queue); a handoff is acknowledged only after its handler returned, so a
-crash mid-handler means redelivery, and step keys make the rerun safe.
+crash mid-handler means redelivery, and step keys make the rerun safe. The ack
+wait is short (10 s) and a working agent beats ``in_progress`` three times per
+ack wait, so the handoff of an agent that died is taken up again within seconds.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class Agent:
         name: str,
         model: Model | Callable[[], Model],
         system_prompt: str = "",
-        ack_wait: float = 60.0,
+        ack_wait: float = 10.0,
         max_deliver: int = 5,
     ) -> None:
         self.name = name

@@ -22,10 +22,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from agents.agent import Agent
-from agents.anthropic_model import default_model
-from agents.context import Context
-from agents.model import ModelRequest, ScriptedModel
+from agents import Agent, Context, ModelRequest, ScriptedModel, default_model
 
 
 class Complaint(BaseModel):

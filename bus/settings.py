@@ -4,11 +4,17 @@ Every process (runtime, tool host, agent, CLI) reads the same settings, so one
 environment describes one deployment. Defaults give the embedded single-machine
 stack; pointing ``CLAIMCHECK_NATS_URL`` and ``CLAIMCHECK_LEDGER`` elsewhere
 scales it out without code changes.
+
+There is no default NATS server: a process talks to the one its settings name, or
+to the one ``claimcheck up`` started for its state directory (``nats.url``, with the
+server's name in ``nats.server`` so that a stale file is caught), never to whatever
+happens to listen on the standard port.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,7 +24,13 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CLAIMCHECK_", extra="ignore")
 
     state_dir: Path = Field(Path(".claimcheck"), description="Where local state lives.")
-    nats_url: str = Field("nats://127.0.0.1:4222", description="NATS server(s), comma separated.")
+    nats_url: str = Field("", description="NATS server(s), comma separated; none by default.")
+    nats_server_name: str = Field(
+        "", description="The server name to expect (checked on connect); empty: any."
+    )
+    nats_port: int = Field(
+        4280, ge=0, le=65535, description="Port of the embedded stack's server; 0: any free one."
+    )
     prefix: str = Field("cc", pattern=r"^[A-Za-z0-9_-]+$", description="Subject prefix.")
     ledger: str = Field(
         "", description="Ledger URL: empty for <state_dir>/ledger.db, or postgresql://..."
@@ -50,9 +62,11 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _nats_url_from_running_stack(self) -> Settings:
         """Find the NATS server that ``claimcheck up`` started for this state directory."""
-        url_file = self.state_dir / "nats.url"
+        url_file, name_file = self.state_dir / "nats.url", self.state_dir / "nats.server"
         if "nats_url" not in self.model_fields_set and url_file.exists():
             self.nats_url = url_file.read_text().strip()
+            if "nats_server_name" not in self.model_fields_set and name_file.exists():
+                self.nats_server_name = name_file.read_text().strip()
         return self
 
     def ledger_url(self) -> str:
@@ -65,3 +79,12 @@ class Settings(BaseSettings):
         """The variables that give a child process these same settings."""
         values = self.model_dump(exclude_none=True)
         return {f"CLAIMCHECK_{key.upper()}": str(value) for key, value in values.items()}
+
+
+def redacted(url: str) -> str:
+    """``url`` fit for a message or a log: its password replaced by ``***``."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))

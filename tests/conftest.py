@@ -1,12 +1,18 @@
-"""Fixtures that start real parts: a nats-server on a free port, a SQLite file or a
-PostgreSQL schema of the test's own, the runtime and a tool host over NATS, and a
-local SMTP server. Every fixture stops what it started.
+"""Fixtures that start real parts, in one place for every test folder: a nats-server on a
+free port, a SQLite file or a PostgreSQL schema of the test's own, the runtime and a tool
+host over NATS, a local SMTP server, and the ``claimcheck`` command as its own process.
+Every fixture stops what it started.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +62,13 @@ def postgres_connection():  # type: ignore[no-untyped-def]
         pytest.skip(f"no PostgreSQL at {POSTGRES_URL}: {error}")
 
 
+@pytest.fixture(autouse=True)
+def any_free_nats_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stacks started by tests (and the commands they run) take a free port, not the default:
+    a test must never meet another test's server, or a developer's own stack."""
+    monkeypatch.setenv("CLAIMCHECK_NATS_PORT", "0")
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty ledger: a SQLite file, or a PostgreSQL schema dropped afterwards."""
@@ -87,11 +100,34 @@ async def nats_server(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
 
 
 @pytest.fixture
-async def mailbox() -> AsyncIterator[Mailbox]:
+def mailbox() -> Iterator[Mailbox]:
+    """A real SMTP server on a free port, keeping what it receives."""
     box = Mailbox()
-    await asyncio.to_thread(box.start)
+    box.start()
     yield box
-    await asyncio.to_thread(box.stop)
+    box.stop()
+
+
+CLI = [sys.executable, "-m", "bus.operations.cli"]
+
+
+def claimcheck(
+    *args: str,
+    state_dir: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run the command line as its own process, as a user would (wide, so lines don't wrap)."""
+    where = ["--state-dir", str(state_dir)] if state_dir else []
+    return subprocess.run(
+        [*CLI, *args, *where],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "400", **(env or {})},
+    )
 
 
 @pytest.fixture
@@ -177,3 +213,67 @@ async def run_workflow(
     finally:
         stop.set()
         await runner
+
+
+async def relayed(bus: Bus) -> None:
+    """Wait until the relay has published everything in the ledger."""
+    last = bus.ledger.recorder.max_notification_id()
+    tracking = bus.ledger.factory.tracking_recorder()
+    async with asyncio.timeout(10):
+        while (tracking.max_tracking_id("relay") or 0) < last:  # noqa: ASYNC110 (polls the ledger)
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def running_stack(tmp_path: Path, mailbox: Mailbox) -> Iterator[Path]:
+    """``claimcheck up`` in the background, stopped with SIGTERM like Ctrl-C."""
+    state_dir = tmp_path / "state"
+    up = subprocess.Popen(
+        [*CLI, "up", "--state-dir", str(state_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "CLAIMCHECK_SMTP_PORT": str(mailbox.port)},
+    )
+    try:
+        assert up.stdout is not None
+        for line in up.stdout:
+            if "claimcheck is up" in line:
+                break
+        else:
+            pytest.fail(f"claimcheck up exited with {up.wait()}")
+        yield state_dir
+    finally:
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=30) == 0
+    leftover = subprocess.run(["pgrep", "-f", str(state_dir)], capture_output=True, text=True)
+    assert leftover.stdout == "", "claimcheck up left processes running"
+
+
+def open_escalation(state_dir: Path, workflow_id: str) -> dict:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        listed = claimcheck("escalations", "list", "--json", state_dir=state_dir)
+        assert listed.returncode == 0, listed.stdout + listed.stderr
+        found = [e for e in json.loads(listed.stdout) if e["workflowId"] == workflow_id]
+        if found:
+            return found[0]
+        time.sleep(0.2)
+    pytest.fail(f"workflow {workflow_id} never escalated")
+
+
+def submit_press_complaint(state_dir: Path, tmp_path: Path) -> str:
+    complaint = tmp_path / "press.json"
+    complaint.write_text(
+        json.dumps({"customer": "fabrikam", "text": "journalist asking about a leak"})
+    )
+    submitted = claimcheck(
+        "submit",
+        "triage_complaint",
+        "--to",
+        "triage",
+        "--input",
+        str(complaint),
+        state_dir=state_dir,
+    )
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    return submitted.stdout.strip()

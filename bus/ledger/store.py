@@ -45,6 +45,8 @@ def sqlite_or_postgres_env(url: str) -> dict[str, str]:
             "POSTGRES_USER": parsed.username or "postgres",
             "POSTGRES_PASSWORD": parsed.password or "",
             "POSTGRES_SCHEMA": schema,
+            # A wrong address is an error within seconds, not after the library's 30.
+            "POSTGRES_CONNECT_TIMEOUT": parse_qs(parsed.query).get("connect_timeout", ["5"])[0],
         }
     raise ValueError(f"unsupported ledger URL {url!r}: use sqlite:///PATH or postgresql://...")
 

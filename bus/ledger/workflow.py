@@ -22,7 +22,7 @@ What is counted from this state to decide (rule uses, failure attempts, affordab
 is the runtime's, in :mod:`bus.runtime.governance`; views of it are in ``projections``.
 
 Events evolve by adding fields with a default on the aggregate's method, so that
-histories recorded before still apply (``tests/fixtures`` holds some, and
+histories recorded before still apply (``tests/ledger/fixtures`` holds some, and
 :mod:`bus.ledger.replay` checks them).
 """
 
@@ -46,12 +46,35 @@ from bus.ledger.errors import (
     WorkflowEscalated,
 )
 from bus.ledger.verdicts import judge_claim
-from handoff_schemas import Claim, ClaimAssertion, Evidence, evidence_hash
+from handoff_schemas import (
+    Claim,
+    ClaimAssertion,
+    Escalation,
+    EscalationResolution,
+    Evidence,
+    PendingAction,
+    evidence_hash,
+)
 
 GENESIS_HASH = "0" * 64
 CLOSED_STATUSES = frozenset({"completed", "failed", "stopped"})
 LEGACY_TOPIC = "bus.ledger:Workflow"
 """Where the aggregate lived before ``bus/`` had subpackages: ledgers written then name it."""
+
+
+def chained_evidence(workflow_id: str, prev_hash: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """A new evidence record linked to ``prev_hash``, with its own hash over the wire encoding."""
+    draft = Evidence(
+        audit_id=f"ev-{uuid4().hex}",
+        workflow_id=workflow_id,
+        timestamp=datetime.now(UTC),
+        prev_hash=prev_hash,
+        hash="",
+        **fields,
+    )
+    record = msgspec.to_builtins(draft)
+    record["hash"] = evidence_hash(record)
+    return record
 
 
 class Workflow(Aggregate):
@@ -236,16 +259,7 @@ class Workflow(Aggregate):
 
     def add_evidence(self, sign: Callable[[bytes], str] | None = None, **fields: Any) -> Evidence:
         """Chain a new evidence record to the previous one, sign its hash, and record it."""
-        draft = Evidence(
-            audit_id=f"ev-{uuid4().hex}",
-            workflow_id=str(self.id),
-            timestamp=datetime.now(UTC),
-            prev_hash=self.last_evidence_hash,
-            hash="",
-            **fields,
-        )
-        record = msgspec.to_builtins(draft)
-        record["hash"] = evidence_hash(record)
+        record = chained_evidence(str(self.id), self.last_evidence_hash, fields)
         if sign is not None:
             record["signature"] = sign(record["hash"].encode())
         self._evidence_recorded(record)
@@ -326,19 +340,19 @@ class Workflow(Aggregate):
         action: dict[str, Any] | None = None,
         claim_id: str | None = None,
     ) -> str:
-        escalation = {
-            "escalationId": f"esc-{uuid4().hex}",
-            "workflowId": str(self.id),
-            "kind": kind,
-            "reason": reason,
-            "agent": agent,
-            "stepKey": step_key,
-            "raisedAt": msgspec.to_builtins(datetime.now(UTC)),
-            "action": action,
-            "claimId": claim_id,
-        }
-        self._escalation_raised(escalation)
-        return escalation["escalationId"]
+        escalation = Escalation(
+            escalation_id=f"esc-{uuid4().hex}",
+            workflow_id=str(self.id),
+            kind=kind,
+            reason=reason,
+            agent=agent,
+            step_key=step_key,
+            raised_at=datetime.now(UTC),
+            action=None if action is None else msgspec.convert(action, PendingAction),
+            claim_id=claim_id,
+        )
+        self._escalation_raised(msgspec.to_builtins(escalation))
+        return escalation.escalation_id
 
     @event("EscalationRaised")
     def _escalation_raised(self, escalation: dict[str, Any]) -> None:
@@ -355,15 +369,15 @@ class Workflow(Aggregate):
             raise LedgerError(
                 f"escalation {escalation_id} was already resolved: {escalation['decision']}"
             )
-        resolution = {
-            "escalationId": escalation_id,
-            "workflowId": str(self.id),
-            "decision": decision,
-            "approver": approver,
-            "reason": reason,
-            "resolvedAt": msgspec.to_builtins(datetime.now(UTC)),
-        }
-        self._escalation_resolved(resolution)
+        resolution = EscalationResolution(
+            escalation_id=escalation_id,
+            workflow_id=str(self.id),
+            decision=decision,  # type: ignore[arg-type]  # the wire decoded it as approve|deny
+            approver=approver,
+            reason=reason,
+            resolved_at=datetime.now(UTC),
+        )
+        self._escalation_resolved(msgspec.to_builtins(resolution))
         return escalation
 
     @event("EscalationResolved")

@@ -4,13 +4,15 @@ It connects with auditor credentials, which may publish nothing; it reads the
 push feeds the runtime prepared (``<prefix>.audit.evidence`` and
 ``<prefix>.audit.claims``), checks each workflow's evidence chain as records
 arrive (with the runtime's public key, accepting only records it signed), and
-reports every claim the runtime did not verify.
+reports every claim the runtime did not verify. With the stack down, the same
+checks run over the ledger's events. A message it cannot read is reported as
+``unreadable`` and skipped: hostile bytes on a feed never stop the auditor.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,26 +103,53 @@ def read_feed_message(
     # A push consumer delivers each message under its original subject.
     if subject.startswith(f"{subjects.prefix}.events."):
         event = decode(data, EventEnvelope)
-        claim = msgspec.to_builtins(convert(event.data.get("claim"), Claim))
-        text = (
-            f"claim {claim['claimId']} by {claim['agent']}: {claim['statement']!r} is "
-            f"{claim['verdict']}: {claim['reason']}"
-        )
-        return Finding("claim", event.workflow_id, text, claim)
+        return claim_finding(event.workflow_id, event.data.get("claim"))
     document = msgspec.json.decode(data)
     if not isinstance(document, dict):
         raise ValueError("not a JSON object")
-    workflow_id = str(document.get("workflowId", "?"))
+    return evidence_finding(document, chain)
+
+
+def from_ledger(
+    events: Iterable[EventEnvelope],
+    report: Callable[[Finding], bool],
+    verifier: Verifier | None = None,
+) -> None:
+    """The same findings, from the ledger's events: the audit when the stack is down."""
+    chain = ChainWatcher(verifier=verifier)
+    for event in events:
+        if event.type == "EvidenceRecorded":
+            finding = evidence_finding(event.data["evidence"], chain)
+        elif event.type == "ClaimMade":
+            finding = claim_finding(event.workflow_id, event.data["claim"])
+        else:
+            continue
+        if not report(finding):
+            return
+
+
+def claim_finding(workflow_id: str, record: object) -> Finding:
+    claim = msgspec.to_builtins(convert(record, Claim))  # raises on a malformed claim
+    text = (
+        f"claim {claim['claimId']} by {claim['agent']}: {claim['statement']!r} is "
+        f"{claim['verdict']}: {claim['reason']}"
+    )
+    return Finding("claim", workflow_id, text, claim)
+
+
+def evidence_finding(record: dict[str, Any], chain: ChainWatcher) -> Finding:
+    """A whole, signed, linked record is ``evidence``; anything else is a ``break``."""
+    workflow_id = str(record.get("workflowId", "?"))
     try:  # the shape first: only a whole record may extend a chain
-        evidence = decode(data, Evidence)
+        evidence = convert(record, Evidence)
     except SchemaError as error:
-        where = f"evidence {document.get('auditId')} in workflow {workflow_id}"
-        return Finding("break", workflow_id, f"{where}: not an evidence record: {error}", document)
-    problem = chain.check(document)
+        where = f"evidence {record.get('auditId')} in workflow {workflow_id}"
+        return Finding("break", workflow_id, f"{where}: not an evidence record: {error}", record)
+    problem = chain.check(record)
     if problem:
-        return Finding("break", evidence.workflow_id, problem, document)
+        return Finding("break", evidence.workflow_id, problem, record)
     text = (
         f"evidence {evidence.audit_id}: {evidence.actor} {evidence.action} "
         f"{evidence.resource} {evidence.status} ({evidence.permission})"
     )
-    return Finding("evidence", evidence.workflow_id, text, document)
+    return Finding("evidence", evidence.workflow_id, text, record)

@@ -1,7 +1,10 @@
-"""Entry points for the long-running processes: the runtime and the tool host.
+"""Entry points for the long-running processes: the runtime, the tool host and agents.
 
 Each runs until SIGTERM or SIGINT, then drains its NATS connection so that
-in-flight replies are still sent.
+in-flight replies are still sent. A service that cannot finish that within a few
+seconds (NATS unreachable, still connecting) is cancelled: stopping never waits on
+the network, and nothing is lost by it (unacknowledged work is redelivered, and
+recorded steps replay).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 
 from bus import telemetry
 from bus.ledger import Ledger
@@ -17,23 +21,37 @@ from bus.ledger.view_runner import ViewRunner, open_views
 from bus.runtime.policy import Policy
 from bus.runtime.service import Runtime
 from bus.runtime.tool_host import ToolHost
-from bus.settings import Settings
+from bus.settings import Settings, redacted
 from bus.transport.connection import connect, ensure_streams
 from bus.transport.subjects import Subjects
 
 log = logging.getLogger(__name__)
 
 
-async def until_stopped() -> None:
+STOP_GRACE_SECONDS = 5.0
+"""How long a stopping service may take to finish cleanly before it is cancelled."""
+
+Service = Callable[[asyncio.Event], Awaitable[None]]
+"""A service runs until the event is set, then cleans up."""
+
+
+async def serve_until_stopped(service: Service, grace: float = STOP_GRACE_SECONDS) -> None:
+    """Run ``service`` until SIGTERM or SIGINT, and cancel it if it overstays ``grace``."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
+    running = asyncio.create_task(service(stop))
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    try:
+        await asyncio.wait_for(running, grace)
+    except TimeoutError:
+        log.warning("stopped without a clean shutdown: it took longer than %ss", grace)
 
 
-async def run_runtime(settings: Settings) -> None:
-    policy = Policy.load(settings.policy)  # fail at start-up on a bad policy
+async def run_runtime(settings: Settings, policy: Policy, stop: asyncio.Event) -> None:
     telemetry.setup("claimcheck-runtime")
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     ledger = Ledger.from_url(settings.ledger_url())
@@ -47,9 +65,10 @@ async def run_runtime(settings: Settings) -> None:
     relay_task = asyncio.create_task(relay.run())
     views = ViewRunner(ledger, open_views(settings))
     views_task = asyncio.create_task(views.run(nc, subjects))
-    log.info("runtime serving %s with ledger %s", subjects.runtime_all, settings.ledger_url())
+    where = redacted(settings.ledger_url())
+    log.info("runtime serving %s with ledger %s", subjects.runtime_all, where)
     try:
-        await until_stopped()
+        await stop.wait()
     finally:
         await nc.drain()
         telemetry.shutdown()
@@ -62,14 +81,14 @@ async def run_runtime(settings: Settings) -> None:
         telemetry.shutdown()
 
 
-async def run_tool_host(settings: Settings) -> None:
+async def run_tool_host(settings: Settings, stop: asyncio.Event) -> None:
     telemetry.setup("claimcheck-tools")
     nc = await connect(settings, "claimcheck-tools")
     host = ToolHost(settings)
     await host.serve(nc)
     log.info("tool host serving %s", sorted(host.tools))
     try:
-        await until_stopped()
+        await stop.wait()
     finally:
         await nc.drain()
         telemetry.shutdown()

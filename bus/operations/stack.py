@@ -2,6 +2,8 @@
 
 Used by ``claimcheck up``, by the demo and by the tests that need real
 processes (which is why processes can be killed and restarted one by one).
+One stack holds a state directory at a time (``stack.lock``), and its children
+die with it, even when it is killed with SIGKILL.
 Every child gets the same ``CLAIMCHECK_*`` environment plus the credentials of
 its own role, and logs to ``<state_dir>/logs/<name>.log``. The embedded
 nats-server runs with the generated per-role permissions (:mod:`bus.transport.auth`).
@@ -10,6 +12,7 @@ nats-server runs with the generated per-role permissions (:mod:`bus.transport.au
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import importlib
 import os
 import sys
@@ -22,16 +25,67 @@ from nats.errors import TimeoutError as NatsTimeout
 from bus.settings import Settings
 from bus.transport.auth import agent_role, authorization_config, ensure_credentials
 from bus.transport.connection import connect
-from bus.transport.server import EmbeddedNats
+from bus.transport.server import EmbeddedNats, die_with_parent, free_port
 from bus.transport.subjects import OPERATOR, Subjects
 
 EXAMPLE_AGENTS = ("agents.complaints:triage", "agents.complaints:notifier")
+PROCESS_STOP_SECONDS = 10.0
+"""How long a child may take to stop on SIGTERM before it is killed."""
+STACK_STOP_SECONDS = 2 * PROCESS_STOP_SECONDS + 10.0
+"""Enough for every child to stop or be killed (they stop in parallel), and nats-server."""
 
 
 def agent_name(target: str) -> str:
     """The name of the agent object at ``MODULE:OBJECT`` (its NATS identity)."""
     module, _, attribute = target.partition(":")
     return getattr(importlib.import_module(module), attribute).name
+
+
+class StackBusy(RuntimeError):
+    """Another stack holds this state directory."""
+
+
+@dataclass
+class StateLock:
+    """One stack per state directory: an exclusive lock that the kernel releases when its
+    holder exits, however it exits, so a crashed stack never blocks the next one."""
+
+    state_dir: Path
+    descriptor: int | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.state_dir / "stack.lock"
+
+    def acquire(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(descriptor, 32, 0).decode().strip() or "?"
+            os.close(descriptor)
+            raise StackBusy(
+                f"a claimcheck stack (pid {holder}) already runs for {self.state_dir}: "
+                f"stop it with `claimcheck down --state-dir {self.state_dir}`"
+            ) from None
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+        self.descriptor = descriptor
+
+    def release(self) -> None:
+        if self.descriptor is not None:
+            os.close(self.descriptor)  # closing releases the lock
+            self.descriptor = None
+
+    def holder(self) -> int | None:
+        """The pid of the stack holding this state directory, or None if none does."""
+        try:
+            self.acquire()
+        except StackBusy:
+            return int(self.path.read_text().strip() or 0) or None
+        self.release()
+        return None
 
 
 @dataclass
@@ -45,6 +99,7 @@ class Stack:
     nats: EmbeddedNats | None = None
     processes: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
     credentials: dict[str, Path] = field(default_factory=dict)
+    lock: StateLock | None = None
 
     def commands(self) -> dict[str, tuple[str, list[str]]]:
         """Process name -> (role, command line)."""
@@ -60,7 +115,8 @@ class Stack:
 
     async def start(self) -> None:
         """Start everything; on return, this process's settings act as the operator."""
-        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self.lock = StateLock(self.settings.state_dir)
+        self.lock.acquire()
         if self.embedded_nats:
             await self.start_nats()
         services = [name for name in self.commands() if not name.startswith("agent-")]
@@ -85,12 +141,16 @@ class Stack:
             self.settings.state_dir / "credentials", sorted(set(roles))
         )
         self.nats = EmbeddedNats(
-            self.settings.state_dir, authorization=authorization_config(self.credentials, subjects)
+            self.settings.state_dir,
+            port=self.settings.nats_port or free_port(),
+            authorization=authorization_config(self.credentials, subjects),
         )
         await self.nats.start()
         self.settings.nats_url = self.nats.url
+        self.settings.nats_server_name = self.nats.name
         self.settings.credentials = self.credentials[OPERATOR]
         (self.settings.state_dir / "nats.url").write_text(self.nats.url)
+        (self.settings.state_dir / "nats.server").write_text(self.nats.name)
 
     async def start_process(self, name: str) -> asyncio.subprocess.Process:
         role, command = self.commands()[name]
@@ -101,7 +161,7 @@ class Stack:
         logs.mkdir(exist_ok=True)
         with (logs / f"{name}.log").open("ab") as log:
             process = await asyncio.create_subprocess_exec(
-                *command, stdout=log, stderr=log, env=environment
+                *command, stdout=log, stderr=log, env=environment, preexec_fn=die_with_parent
             )
         self.processes[name] = process
         return process
@@ -151,17 +211,22 @@ class Stack:
                 process.terminate()
         for process in self.processes.values():
             try:
-                await asyncio.wait_for(process.wait(), 10)
+                await asyncio.wait_for(process.wait(), PROCESS_STOP_SECONDS)
             except TimeoutError:
                 process.kill()
                 await process.wait()
         if self.nats:
             await self.nats.stop()
-            (self.settings.state_dir / "nats.url").unlink(missing_ok=True)
+            for found_by in ("nats.url", "nats.server"):
+                (self.settings.state_dir / found_by).unlink(missing_ok=True)
+        if self.lock:
+            self.lock.release()
 
     async def __aenter__(self) -> Stack:
         try:
             await self.start()
+        except StackBusy:
+            raise  # nothing of ours to stop, and the other stack's files stay
         except BaseException:
             await self.stop()
             raise

@@ -34,13 +34,9 @@ from bus.settings import Settings
 from bus.transport.signing import Signer, signed_bytes
 from bus.transport.subjects import Subjects
 from handoff_schemas import (
-    DeniedActionRequest,
-    EvidenceReply,
     ExecuteReply,
     ExecuteRequest,
     FieldError,
-    PermitReply,
-    PermitRequest,
     RetryAdvice,
     ToolCall,
     ToolResult,
@@ -76,9 +72,7 @@ class ToolExecution:
         self.subjects = Subjects(settings.prefix)
 
     def operations(self) -> dict[str, Handler]:
-        return {"execute": self.execute, "permit": self.permit, "denied": self.denied}
-
-    # -- one execute request, top to bottom ------------------------------------
+        return {"execute": self.execute}
 
     async def execute(self, agent: str, request: ExecuteRequest) -> ExecuteReply:
         tool = self.tools.get(request.tool)
@@ -326,54 +320,3 @@ class ToolExecution:
         except NoRespondersError:
             raise ToolUnavailable("tool_error", f"no tool host serves {action['tool']}") from None
         return decode(msg.data, ToolResult)
-
-    # -- asking before acting --------------------------------------------------
-
-    async def permit(self, agent: str, request: PermitRequest) -> PermitReply:
-        def change(workflow: Workflow) -> PermitReply:
-            decision = self.policy.decide(
-                agent, request.action, request.resource, rule_uses(workflow)
-            )
-            workflow.decide_permission(
-                agent,
-                request.action,
-                request.resource,
-                decision.outcome,
-                decision.rule,
-                decision.reason,
-                request.step_key,
-            )
-            return PermitReply(
-                permission="allowed" if decision.allowed else "denied",
-                rule=decision.rule,
-                reason=decision.reason,
-            )
-
-        return await self.steps.step(agent, "permit", request.workflow_id, request.step_key, change)
-
-    async def denied(self, agent: str, request: DeniedActionRequest) -> EvidenceReply:
-        """An agent records an action it chose not to take because the policy denies it."""
-
-        def change(workflow: Workflow) -> EvidenceReply:
-            decision = self.policy.decide(
-                agent, request.action, request.resource, rule_uses(workflow)
-            )
-            if decision.allowed:
-                raise Refusal(
-                    "invalid_request",
-                    f"the policy allows {request.action} on {request.resource} "
-                    f"(rule {decision.rule}); there is no denial to record",
-                )
-            evidence = workflow.add_evidence(
-                sign=self.signer.sign,
-                actor=agent,
-                action=request.action,
-                resource=request.resource,
-                permission="denied",
-                rule=decision.rule,
-                status="denied",
-                refs={"agentReason": request.reason},
-            )
-            return EvidenceReply(evidence=evidence)
-
-        return await self.steps.step(agent, "denied", request.workflow_id, request.step_key, change)

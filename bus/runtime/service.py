@@ -6,6 +6,7 @@ concern; every outcome, a crash included, becomes a structured reply.
 
 - :mod:`bus.runtime.workflows`: start, state, handoffs;
 - :mod:`bus.runtime.pipeline`: intent, context, reasoning, checkpoints, audit notes;
+- :mod:`bus.runtime.permissions`: asking the policy before acting;
 - :mod:`bus.runtime.execution`: permission checks, tool calls and their evidence;
 - :mod:`bus.runtime.claims`: final claims and their verdicts;
 - :mod:`bus.runtime.escalations`: failures, dead letters and humans' answers.
@@ -31,6 +32,7 @@ from bus.runtime.catalogue import CATALOGUE, Tool
 from bus.runtime.claims import ClaimHandlers
 from bus.runtime.escalations import EscalationHandlers
 from bus.runtime.execution import ToolExecution
+from bus.runtime.permissions import PermissionHandlers
 from bus.runtime.pipeline import PipelineHandlers
 from bus.runtime.policy import Policy
 from bus.runtime.protocol import INCOMING_TRACE, Handler, as_reply, error_reply
@@ -64,14 +66,14 @@ class Runtime:
         self.security = SecurityLog(nc, self.subjects)
         self.steps = Steps(ledger, on_commit)
         artifacts = ArtifactStore(nc.jetstream(), self.subjects.artifact_bucket)
-        execution = ToolExecution(
-            self.steps, policy, tools or CATALOGUE, nc, settings, runtime_signer(settings)
-        )
+        signer = runtime_signer(settings)  # tool calls and evidence carry its signature
+        execution = ToolExecution(self.steps, policy, tools or CATALOGUE, nc, settings, signer)
         self.workflows = WorkflowHandlers(self.steps, policy, artifacts, self.security)
         self.escalations = EscalationHandlers(self.steps, policy, execution)
         self._handlers: dict[str, Handler] = {
             **self.workflows.operations(),
             **PipelineHandlers(self.steps, policy).operations(),
+            **PermissionHandlers(self.steps, policy, signer).operations(),
             **execution.operations(),
             **ClaimHandlers(self.steps).operations(),
             **self.escalations.operations(),

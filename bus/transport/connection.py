@@ -6,8 +6,12 @@ at start-up and the first one to arrive creates them.
 
 from __future__ import annotations
 
+import logging
+import time
+
 import nats
 from nats.aio.client import Client
+from nats.errors import NoServersError
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -24,16 +28,25 @@ from bus.settings import Settings
 from bus.transport.auth import Credentials
 from bus.transport.subjects import Subjects
 
+log = logging.getLogger(__name__)
+
 DUPLICATE_WINDOW_SECONDS = 3600.0
 """How long JetStream remembers a ``Nats-Msg-Id``: longer than any relay restart."""
 
 
-async def connect(settings: Settings, name: str) -> Client:
-    """A client that reconnects for ever: a restarted nats-server is a pause, not a crash.
+class NoDeployment(ConnectionError):
+    """The settings name no NATS server, or the server found is not the one they name."""
 
-    With credentials, it authenticates as their role and takes replies on that
-    role's own inbox prefix, the only one its permissions let it read.
+
+async def connect(settings: Settings, name: str, patient: bool = True) -> Client:
+    """A client of the deployment the settings name, and of no other server.
+
+    A patient client (a service) reconnects for ever: a restarted nats-server is a
+    pause, not a crash. An impatient one (a command a person waits for) gives up after
+    a second try. With credentials, it authenticates as their role and takes replies on
+    that role's own inbox prefix, the only one its permissions let it read.
     """
+    require_named(settings)
     options: dict[str, object] = {}
     if settings.credentials:
         credentials = Credentials.load(settings.credentials)
@@ -42,13 +55,75 @@ async def connect(settings: Settings, name: str) -> Client:
             "password": credentials.password,
             "inbox_prefix": credentials.inbox_prefix,
         }
-    return await nats.connect(
-        servers=settings.nats_url.split(","),
-        name=name,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.2,
-        **options,
-    )
+    if patient:
+        watch = ConnectionLog(name)
+        options.update(error_cb=watch.error, reconnected_cb=watch.regained)
+    else:
+        options["error_cb"] = _quiet  # the caller reports the failure itself
+    try:
+        nc = await nats.connect(
+            servers=settings.nats_url.split(","),
+            name=name,
+            max_reconnect_attempts=-1 if patient else 1,
+            reconnect_time_wait=0.2,
+            **options,
+        )
+    except NoServersError:
+        raise NoDeployment(
+            f"nothing answers at {settings.nats_url}: is the stack for {settings.state_dir} "
+            "running? (`claimcheck up` starts it)"
+        ) from None
+    await _check_identity(nc, settings)
+    return nc
+
+
+def require_named(settings: Settings) -> None:
+    """There is no default server: the settings name one, or nothing is connected to."""
+    if not settings.nats_url:
+        raise NoDeployment(
+            f"no NATS server is named: no `claimcheck up` is running for {settings.state_dir} "
+            "(start it, or set CLAIMCHECK_NATS_URL)"
+        )
+
+
+async def _check_identity(nc: Client, settings: Settings) -> None:
+    """Refuse a server other than the one ``claimcheck up`` recorded (a stale ``nats.url``)."""
+    expected = settings.nats_server_name
+    found = nc._server_info.get("server_name", "")  # the INFO the server sent on connect
+    if expected and found != expected:
+        await nc.close()
+        raise NoDeployment(
+            f"the server at {settings.nats_url} is {found!r}, not {expected!r} that "
+            f"`claimcheck up` started for {settings.state_dir}: that stack is gone"
+        )
+
+
+async def _quiet(error: Exception) -> None:
+    pass
+
+
+class ConnectionLog:
+    """A lost connection is logged at its first failed attempt, then at most once a minute
+    while it stays lost: a client retrying five times a second must not fill the disk with
+    the same line. (A client's own close is not a loss, so it is not logged.)"""
+
+    def __init__(self, name: str, every: float = 60.0) -> None:
+        self.name = name
+        self.every = every
+        self.last_logged = -every
+        self.unlogged = 0
+
+    async def error(self, error: Exception) -> None:
+        now = time.monotonic()
+        if now - self.last_logged < self.every:
+            self.unlogged += 1
+            return
+        log.warning("%s: NATS: %s (%d more since the last report)", self.name, error, self.unlogged)
+        self.last_logged, self.unlogged = now, 0
+
+    async def regained(self) -> None:
+        log.info("%s: reconnected to NATS", self.name)
+        self.last_logged, self.unlogged = -self.every, 0
 
 
 def stream_configs(subjects: Subjects, replicas: int = 1) -> list[StreamConfig]:

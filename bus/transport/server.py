@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from uuid import uuid4
 
 _started: set[asyncio.subprocess.Process] = set()
 
@@ -41,6 +43,34 @@ def nats_server_binary() -> str:
     return found
 
 
+def die_with_parent() -> None:
+    """In a child, before it runs: the kernel sends it SIGTERM when its parent dies, even by
+    SIGKILL, so a killed ``claimcheck up`` leaves no orphans (Linux; elsewhere a no-op)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+PR_SET_PDEATHSIG = 1
+
+
+class PortTaken(RuntimeError):
+    """The embedded server's port is in use: by another stack, or another NATS server."""
+
+
+def port_is_free(port: int) -> bool:
+    """Nobody listens on ``port`` (connections of a server that just died don't count)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -51,12 +81,14 @@ def free_port() -> int:
 class EmbeddedNats:
     """One nats-server process with JetStream on, under ``state_dir``.
 
-    The port stays the same across :meth:`kill` and :meth:`start`, so clients
-    reconnect to a restarted server by themselves.
+    The port and the name stay the same across :meth:`kill` and :meth:`start`, so
+    clients reconnect to a restarted server by themselves, and a client that was told
+    the name can tell this server from another one on the same port.
     """
 
     state_dir: Path
     port: int = field(default_factory=free_port)
+    name: str = field(default_factory=lambda: f"claimcheck-{uuid4().hex[:12]}")
     authorization: str = ""
     max_payload: int | None = None
     """Bytes per message; None keeps the server's default (1 MiB)."""
@@ -74,6 +106,7 @@ class EmbeddedNats:
         store = (self.state_dir / "jetstream").resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         config = (
+            f"server_name: {self.name}\n"
             f"listen: 127.0.0.1:{self.port}\n"
             f"jetstream {{\n  store_dir: {str(store)!r}\n  sync_interval: always\n}}\n"
             f"{self.authorization}"
@@ -85,10 +118,20 @@ class EmbeddedNats:
             file.write(config)
 
     async def start(self, timeout: float = 10.0) -> None:
+        if not port_is_free(self.port):  # else we might take another server for ours
+            raise PortTaken(
+                f"port {self.port} is in use (another claimcheck stack, or a NATS server): "
+                "choose another with CLAIMCHECK_NATS_PORT (0 for any free port)"
+            )
         self.write_config()
         with (self.state_dir / "nats-server.log").open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(
-                nats_server_binary(), "-c", str(self.config_path), stdout=log, stderr=log
+                nats_server_binary(),
+                "-c",
+                str(self.config_path),
+                stdout=log,
+                stderr=log,
+                preexec_fn=die_with_parent,
             )
         _started.add(self.process)
         await self.wait_until_listening(timeout)

@@ -10,7 +10,7 @@ import pytest
 from bus.operations.mailbox import Mailbox
 from bus.operations.operators import submit
 from handoff_schemas import Reply, decode, encode
-from tests.conftest import Bus
+from tests.conftest import Bus, relayed
 
 COMPLAINT = json.dumps({"customer": "northwind", "text": "refund now"}).encode()
 
@@ -227,6 +227,7 @@ async def test_a_verified_handoff_without_evidence_is_not_delivered(bus: Bus) ->
     )
     assert reply.error.code == "invalid_handoff"
     assert types(bus, workflow_id)[-1] == "HandoffRejected"
+    await relayed(bus)
     info = await bus.nc.jetstream().stream_info(bus.subjects.stream("handoff"))
     assert info.state.messages == 1  # only the first handoff, to triage
 

@@ -32,46 +32,41 @@ def spans_in(directory: Path) -> list[dict]:
 
 
 async def test_one_workflow_is_one_trace_across_processes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mailbox: Mailbox
 ) -> None:
     traces = tmp_path / "spans"
     monkeypatch.setenv("CLAIMCHECK_TRACE_DIR", str(traces))
-    mailbox = Mailbox()
-    mailbox.start()
     settings = Settings(state_dir=tmp_path / "state", smtp_port=mailbox.port)
     complaint = tmp_path / "complaint.json"
     complaint.write_text(json.dumps({"customer": "northwind", "text": "outage, refund now"}))
-    try:
-        async with Stack(settings) as stack:
-            submitted = await asyncio.to_thread(
-                subprocess.run,
-                [
-                    sys.executable,
-                    "-m",
-                    "bus.operations.cli",
-                    "submit",
-                    "triage_complaint",
-                    "--to",
-                    "triage",
-                    "--input",
-                    str(complaint),
-                    "--state-dir",
-                    str(settings.state_dir),
-                ],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                env=os.environ.copy(),
-            )
-            assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-            workflow_id = submitted.stdout.strip()
-            nc = await connect(settings, "test")
-            view = await watch(nc, Subjects(settings.prefix), workflow_id)
-            await nc.close()
-            assert view.status == "completed"
-            assert stack.processes
-    finally:
-        mailbox.stop()
+    async with Stack(settings) as stack:
+        submitted = await asyncio.to_thread(
+            subprocess.run,
+            [
+                sys.executable,
+                "-m",
+                "bus.operations.cli",
+                "submit",
+                "triage_complaint",
+                "--to",
+                "triage",
+                "--input",
+                str(complaint),
+                "--state-dir",
+                str(settings.state_dir),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=os.environ.copy(),
+        )
+        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+        workflow_id = submitted.stdout.strip()
+        nc = await connect(settings, "test")
+        view = await watch(nc, Subjects(settings.prefix), workflow_id)
+        await nc.close()
+        assert view.status == "completed"
+        assert stack.processes
 
     spans = spans_in(traces)
     [root] = [s for s in spans if s["name"] == "submit triage_complaint"]

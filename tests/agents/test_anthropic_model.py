@@ -12,8 +12,8 @@ from pydantic import BaseModel
 from agents import Context
 from agents.anthropic_model import AnthropicModel, ModelUnavailable
 from agents.model import ModelRequest
+from tests.agents.messages_api import MessagesAPI, Reply, overloaded, tool_use
 from tests.conftest import Bus, run_workflow
-from tests.messages_api import MessagesAPI, Reply, overloaded, tool_use
 
 POLICY = """
 [[rules]]

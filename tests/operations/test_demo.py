@@ -47,21 +47,18 @@ async def approve_and_wait(settings: Settings, escalation_id: str) -> WorkflowVi
         await nc.close()
 
 
-async def test_the_demo_workflows_across_processes(tmp_path: Path, ledger_url: str) -> None:
-    mailbox = Mailbox()
-    mailbox.start()
+async def test_the_demo_workflows_across_processes(
+    tmp_path: Path, ledger_url: str, mailbox: Mailbox
+) -> None:
     settings = Settings(state_dir=tmp_path / "state", ledger=ledger_url, smtp_port=mailbox.port)
-    try:
-        async with Stack(settings) as stack:
-            assert {"runtime", "tools", "agent-triage", "agent-notifier"} <= set(stack.processes)
-            pids = {process.pid for process in stack.processes.values()}
-            assert len(pids) == len(stack.processes) and os.getpid() not in pids
-            escalated, routine, denied = await run_complaints(settings, console=_Silent())
-            emails_before_approval = [m["To"] for m in mailbox.received]
-            approved = await approve_and_wait(settings, denied.escalations[0]["escalationId"])
-            streamed = await stream_events(settings)
-    finally:
-        mailbox.stop()
+    async with Stack(settings) as stack:
+        assert {"runtime", "tools", "agent-triage", "agent-notifier"} <= set(stack.processes)
+        pids = {process.pid for process in stack.processes.values()}
+        assert len(pids) == len(stack.processes) and os.getpid() not in pids
+        escalated, routine, denied = await run_complaints(settings, console=_Silent())
+        emails_before_approval = [m["To"] for m in mailbox.received]
+        approved = await approve_and_wait(settings, denied.escalations[0]["escalationId"])
+        streamed = await stream_events(settings)
 
     statuses = [view.status for view in (escalated, routine, denied)]
     assert statuses == ["completed", "completed", "escalated"]

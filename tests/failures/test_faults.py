@@ -114,7 +114,7 @@ async def faults_stack(
         tool_timeout=2.0,
         request_timeout=10.0,
     )
-    options = {"agents": ("tests.fault_agents:mailer",), **stack_options}
+    options = {"agents": ("tests.failures.fault_agents:mailer",), **stack_options}
     try:
         async with Stack(settings, **options) as stack:  # type: ignore[arg-type]
             yield Faults(stack, mailbox, gates, model_log)

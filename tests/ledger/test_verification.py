@@ -3,18 +3,15 @@ SQLite file or in PostgreSQL, is reported as exactly that record."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Callable
 from urllib.parse import parse_qs, urlparse
 from uuid import UUID
 
 from bus.operations.operators import submit
-from tests.conftest import Bus, postgres_connection
+from tests.conftest import Bus, claimcheck, postgres_connection, relayed
 
 
 async def workflow_with_evidence(bus: Bus) -> str:
@@ -34,29 +31,13 @@ async def workflow_with_evidence(bus: Bus) -> str:
     return started.workflow_id
 
 
-async def relayed(bus: Bus) -> None:
-    """Wait until the relay has published everything in the ledger."""
-    last = bus.ledger.recorder.max_notification_id()
-    tracking = bus.ledger.factory.tracking_recorder()
-    async with asyncio.timeout(10):
-        while (tracking.max_tracking_id("relay") or 0) < last:  # noqa: ASYNC110 (polls the ledger)
-            await asyncio.sleep(0.05)
-
-
 def verify(bus: Bus, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
+    """``claimcheck verify`` against this test's own NATS and ledger."""
+    ledger = {
         "CLAIMCHECK_NATS_URL": bus.settings.nats_url,
         "CLAIMCHECK_LEDGER": bus.settings.ledger,
-        "COLUMNS": "400",
     }
-    return subprocess.run(
-        [sys.executable, "-m", "bus.operations.cli", "verify", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+    return claimcheck("verify", *args, env=ledger)
 
 
 def tamper(ledger_url: str, workflow_id: str, version: int, change: Callable[[dict], None]) -> None:

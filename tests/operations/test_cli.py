@@ -4,57 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bus.operations.mailbox import Mailbox
-
-CLI = [sys.executable, "-m", "bus.operations.cli"]
-
-
-def claimcheck(*args: str, state_dir: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args, "--state-dir", str(state_dir)], capture_output=True, text=True, timeout=60
-    )
-
-
-@pytest.fixture
-def mail() -> Iterator[Mailbox]:
-    box = Mailbox()
-    box.start()
-    yield box
-    box.stop()
-
-
-@pytest.fixture
-def running_stack(tmp_path: Path, mail: Mailbox) -> Iterator[Path]:
-    """``claimcheck up`` in the background, stopped with SIGTERM like Ctrl-C."""
-    state_dir = tmp_path / "state"
-    up = subprocess.Popen(
-        [*CLI, "up", "--state-dir", str(state_dir)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "CLAIMCHECK_SMTP_PORT": str(mail.port)},
-    )
-    try:
-        assert up.stdout is not None
-        for line in up.stdout:
-            if "claimcheck is up" in line:
-                break
-        else:
-            pytest.fail(f"claimcheck up exited with {up.wait()}")
-        yield state_dir
-    finally:
-        up.send_signal(signal.SIGTERM)
-        assert up.wait(timeout=30) == 0
-    leftover = subprocess.run(["pgrep", "-f", str(state_dir)], capture_output=True, text=True)
-    assert leftover.stdout == "", "claimcheck up left processes running"
+from tests.conftest import CLI, claimcheck, open_escalation, submit_press_complaint
 
 
 def wait_for_event(state_dir: Path, workflow_id: str, event_type: str) -> list[dict]:
@@ -138,46 +95,16 @@ def test_bad_input_to_the_cli_is_a_message_not_a_traceback(tmp_path: Path) -> No
     assert "cannot read" in missing.stdout
 
 
-def open_escalation(state_dir: Path, workflow_id: str) -> dict:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        listed = claimcheck("escalations", "list", "--json", state_dir=state_dir)
-        assert listed.returncode == 0, listed.stdout + listed.stderr
-        found = [e for e in json.loads(listed.stdout) if e["workflowId"] == workflow_id]
-        if found:
-            return found[0]
-        time.sleep(0.2)
-    pytest.fail(f"workflow {workflow_id} never escalated")
-
-
-def submit_press_complaint(state_dir: Path, tmp_path: Path) -> str:
-    complaint = tmp_path / "press.json"
-    complaint.write_text(
-        json.dumps({"customer": "fabrikam", "text": "journalist asking about a leak"})
-    )
-    submitted = claimcheck(
-        "submit",
-        "triage_complaint",
-        "--to",
-        "triage",
-        "--input",
-        str(complaint),
-        state_dir=state_dir,
-    )
-    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-    return submitted.stdout.strip()
-
-
 @pytest.mark.parametrize("decision", ["approve", "deny"])
 def test_a_human_answers_the_escalated_complaint(
-    running_stack: Path, tmp_path: Path, mail: Mailbox, decision: str
+    running_stack: Path, tmp_path: Path, mailbox: Mailbox, decision: str
 ) -> None:
     workflow_id = submit_press_complaint(running_stack, tmp_path)
     escalation = open_escalation(running_stack, workflow_id)
     assert escalation["kind"] == "permission_denied"
     shown = claimcheck("escalations", "show", escalation["escalationId"], state_dir=running_stack)
     assert "press@pr-agency.example" in shown.stdout
-    assert mail.received == []
+    assert mailbox.received == []
 
     answered = claimcheck(
         "escalations",
@@ -192,11 +119,11 @@ def test_a_human_answers_the_escalated_complaint(
     assert answered.returncode == 0, answered.stdout + answered.stderr
     if decision == "approve":
         events = wait_for_event(running_stack, workflow_id, "WorkflowCompleted")
-        assert [m["To"] for m in mail.received] == ["press@pr-agency.example"]
+        assert [m["To"] for m in mailbox.received] == ["press@pr-agency.example"]
     else:
         events = wait_for_event(running_stack, workflow_id, "WorkflowFailed")
         assert "dana denied permission_denied: checked with legal" in events[-1]["data"]["reason"]
-        assert mail.received == []
+        assert mailbox.received == []
     resolved = [e for e in events if e["type"] == "EscalationResolved"]
     assert resolved[0]["data"]["resolution"]["approver"] == "dana"
     again = claimcheck(
@@ -236,3 +163,22 @@ def test_the_benchmark_runs_every_path_next_to_its_baseline(tmp_path: Path) -> N
         "relay publish (per event)",
         "inbox consume (fetch 1, ack)",
     ]
+
+
+def test_errors_are_a_line_or_two_with_secrets_redacted(tmp_path: Path) -> None:
+    version = claimcheck("--version")
+    assert version.returncode == 0 and version.stdout.startswith("claimcheck ")
+
+    nowhere = {"CLAIMCHECK_LEDGER": "postgresql://bob:hunter2@127.0.0.1:1/ledger"}
+    wrong_ledger = claimcheck("status", state_dir=tmp_path, env=nowhere, timeout=30)
+    said = wrong_ledger.stdout + wrong_ledger.stderr
+    assert wrong_ledger.returncode == 1
+    assert "cannot open the ledger at postgresql://bob:***@127.0.0.1:1/ledger" in said
+    assert "hunter2" not in said and "Traceback" not in said
+
+    a_file = tmp_path / "schemas.json"
+    a_file.write_text("{}")
+    for bad in (["schemas", "export", str(a_file)], ["bench", "--count", "0"]):
+        result = claimcheck(*bad)
+        assert result.returncode != 0, bad
+        assert "Traceback" not in result.stdout + result.stderr, bad

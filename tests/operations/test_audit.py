@@ -4,9 +4,6 @@ CLI's clear errors for bad input."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,37 +18,21 @@ from bus.operations.stack import Stack
 from bus.settings import Settings
 from bus.transport.connection import connect
 from bus.transport.subjects import Subjects
-
-CLI = [sys.executable, "-m", "bus.operations.cli"]
-
-
-def claimcheck(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args, "--state-dir", str(state_dir)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "COLUMNS": "400"},
-    )
+from tests.conftest import claimcheck
 
 
 @pytest.fixture
-async def demo_run(tmp_path: Path) -> AsyncIterator[tuple[Stack, list[str]]]:
+async def demo_run(tmp_path: Path, mailbox: Mailbox) -> AsyncIterator[tuple[Stack, list[str]]]:
     """The demo's three complaints, the escalated one approved, with the stack still up."""
-    mailbox = Mailbox()
-    mailbox.start()
     settings = Settings(state_dir=tmp_path / "state", smtp_port=mailbox.port)
-    try:
-        async with Stack(settings) as stack:
-            views = await run_complaints(settings, _Silent())
-            nc = await connect(settings, "test")
-            subjects = Subjects(settings.prefix)
-            await resolve(nc, subjects, views[2].escalations[0]["escalationId"], "approve", "dana")
-            await watch(nc, subjects, views[2].workflow_id, until=lambda v: v.status == "completed")
-            await nc.close()
-            yield stack, [view.workflow_id for view in views]
-    finally:
-        mailbox.stop()
+    async with Stack(settings) as stack:
+        views = await run_complaints(settings, _Silent())
+        nc = await connect(settings, "test")
+        subjects = Subjects(settings.prefix)
+        await resolve(nc, subjects, views[2].escalations[0]["escalationId"], "approve", "dana")
+        await watch(nc, subjects, views[2].workflow_id, until=lambda v: v.status == "completed")
+        await nc.close()
+        yield stack, [view.workflow_id for view in views]
 
 
 async def test_the_auditor_gets_every_evidence_record_once_in_chain_order(
@@ -59,7 +40,7 @@ async def test_the_auditor_gets_every_evidence_record_once_in_chain_order(
 ) -> None:
     stack, workflows = demo_run
     state_dir = stack.settings.state_dir
-    followed = claimcheck(state_dir, "audit", "follow", "--strict", "--idle", "2")
+    followed = claimcheck("audit", "follow", "--strict", "--idle", "2", state_dir=state_dir)
     assert followed.returncode == 0, followed.stdout + followed.stderr
     seen = [
         line.split()[2].rstrip(":")
@@ -106,7 +87,9 @@ async def test_the_auditor_cannot_publish_and_strict_mode_stops_at_a_forged_reco
     }
     await nc.jetstream().publish(Subjects().evidence(workflows[0]), json.dumps(forged).encode())
     await nc.close()
-    followed = claimcheck(stack.settings.state_dir, "audit", "follow", "--strict", "--idle", "2")
+    followed = claimcheck(
+        "audit", "follow", "--strict", "--idle", "2", state_dir=stack.settings.state_dir
+    )
     assert followed.returncode == 1
     assert "BREAK evidence ev-forged" in followed.stdout
     assert "Traceback" not in followed.stdout + followed.stderr
@@ -127,13 +110,13 @@ async def test_bad_input_gets_a_message_and_a_non_zero_exit(
         ("escalations", "approve", "esc-nope", "--as", "dana"): "no escalation",
     }
     for args, message in cases.items():
-        result = claimcheck(state_dir, *args)
+        result = claimcheck(*args, state_dir=state_dir)
         assert result.returncode == 1, args
         assert message in result.stdout, (args, result.stdout)
         assert "Traceback" not in result.stdout + result.stderr, args
-    good = claimcheck(state_dir, "replay", workflows[0], "--until", "2")
+    good = claimcheck("replay", workflows[0], "--until", "2", state_dir=state_dir)
     assert json.loads(good.stdout)["version"] == 2
-    trace = claimcheck(state_dir, "trace", workflows[2]).stdout
+    trace = claimcheck("trace", workflows[2], state_dir=state_dir).stdout
     for expected in (
         "believed",
         "runtime: denied by rule default-deny",

@@ -1,0 +1,208 @@
+"""Commands that run something: the services, one agent, the embedded stack, the demo and
+the benchmark."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from bus import telemetry
+from bus.operations.cli.common import (
+    StateDir,
+    agent_app,
+    app,
+    configure_logging,
+    console,
+    fail,
+    schemas_app,
+    settings_for,
+    tools_app,
+)
+from bus.runtime import Policy, PolicyError
+from bus.settings import Settings
+
+if TYPE_CHECKING:
+    from bus.operations.services import Service
+
+
+@app.command()
+def runtime(state_dir: StateDir = None) -> None:
+    """Run the runtime: the only ledger writer, answering agents over NATS."""
+    from bus.operations.services import run_runtime
+
+    configure_logging()
+    settings = settings_for(state_dir)
+    try:
+        policy = Policy.load(settings.policy)  # a bad policy stops the runtime before it serves
+    except PolicyError as error:
+        raise fail(f"bad policy: {error}") from None
+    serve(lambda stop: run_runtime(settings, policy, stop), settings)
+
+
+@tools_app.command("serve")
+def tools_serve(state_dir: StateDir = None) -> None:
+    """Run a tool host serving send_email and create_ticket."""
+    from bus.operations.services import run_tool_host
+
+    configure_logging()
+    settings = settings_for(state_dir)
+    serve(lambda stop: run_tool_host(settings, stop), settings)
+
+
+@agent_app.command("run")
+def agent_run(
+    target: Annotated[str, typer.Argument(help="MODULE:OBJECT, e.g. agents.complaints:triage")],
+    state_dir: StateDir = None,
+) -> None:
+    """Run one agent as this process."""
+    configure_logging()
+    module_name, _, attribute = target.partition(":")
+    try:
+        agent = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise fail(f"cannot load {target}: {error}") from None
+
+    settings = settings_for(state_dir)
+
+    async def main(stop: asyncio.Event) -> None:
+        telemetry.setup(f"claimcheck-agent-{agent.name}")
+        try:
+            await agent.run(settings, stop)
+        finally:
+            telemetry.shutdown()
+
+    serve(main, settings)
+
+
+def serve(service: Service, settings: Settings) -> None:
+    """Run a long-lived service; one that has no deployment to serve says so and exits 1."""
+    from bus.operations.services import serve_until_stopped
+    from bus.transport.connection import NoDeployment, require_named
+
+    try:
+        require_named(settings)
+        asyncio.run(serve_until_stopped(service))
+    except NoDeployment as error:
+        raise fail(str(error)) from None
+
+
+@app.command()
+def up(
+    state_dir: StateDir = None,
+    local_smtp: Annotated[
+        bool, typer.Option("--local-smtp", help="Run a local SMTP server that prints what it gets.")
+    ] = False,
+) -> None:
+    """Start nats-server, the runtime, a tool host and the example agents, in the foreground."""
+    from bus.operations.mailbox import Mailbox
+    from bus.operations.services import serve_until_stopped
+    from bus.operations.stack import STACK_STOP_SECONDS, Stack
+
+    settings = settings_for(state_dir)
+    mailbox = Mailbox(
+        port=settings.smtp_port,
+        on_message=lambda m: console.print(
+            f"SMTP server received: {m['To']}: {m['Subject']}", markup=False, highlight=False
+        ),
+    )
+
+    async def main(stop: asyncio.Event) -> None:
+        async with Stack(settings) as stack:
+            console.print(
+                f"claimcheck is up: NATS at {settings.nats_url}, state in {settings.state_dir}"
+            )
+            console.print(f"processes: {', '.join(stack.processes)}; Ctrl-C stops them all")
+            if local_smtp:
+                console.print(f"local SMTP server on 127.0.0.1:{settings.smtp_port}")
+            await stop.wait()
+
+    if local_smtp:
+        mailbox.start()
+    try:  # stopping every child may take a while: each gets its own grace
+        with stack_refusals():
+            asyncio.run(serve_until_stopped(main, grace=STACK_STOP_SECONDS))
+    finally:
+        if local_smtp:
+            mailbox.stop()
+
+
+@app.command()
+def down(state_dir: StateDir = None) -> None:
+    """Stop the stack that `claimcheck up` (or the demo) runs for this state directory."""
+    from bus.operations.stack import STACK_STOP_SECONDS, StateLock
+
+    settings = settings_for(state_dir)
+    lock = StateLock(settings.state_dir)
+    pid = lock.holder()
+    if pid is None:
+        console.print(f"no stack runs for {settings.state_dir}")
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STACK_STOP_SECONDS
+    while lock.holder() == pid:
+        if time.monotonic() > deadline:  # its children die with it
+            os.kill(pid, signal.SIGKILL)
+            raise fail(f"the stack (pid {pid}) did not stop within {STACK_STOP_SECONDS}s: killed")
+        time.sleep(0.2)
+    console.print(f"stopped the stack (pid {pid}) for {settings.state_dir}")
+
+
+@contextmanager
+def stack_refusals() -> Iterator[None]:
+    """A state directory in use or a port taken is a message, not a traceback."""
+    from bus.operations.stack import StackBusy
+    from bus.transport.server import PortTaken
+
+    try:
+        yield
+    except (StackBusy, PortTaken) as refused:
+        raise fail(str(refused)) from None
+
+
+@app.command()
+def bench(
+    count: Annotated[int, typer.Option(min=1, help="Operations per path.")] = 1000,
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at once.")] = 16,
+) -> None:
+    """Measure each hot path next to its raw baseline, on a private nats-server and disk."""
+    from bus.operations.bench import run_bench
+
+    results = asyncio.run(run_bench(count, concurrency))
+    print(f"{'path':<36} {'ops/s':>8}   {'baseline':<22} {'ops/s':>8}  ratio")
+    for result in results:
+        print(
+            f"{result.path:<36} {result.ops_per_second:>8.0f}   {result.baseline:<22} "
+            f"{result.baseline_ops_per_second:>8.0f}  {result.ratio:5.2f}"
+        )
+
+
+@app.command()
+def demo(state_dir: StateDir = None) -> None:
+    """Run the complaint demo with every part as a real process, then stop them all."""
+    from bus.operations.demo import run_demo
+
+    with stack_refusals():
+        result = asyncio.run(run_demo(settings_for(state_dir or Path(".claimcheck"))))
+    unsettled = [view.workflow_id for view in result.views if not view.settled]
+    if unsettled:
+        raise fail(f"workflows did not finish: {unsettled}")
+
+
+@schemas_app.command("export")
+def schemas_export(directory: Path) -> None:
+    """Write one JSON Schema file per wire type."""
+    from handoff_schemas import export_schemas
+
+    if directory.exists() and not directory.is_dir():
+        raise fail(f"{directory} is a file: give a directory to write the schemas into")
+    for path in export_schemas(directory):
+        console.print(str(path))

@@ -1,0 +1,229 @@
+"""Commands that read the record: events, state, claims, traces, replays, verification and
+the auditor."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import msgspec
+import typer
+from nats.aio.client import Client
+
+from bus.ledger import LedgerError
+from bus.operations.cli.common import (
+    StateDir,
+    app,
+    audit_app,
+    console,
+    fail,
+    fresh_views,
+    from_stack_or_ledger,
+    ledger_histories,
+    ledger_history,
+    open_ledger,
+    settings_for,
+    show_json,
+    views_app,
+)
+from bus.transport.subjects import Subjects
+
+
+@app.command()
+def events(
+    workflow: str,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    state_dir: StateDir = None,
+) -> None:
+    """Print a workflow's events, from the ledger."""
+    settings = settings_for(state_dir)
+    ledger = open_ledger(settings)
+    try:
+        history = ledger.history(workflow)
+    except LedgerError as error:
+        raise fail(str(error)) from None
+    finally:
+        ledger.close()
+    if as_json:
+        print(msgspec.json.encode(history).decode())
+        return
+    for item in history:
+        details = json.dumps(item.data, sort_keys=True)
+        console.print(
+            f"{item.version:>4} {item.timestamp:%H:%M:%S.%f} {item.type} {details}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@app.command()
+def verify(
+    workflow: Annotated[str | None, typer.Argument(help="One workflow; all by default.")] = None,
+    offline: Annotated[
+        bool, typer.Option(help="Check the ledger's chain only, not the stream.")
+    ] = False,
+    state_dir: StateDir = None,
+) -> None:
+    """Check the evidence chain, and the ledger against the events stream; name the first break."""
+    from bus.ledger.verification import first_break, published_events
+    from bus.transport.signing import runtime_verifier
+
+    settings = settings_for(state_dir)
+    histories = ledger_histories(settings, workflow)
+    verifier = runtime_verifier(settings)  # with the runtime's key, only signed evidence
+
+    async def published(nc: Client, subjects: Subjects) -> dict[str, list] | None:
+        return {wf: await published_events(nc, subjects, wf) for wf in histories}
+
+    copies = None if offline else from_stack_or_ledger(settings, published, lambda: None)
+    for workflow_id, history in histories.items():
+        broken = first_break(history, None if copies is None else copies[workflow_id], verifier)
+        if broken:
+            raise fail(f"broken: {broken}")
+    evidence = sum(1 for h in histories.values() for e in h if e.type == "EvidenceRecorded")
+    if copies is not None:
+        against = ", and every event matches the events stream"
+    else:
+        against = "" if offline else " (the events stream was not compared: the stack is down)"
+    console.print(
+        f"intact: {len(histories)} workflow(s), {evidence} evidence record(s) chain{against}"
+    )
+
+
+@app.command()
+def status(
+    workflow: Annotated[str | None, typer.Argument(help="One workflow; all by default.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    state_dir: StateDir = None,
+) -> None:
+    """Workflow state: status, current step, completed steps, checkpoints and cost."""
+    from projections.ledger_views import workflow_states
+
+    rows = workflow_states(fresh_views(settings_for(state_dir)), workflow)
+    if workflow and not rows:
+        raise fail(f"no workflow {workflow!r}")
+    if as_json:
+        show_json(rows)
+        return
+    for row in rows:
+        console.print(
+            f"{row['workflow_id']}  {row['status']:<10} {row['task']}  "
+            f"steps {row['completed_steps']}  now {row['current_step'] or '-'}  "
+            f"cost {row['cost_usd']:.6f}/{row['budget_usd']} USD  "
+            f"checkpoints {', '.join(row['checkpoints']) or '-'}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@app.command()
+def claims(
+    unverified: Annotated[
+        bool, typer.Option("--unverified", help="Only claims not verified.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    state_dir: StateDir = None,
+) -> None:
+    """Claims agents made, with the runtime's verdict on each."""
+    from projections.ledger_views import claims as claim_rows
+
+    rows = claim_rows(fresh_views(settings_for(state_dir)), unverified_only=unverified)
+    if as_json:
+        show_json(rows)
+        return
+    for row in rows:
+        console.print(
+            f"{row['verdict']:<12} {row['workflow_id']}  {row['agent']}: {row['statement']!r} "
+            f"asserts {row['asserts']} citing {row['evidence_ids']} ({row['reason']})",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@app.command()
+def trace(workflow: str, state_dir: StateDir = None) -> None:
+    """A workflow's timeline: beliefs, decisions, executions, evidence, verdicts and cost."""
+    from projections.trace import timeline
+
+    for line in timeline(ledger_history(settings_for(state_dir), workflow)):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def replay(
+    workflow: str,
+    until: Annotated[int | None, typer.Option("--until", help="Stop after event N.")] = None,
+    state_dir: StateDir = None,
+) -> None:
+    """The workflow's state as it was after event N, rebuilt with today's code."""
+    from bus.ledger.replay import ReplayError, summary
+    from bus.ledger.replay import replay as replay_history
+
+    history = ledger_history(settings_for(state_dir), workflow)
+    if until is not None and not 1 <= until <= len(history):
+        raise fail(f"--until {until} is outside this workflow's events (1 to {len(history)})")
+    try:
+        show_json(summary(replay_history(history, until)))
+    except ReplayError as error:
+        raise fail(str(error)) from None
+
+
+@audit_app.command("follow")
+def audit_follow(
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 1 at the first chain break.")
+    ] = False,
+    idle: Annotated[
+        float | None, typer.Option("--idle", help="Stop after N quiet seconds.")
+    ] = None,
+    state_dir: StateDir = None,
+) -> None:
+    """Follow the evidence stream read-only: check the chain live and show flagged claims."""
+    from bus.operations.audit import Finding, follow, from_ledger
+    from bus.transport.signing import runtime_verifier
+
+    settings = settings_for(state_dir)
+    verifier = runtime_verifier(settings)  # with the runtime's key, only signed evidence
+    auditor = settings.state_dir / "credentials" / "auditor.json"
+    if settings.credentials is None and auditor.exists():
+        settings.credentials = auditor
+    broken: list[Finding] = []
+
+    def report(finding: Finding) -> bool:
+        if finding.kind == "claim" and finding.record["verdict"] == "verified":
+            return True
+        label = {"evidence": "ok   ", "break": "BREAK", "claim": "FLAG "}.get(finding.kind, "SKIP ")
+        console.print(f"{label} {finding.text}", markup=False, highlight=False, soft_wrap=True)
+        if finding.kind == "break":
+            broken.append(finding)
+            return not strict
+        return True
+
+    from_stack_or_ledger(
+        settings,
+        lambda nc, subjects: follow(nc, subjects, report, idle, verifier),
+        lambda: from_ledger(
+            (e for history in ledger_histories(settings).values() for e in history),
+            report,
+            verifier,
+        ),
+    )
+    if broken and strict:
+        raise typer.Exit(code=1)
+
+
+@views_app.command("rebuild")
+def views_rebuild(state_dir: StateDir = None) -> None:
+    """Drop the read models and rebuild them from the first event."""
+    from bus.ledger.view_runner import rebuild_views
+
+    settings = settings_for(state_dir)
+    ledger = open_ledger(settings)
+    try:
+        position = rebuild_views(settings, ledger)
+    finally:
+        ledger.close()
+    console.print(f"rebuilt the views up to event position {position}")

@@ -1,0 +1,126 @@
+"""Commands that steer workflows as the operator: submit work, answer escalations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from nats.aio.client import Client
+
+from bus import telemetry
+from bus.operations.cli.common import (
+    StateDir,
+    app,
+    console,
+    escalations_app,
+    fail,
+    from_stack_or_ledger,
+    ledger_escalations,
+    run_as_operator,
+    settings_for,
+)
+from bus.transport.subjects import Subjects
+from handoff_schemas import StartReply
+
+
+@app.command()
+def submit(
+    task: str,
+    to: Annotated[str, typer.Option("--to", help="The agent that gets the first handoff.")],
+    input_file: Annotated[Path, typer.Option("--input", help="The request's input (any bytes).")],
+    scope: str = "default",
+    budget: Annotated[float | None, typer.Option("--budget", help="Budget in USD.")] = None,
+    state_dir: StateDir = None,
+) -> None:
+    """Start a workflow: store the input as an artifact and hand it to an agent."""
+    from bus.operations.operators import submit as submit_workflow
+
+    try:
+        data = input_file.read_bytes()
+    except OSError as error:
+        raise fail(f"cannot read {input_file}: {error}") from None
+    telemetry.setup("claimcheck-cli")
+
+    async def start(nc: Client, subjects: Subjects) -> StartReply:
+        with telemetry.span(f"submit {task}", **{"gen_ai.agent.name": to}):
+            return await submit_workflow(nc, subjects, task, to, data, scope, budget)
+
+    reply = run_as_operator(settings_for(state_dir), start)
+    telemetry.shutdown()
+    print(reply.workflow_id)
+
+
+@escalations_app.command("list")
+def escalations_list(
+    show_all: Annotated[bool, typer.Option("--all", help="Resolved ones too.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    state_dir: StateDir = None,
+) -> None:
+    """Escalations waiting for a human (from the escalation stream)."""
+    from bus.operations.operators import escalations
+
+    settings = settings_for(state_dir)
+    view = from_stack_or_ledger(settings, escalations, lambda: ledger_escalations(settings))
+    shown = [view.get(eid) for eid in view.raised] if show_all else view.open
+    if as_json:
+        print(json.dumps(shown))
+        return
+    if not shown:
+        console.print("no open escalations")
+    for escalation in shown:
+        console.print(
+            f"{escalation['escalationId']}  workflow {escalation['workflowId']}  "
+            f"{escalation['kind']}  {escalation['agent']}: {escalation['reason']}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@escalations_app.command("show")
+def escalations_show(escalation_id: str, state_dir: StateDir = None) -> None:
+    """One escalation, with the action it holds back."""
+    from bus.operations.operators import escalations
+
+    settings = settings_for(state_dir)
+    found = from_stack_or_ledger(settings, escalations, lambda: ledger_escalations(settings))
+    escalation = found.get(escalation_id)
+    if escalation is None:
+        raise fail(f"no escalation {escalation_id!r}")
+    print(json.dumps(escalation, indent=2))
+
+
+def resolve_escalation(
+    escalation_id: str, decision: str, approver: str, reason: str, state_dir: Path | None
+) -> None:
+    from bus.operations.operators import resolve
+
+    result = run_as_operator(
+        settings_for(state_dir),
+        lambda nc, subjects: resolve(nc, subjects, escalation_id, decision, approver, reason),
+    )
+    done = {"approve": "approved", "deny": "denied"}[decision]
+    workflow, status = result["workflowId"], result["workflowStatus"]
+    console.print(f"{done} {escalation_id}; workflow {workflow} is {status}")
+
+
+Approver = Annotated[str, typer.Option("--as", help="Who decides (recorded in the ledger).")]
+Reason = Annotated[str, typer.Option("--reason", help="Why.")]
+
+
+@escalations_app.command("approve")
+def escalations_approve(
+    escalation_id: str, approver: Approver, reason: Reason = "", state_dir: StateDir = None
+) -> None:
+    """Approve: the held-back action runs with your grant, and the workflow resumes."""
+    resolve_escalation(escalation_id, "approve", approver, reason, state_dir)
+
+
+@escalations_app.command("deny")
+def escalations_deny(
+    escalation_id: str, approver: Approver, reason: Reason = "", state_dir: StateDir = None
+) -> None:
+    """Deny: the workflow ends, with your reason recorded."""
+    resolve_escalation(escalation_id, "deny", approver, reason, state_dir)
