@@ -6,7 +6,9 @@ mission's pipeline. The invariants, each enforced by the method named:
 
 - a closed workflow (completed, failed or stopped) takes no more actions, and one that
   waits for a human takes none until the human answers (``require_open``);
-- only an agent the workflow was handed to may act in it (``require_participant``);
+- only an agent the workflow was handed to may act in it (``require_participant``), and
+  a step key is its agent's alone (``require_step_owner``; both in
+  :mod:`bus.ledger.participation`);
 - a step that completed is never executed again: its recorded reply is kept
   (``complete_step``; the runtime replays it);
 - a tool execution needs an allowing permission decision for the same step
@@ -40,11 +42,11 @@ from eventsourcing.utils import register_topic
 from bus.ledger.errors import (
     InvalidHandoff,
     LedgerError,
-    NotAParticipant,
     UnknownEscalation,
     WorkflowClosed,
     WorkflowEscalated,
 )
+from bus.ledger.participation import Participation
 from bus.ledger.verdicts import judge_claim
 from handoff_schemas import (
     Claim,
@@ -77,7 +79,7 @@ def chained_evidence(workflow_id: str, prev_hash: str, fields: dict[str, Any]) -
     return record
 
 
-class Workflow(Aggregate):
+class Workflow(Aggregate, Participation):
     """One workflow's history: what was asked, believed, allowed, done and claimed."""
 
     @event("WorkflowStarted")
@@ -126,36 +128,6 @@ class Workflow(Aggregate):
             raise WorkflowEscalated(
                 f"workflow {self.id} waits for a human: {self.open_escalations()}"
             )
-
-    def require_participant(self, agent: str) -> None:
-        """Only an agent this workflow was handed to may act in it."""
-        if all(handoff["to"] != agent for handoff in self.handoffs.values()):
-            raise NotAParticipant(f"agent {agent!r} was never handed workflow {self.id}")
-
-    def require_reader(self, agent: str) -> None:
-        """Reading a workflow's state takes part in it too: a participant, or who started it."""
-        if agent != self.started_by:
-            self.require_participant(agent)
-
-    def step_owner(self, step_key: str) -> str | None:
-        """The agent a step key belongs to: who recorded it, else who holds the handoff the
-        key is numbered under (``<handoffId>/<n>``); None for a key nobody can claim yet."""
-        owner = self._step_owners().get(step_key)
-        if owner:
-            return owner
-        handoff = self.handoffs.get(step_key.split("/", 1)[0])
-        return None if handoff is None else handoff["to"]
-
-    def require_step_owner(self, agent: str, step_key: str) -> None:
-        """A step is its agent's alone: never replayed to another, nor recorded by another
-        first (which would hand the victim a forged model output as its own)."""
-        owner = self.step_owner(step_key)
-        if owner is not None and owner != agent:
-            raise NotAParticipant(f"step {step_key!r} belongs to {owner!r}, not to {agent!r}")
-
-    def _step_owners(self) -> dict[str, str]:
-        # Kept out of __init__ so snapshots taken before owners were recorded still load.
-        return self.__dict__.setdefault("step_owners", {})
 
     def open_escalations(self) -> list[str]:
         return [eid for eid, esc in self.escalations.items() if "decision" not in esc]
@@ -443,9 +415,6 @@ class Workflow(Aggregate):
         self, position: int, quarantined_version: int, event_type: str, reason: str, size: int
     ) -> None:
         self._quarantined().append(position)
-
-    def _quarantined(self) -> list[int]:
-        return self.__dict__.setdefault("quarantined_positions", [])
 
     @event("StepCompleted")
     def complete_step(
