@@ -28,6 +28,7 @@ from nats.aio.msg import Msg
 
 from bus import telemetry
 from bus.ledger import Ledger, LedgerError
+from bus.ledger.errors import NotAParticipant
 from bus.runtime.catalogue import CATALOGUE, Tool
 from bus.runtime.claims import ClaimHandlers
 from bus.runtime.escalations import EscalationHandlers
@@ -150,6 +151,8 @@ class Runtime:
                     return recorded
             result = await self._handlers[op](agent, request)
         except LedgerError as error:
+            if isinstance(error, NotAParticipant):  # someone else's workflow, or step
+                await self.security.record(agent, op, "not_a_participant", str(error))
             return as_reply(error)
         except Exception:
             log.exception("internal error in %s from %s", op, agent)

@@ -63,6 +63,11 @@ async def test_state_and_recorded_replies_need_taking_part(secure_bus: SecureBus
     assert "secret" not in json.dumps(state.error.message + replayed.error.message)
     own = await secure_bus.ask(triage, "triage", "state", {"workflowId": workflow_id})
     assert own.ok and own.result["checkpoints"] == {"filed": {"secret": 1}}
+    entries = await secure_bus.security_entries("mallory", expected=2)
+    assert [(e["kind"], e["op"]) for e in entries] == [
+        ("not_a_participant", "state"),
+        ("not_a_participant", "checkpoint"),
+    ]
 
 
 async def test_a_step_key_belongs_to_the_agent_that_wrote_it(secure_bus: SecureBus) -> None:
@@ -146,8 +151,8 @@ async def test_a_forged_sender_never_reaches_a_foreign_workflow(secure_bus: Secu
     reply = await secure_bus.ask(mallory, "mallory", "handoff", missing_artifact)
     assert (reply.ok, reply.error.code) == (False, "permission_denied")
     assert "HandoffRejected" not in secure_bus.types(foreign)
-    entries = await secure_bus.security_entries("mallory")
-    assert [e["kind"] for e in entries] == ["rejected_handoff_not_recorded"]
+    entries = await secure_bus.security_entries("mallory", expected=2)
+    assert [e["kind"] for e in entries] == ["rejected_handoff_not_recorded", "not_a_participant"]
 
     # in its own workflow the rejection is recorded, with the authenticated sender
     await secure_bus.ask(mallory, "mallory", "handoff", {**malformed, "workflowId": own})
