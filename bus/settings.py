@@ -40,6 +40,24 @@ class Settings(BaseSettings):
     smtp_port: int = 8025
     tickets_db: Path | None = Field(None, description="SQLite file of the ticket tool.")
     tool_timeout: float = Field(10.0, gt=0, description="Seconds the runtime waits for a tool.")
+    tool_availability_window: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds the runtime keeps asking when no tool host answers (restarts), "
+        "with backoff and jitter, before the failure table counts a failure.",
+    )
+    sweep_interval: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds between the runtime's sweeps for workflows past their deadline "
+        "or stalled (the policy's [deadlines]).",
+    )
+    tool_lease: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds a tool host's claim on an idempotency key lasts without renewal: "
+        "how soon another host takes over the call of a host that died mid-effect.",
+    )
     request_timeout: float = Field(
         30.0, gt=0, description="Seconds an agent waits for the runtime."
     )

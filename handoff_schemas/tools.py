@@ -33,3 +33,6 @@ class ToolResult(WireStruct):
     error: str | None = None
     transient: bool = False
     fields: list[FieldError] = []
+    reconciled: str = ""
+    """Set when an earlier attempt with this key ended with its outcome unknown (its host died
+    mid-effect) and this result came from running it again under the tool's own idempotency."""

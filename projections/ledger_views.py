@@ -15,6 +15,7 @@ from eventsourcing.persistence import Tracking
 from eventsourcing.projection import Projection
 
 from handoff_schemas import EventEnvelope
+from projections.console_views import console_statements
 from projections.views import Statement, ViewStore
 
 STATUS_BY_EVENT = {
@@ -131,6 +132,7 @@ def statements(event: EventEnvelope) -> list[Statement]:
                 found.append(set_status(wf, "running", at))
     if event.type in STATUS_BY_EVENT:
         found.append(set_status(wf, STATUS_BY_EVENT[event.type], at))
+    found.extend(console_statements(event))  # the console's list row
     return found
 
 
@@ -210,6 +212,7 @@ def dump(view: ViewStore) -> dict[str, list[dict[str, Any]]]:
         "cc_claims": "claim_id",
         "cc_costs": "workflow_id, agent, model",
         "cc_escalations": "escalation_id",
+        "cc_console_workflows": "workflow_id",
     }
     return {
         table: view.query(f"SELECT * FROM {table} ORDER BY {order}")

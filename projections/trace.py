@@ -47,6 +47,12 @@ DESCRIBE: dict[str, Callable[[dict[str, Any]], str]] = {
         f"executed {d['tool']}: {d['status']} "
         f"(attempt {d['attempt']}, {d['duration_ms']:.0f} ms, {d['cost_usd']:.6f} USD)"
     ),
+    "ToolUnavailable": lambda d: (
+        f"no tool host answered {d['tool']} ({d['kind']}: {d['detail']}), attempt "
+        f"{d['attempt']}; retrying in {d['retry_in_seconds']:.2f} s, waiting until "
+        f"{d['window_ends_at']}"
+    ),
+    "ToolOutcomeUnknown": lambda d: f"outcome unknown for {d['tool']}: {d['detail']}",
     "EvidenceRecorded": lambda d: (
         f"evidence {d['evidence']['auditId']}: {d['evidence']['action']} "
         f"{d['evidence']['status']} ({d['evidence']['permission']} by {d['evidence']['rule']}) "

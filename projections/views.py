@@ -36,6 +36,19 @@ TABLES = [
     "CREATE TABLE IF NOT EXISTS cc_escalations (escalation_id TEXT PRIMARY KEY, "
     "workflow_id TEXT, kind TEXT, agent TEXT, reason TEXT, raised_at TEXT, decision TEXT, "
     "approver TEXT)",
+    "CREATE TABLE IF NOT EXISTS cc_console_workflows (workflow_id TEXT PRIMARY KEY, task TEXT, "
+    "scope TEXT, status TEXT, agent TEXT, started_at TEXT, updated_at TEXT, "
+    "cost_usd DOUBLE PRECISION, unverified_claims BIGINT, contradicted_claims BIGINT, "
+    "denied_actions BIGINT, open_escalations BIGINT)",
+]
+
+INDEXES = [  # the console's list: newest first, within each filter
+    "CREATE INDEX IF NOT EXISTS cc_console_started ON cc_console_workflows "
+    "(started_at, workflow_id)",
+    "CREATE INDEX IF NOT EXISTS cc_console_status ON cc_console_workflows "
+    "(status, started_at, workflow_id)",
+    "CREATE INDEX IF NOT EXISTS cc_console_agent ON cc_console_workflows "
+    "(agent, started_at, workflow_id)",
 ]
 
 
@@ -46,6 +59,7 @@ VIEW_TABLES = (
     "cc_claims",
     "cc_costs",
     "cc_escalations",
+    "cc_console_workflows",
 )
 
 
@@ -66,7 +80,7 @@ class SQLiteViews(SQLiteTrackingRecorder):
         super().__init__(datastore, **kwargs)
 
     def construct_create_table_statements(self) -> list[str]:
-        return [*super().construct_create_table_statements(), *TABLES]
+        return [*super().construct_create_table_statements(), *TABLES, *INDEXES]
 
     def apply(self, statements: Sequence[Statement], tracking: Tracking) -> None:
         with self.datastore.transaction(commit=True) as cursor:
@@ -91,6 +105,10 @@ class PostgresViews(PostgresTrackingRecorder):
         self.sql_create_statements.extend(
             SQL(sql.replace("EXISTS cc_", f"EXISTS {schema}.cc_"))
             for sql in TABLES  # type: ignore[arg-type]
+        )
+        self.sql_create_statements.extend(
+            SQL(sql.replace(" ON cc_", f" ON {schema}.cc_"))
+            for sql in INDEXES  # type: ignore[arg-type]
         )
 
     def apply(self, statements: Sequence[Statement], tracking: Tracking) -> None:

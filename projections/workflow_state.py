@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from handoff_schemas import EventEnvelope
@@ -28,6 +29,8 @@ class WorkflowView:
     checkpoints: dict[str, Any] = field(default_factory=dict)
     permissions: list[dict[str, Any]] = field(default_factory=list)
     tool_executions: list[dict[str, Any]] = field(default_factory=list)
+    tool_unavailable: list[dict[str, Any]] = field(default_factory=list)
+    unknown_outcomes: list[dict[str, Any]] = field(default_factory=list)
     evidence: list[dict[str, Any]] = field(default_factory=list)
     claims: list[dict[str, Any]] = field(default_factory=list)
     handoffs: list[dict[str, Any]] = field(default_factory=list)
@@ -36,6 +39,8 @@ class WorkflowView:
     escalations: list[dict[str, Any]] = field(default_factory=list)
     resolutions: list[dict[str, Any]] = field(default_factory=list)
     outcome: str = ""
+    last_event_at: datetime | None = None
+    last_retry: dict[str, Any] | None = None
 
     def apply(self, event: EventEnvelope) -> None:
         """Fold one event; one whose data lacks what its type promises is logged and skipped."""
@@ -48,6 +53,9 @@ class WorkflowView:
         data = event.data
         self.events += 1
         self.last_event = event.type
+        self.last_event_at = event.timestamp
+        if event.type == "RetryDecided":
+            self.last_retry = data
         match event.type:
             case "WorkflowStarted":
                 self.task, self.status = data["task"], "running"
@@ -61,6 +69,10 @@ class WorkflowView:
                 self.permissions.append(data)
             case "ToolExecuted":
                 self.tool_executions.append(data)
+            case "ToolUnavailable":
+                self.tool_unavailable.append(data)
+            case "ToolOutcomeUnknown":
+                self.unknown_outcomes.append(data)
             case "EvidenceRecorded":
                 self.evidence.append(data["evidence"])
             case "CheckpointReached":
@@ -85,6 +97,39 @@ class WorkflowView:
             case "WorkflowFailed":
                 self.status = "failed"
                 self.outcome = data["reason"]
+
+    @property
+    def waiting(self) -> str:
+        """Why an open workflow waits, and on whom: ``""`` once it is closed."""
+        if self.status in ("completed", "failed", "stopped"):
+            return ""
+        if self.status == "escalated":
+            resolved = {r["escalationId"] for r in self.resolutions}
+            return "; ".join(
+                f"a human: escalation {e['escalationId']} ({e['kind']}) raised {e['raisedAt']}: "
+                f"{e['reason']}"
+                for e in self.escalations
+                if e["escalationId"] not in resolved
+            )
+        since = self.last_event_at.isoformat(timespec="seconds") if self.last_event_at else "?"
+        if self.last_event == "ToolUnavailable":
+            wait = self.tool_unavailable[-1]
+            return (
+                f"a tool host for {wait['tool']} (attempt {wait['attempt']}: {wait['kind']}); "
+                f"next try {wait['retry_in_seconds']} s after {since}, "
+                f"at most until {wait['window_ends_at']}"
+            )
+        retry = self.last_retry
+        if self.last_event == "RetryDecided" and retry and retry["decision"]["strategy"] == "retry":
+            decision = retry["decision"]
+            return (
+                f"a retry of {retry['kind']} (attempt {decision['attempt']} of "
+                f"{decision['max_attempts']}) {decision['delay_seconds']} s after {since}"
+            )
+        if self.handoffs:
+            handoff = self.handoffs[-1]
+            return f"agent {handoff['to']} (handoff {handoff['handoffId']}) since {since}"
+        return f"an agent since {since}"
 
     @property
     def settled(self) -> bool:

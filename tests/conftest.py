@@ -14,8 +14,10 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 from uuid import uuid4
 
@@ -277,3 +279,84 @@ def submit_press_complaint(state_dir: Path, tmp_path: Path) -> str:
     )
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     return submitted.stdout.strip()
+
+
+# -- the web console -------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+CONSOLE_TOKEN = "test-console-token"
+
+
+def chromium_missing() -> str | None:
+    """Why the browser tests cannot run here, or None."""
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError as error:
+        return f"playwright is not installed: {error}"
+    if not Path(CHROMIUM).exists():
+        return f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+    return None
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    """Debian's headless Chromium through Playwright, or a skip (a failure under CI=true)."""
+    missing = chromium_missing()
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the browser tests need Chromium under CI=true: {missing}")
+        pytest.skip(missing)
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+@asynccontextmanager
+async def web_console(settings: Settings) -> AsyncIterator[str]:
+    """The console for ``settings``, served by uvicorn in this loop on a free port: its URL."""
+    import uvicorn
+
+    from bus.operations.console.app import create_app
+    from bus.operations.console.server import ConsoleServer, listening_socket, stop_server
+
+    sock = listening_socket("127.0.0.1", 0)
+    config = uvicorn.Config(create_app(settings, CONSOLE_TOKEN), log_level="warning")
+    server = ConsoleServer(config)
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if serving.done():
+            serving.result()
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        stop_server(server)
+        await serving
+
+
+@pytest.fixture
+async def demo_stack(tmp_path: Path, mailbox: Mailbox) -> AsyncIterator[tuple[Settings, list]]:
+    """The demo's three complaints run on a real stack (the journalist's left escalated)."""
+    from rich.console import Console
+
+    from bus.operations.demo import run_complaints
+    from bus.operations.stack import Stack
+
+    settings = Settings(state_dir=tmp_path / "state", smtp_port=mailbox.port)
+    async with Stack(settings):
+        views = await run_complaints(settings, Console(quiet=True))
+        yield settings, views

@@ -147,7 +147,7 @@ class Relay:
             )
 
     def messages(self, envelope: EventEnvelope) -> list[tuple[str, dict[str, str], bytes]]:
-        """(subject, headers, payload) for everything one event publishes.
+        """(subject, headers, payload) for everything one event publishes, the event last.
 
         ``Nats-Msg-Id`` makes a republish a duplicate; a handoff also carries the
         ``traceparent`` it was sent with, so the next agent joins the same trace.
@@ -210,7 +210,10 @@ class Relay:
                         encode(envelope),
                     )
                 )
-        return out
+        # The event last: whoever sees it on the events stream (``watch``, the CLI) then
+        # finds what it caused on the other streams (an escalation, an inbox message), even
+        # when the relay is killed between the two publishes.
+        return [*out[1:], out[0]]
 
     async def _in_thread(self, function, *args):  # type: ignore[no-untyped-def]
         return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)

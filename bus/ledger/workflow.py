@@ -229,6 +229,27 @@ class Workflow(Aggregate, Participation):
     ) -> None:
         self.cost_usd += cost_usd
 
+    @event("ToolUnavailable")
+    def note_tool_unavailable(
+        self,
+        agent: str,
+        tool: str,
+        kind: str,
+        detail: str,
+        attempt: int,
+        retry_in_seconds: float,
+        window_ends_at: str,
+        step_key: str,
+    ) -> None:
+        """No tool host answered this attempt; the runtime waits it out until ``window_ends_at``.
+
+        Not a failure: a host restarting is a pause (failures are what the failure table counts).
+        """
+
+    @event("ToolOutcomeUnknown")
+    def note_unknown_outcome(self, agent: str, tool: str, detail: str, step_key: str) -> None:
+        """A tool host died mid-effect; the call was run again under the tool's own idempotency."""
+
     def add_evidence(self, sign: Callable[[bytes], str] | None = None, **fields: Any) -> Evidence:
         """Chain a new evidence record to the previous one, sign its hash, and record it."""
         record = chained_evidence(str(self.id), self.last_evidence_hash, fields)

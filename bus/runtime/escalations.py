@@ -97,14 +97,18 @@ class EscalationHandlers:
                 )
             except Refusal as refusal:  # recorded as the step's reply; the agent sees it on resume
                 log.warning("approved action failed: %s", refusal)
-        else:
+        else:  # a refused step gets one more attempt; a stalled one is just delivered again
             await self.steps.command(
                 request.workflow_id,
-                lambda wf: wf.complete_step(
-                    step_key,
-                    "resolve",
-                    granted(wf.steps[step_key], self.policy, escalation["kind"]),
-                    agent=escalation["agent"],
+                lambda wf: (
+                    wf.complete_step(
+                        step_key,
+                        "resolve",
+                        granted(wf.steps[step_key], self.policy, escalation["kind"]),
+                        agent=escalation["agent"],
+                    )
+                    if step_key in wf.steps
+                    else None
                 ),
             )
         await self.steps.command(

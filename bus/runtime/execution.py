@@ -11,19 +11,14 @@ execution and an evidence record, committed together with the step's reply.
 from __future__ import annotations
 
 import asyncio
-import time
-from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
-import msgspec
 from nats.aio.client import Client
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeout
 from pydantic import ValidationError
 
-from bus import telemetry
 from bus.ledger import Workflow
 from bus.ledger.errors import NotAParticipant
+from bus.runtime.availability import InFlight, ToolCaller, ToolUnavailable
 from bus.runtime.catalogue import Tool
 from bus.runtime.governance import after_failure, rule_uses
 from bus.runtime.policy import Decision, Policy
@@ -31,26 +26,14 @@ from bus.runtime.protocol import Handler, Refusal
 from bus.runtime.steps import Steps
 from bus.runtime.tool_host import pydantic_field_errors
 from bus.settings import Settings
-from bus.transport.signing import Signer, signed_bytes
+from bus.transport.signing import Signer
 from bus.transport.subjects import Subjects
 from handoff_schemas import (
     ExecuteReply,
     ExecuteRequest,
     FieldError,
     RetryAdvice,
-    ToolCall,
-    ToolResult,
-    decode,
-    encode,
 )
-
-
-class ToolUnavailable(Exception):
-    """No answer from a tool host: a timeout, or no host at all (both transient)."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 class ToolExecution:
@@ -70,6 +53,7 @@ class ToolExecution:
         self.nc = nc
         self.settings = settings  # read per call: the tool timeout may be tuned while serving
         self.subjects = Subjects(settings.prefix)
+        self._running: InFlight[ExecuteReply] = InFlight()
 
     def operations(self) -> dict[str, Handler]:
         return {"execute": self.execute}
@@ -206,29 +190,35 @@ class ToolExecution:
         permission: str,
         rule: str,
     ) -> ExecuteReply:
+        """Run the step's tool call, or join the run of it already under way in this replica
+        (an agent asks again while the runtime waits out an unavailable tool host)."""
+        return await self._running.join(
+            f"{workflow_id}/{step_key}/{permission}",
+            lambda: self._run_tool(agent, workflow_id, step_key, action, permission, rule),
+        )
+
+    async def _run_tool(
+        self,
+        agent: str,
+        workflow_id: str,
+        step_key: str,
+        action: dict[str, Any],
+        permission: str,
+        rule: str,
+    ) -> ExecuteReply:
         """Call the tool host, retrying timeouts and transient errors as the failure table says.
 
         Also the path of an action a human approved (``permission="approved"``): its
         reply replaces the step's recorded refusal, whatever the workflow's status.
         """
         approved = permission == "approved"
-        attempt = 0
+        caller = ToolCaller(
+            self.nc, self.steps, self.settings, agent, workflow_id, step_key, action, self.signer
+        )
         while True:
-            attempt += 1
-            started = time.monotonic()
             try:
-                with telemetry.span(
-                    f"execute_tool {action['tool']}",
-                    **{
-                        "gen_ai.operation.name": "execute_tool",
-                        "gen_ai.tool.name": action["tool"],
-                        "gen_ai.agent.name": agent,
-                        "claimcheck.attempt": attempt,
-                        "claimcheck.permission": permission,
-                    },
-                ):
-                    result = await self._call_tool(agent, workflow_id, step_key, action)
-            except ToolUnavailable as unavailable:
+                result = await caller.call(permission)
+            except ToolUnavailable as unavailable:  # the availability window is over
                 kind, detail, fields = unavailable.kind, str(unavailable), []
             else:
                 if result.status == "succeeded" or (
@@ -257,15 +247,17 @@ class ToolExecution:
             await self.steps.refuse(
                 agent, "execute", workflow_id, step_key, refusal, require_open=False, redo=approved
             )
-        duration_ms = (time.monotonic() - started) * 1000
+        duration_ms = caller.last_duration_ms
 
         def record(workflow: Workflow) -> ExecuteReply:
+            if result.reconciled:
+                workflow.note_unknown_outcome(agent, action["tool"], result.reconciled, step_key)
             workflow.execute_tool(
                 agent,
                 action["tool"],
                 result.status,
                 duration_ms,
-                attempt,
+                caller.attempts,
                 self.policy.tool_cost(action["tool"]),
                 step_key,
             )
@@ -292,31 +284,3 @@ class ToolExecution:
             require_open=not approved,
             redo=approved,
         )
-
-    async def _call_tool(
-        self, agent: str, workflow_id: str, step_key: str, action: dict[str, Any]
-    ) -> ToolResult:
-        """One call to a tool host, with the step's idempotency key."""
-        call = ToolCall(
-            idempotency_key=f"{workflow_id}/{step_key}",
-            workflow_id=workflow_id,
-            actor=agent,
-            payload=action["payload"],
-            expires_at=datetime.now(UTC) + timedelta(seconds=2 * self.settings.tool_timeout + 5),
-        )
-        unsigned = msgspec.to_builtins(call)
-        call.signature = self.signer.sign(signed_bytes(unsigned))
-        try:
-            msg = await self.nc.request(
-                self.subjects.tool(action["tool"]),
-                encode(call),
-                timeout=self.settings.tool_timeout,
-                headers=telemetry.headers(),
-            )
-        except NatsTimeout:
-            raise ToolUnavailable(
-                "tool_timeout", f"no answer within {self.settings.tool_timeout}s"
-            ) from None
-        except NoRespondersError:
-            raise ToolUnavailable("tool_error", f"no tool host serves {action['tool']}") from None
-        return decode(msg.data, ToolResult)

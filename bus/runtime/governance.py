@@ -53,6 +53,10 @@ def after_failure(
 
     Attempts are counted per step for tool retries (``per_step``), and per
     handling of a handoff for model repairs and replans, which use new steps.
+    Whatever is decided is recorded with its consequence, so no workflow is left
+    waiting on a decision nobody acts on: ``fail`` fails the workflow with the
+    reason, ``stop`` stops it, ``escalate`` asks a human; only a retrying strategy
+    with attempts left leaves it running, for the retry.
     """
     workflow.classify_failure(agent, kind, detail, step_key)
     attempt = failure_count(workflow, kind, step_key if per_step else handoff_of(step_key))
@@ -74,6 +78,10 @@ def after_failure(
         workflow.raise_escalation(kind, detail, agent, step_key, action=action)
     elif decision.strategy == "stop":
         workflow.stop(f"{kind}: {detail}")
+    elif decision.strategy == "fail" and not workflow.closed:
+        workflow.fail(
+            f"{kind} after {decision.attempt} of {decision.max_attempts} attempts: {detail}"
+        )
     return advice(decision)
 
 

@@ -18,7 +18,8 @@ executes: an earlier "allowed" is never trusted at execution time.
 
 ``[failures.<kind>]`` tunes the failure table of DESIGN.md, ``[prices.<model>]``
 prices model usage per million tokens, ``[tools.<tool>]`` prices tool calls,
-and ``[budget]`` gives each workflow its default budget.
+``[budget]`` gives each workflow its default budget, and ``[deadlines]`` the
+task deadlines and the step lease the runtime's sweeper enforces.
 """
 
 from __future__ import annotations
@@ -43,10 +44,14 @@ FailureKind = Literal[
     "permission_denied",
     "cost_budget_exceeded",
     "unverified_claim",
+    "step_stalled",
+    "deadline_exceeded",
 ]
 Strategy = Literal["retry", "repair", "replan", "escalate", "stop", "fail"]
 MODEL_STRATEGIES = frozenset({"repair", "replan"})
 """Strategies whose next attempt calls the model, so the budget must cover it."""
+RETRYING = frozenset({"retry", *MODEL_STRATEGIES})
+"""Strategies that try again; once attempts run out, each ends in ``exhausted`` instead."""
 
 
 class PolicyError(ValueError):
@@ -95,6 +100,8 @@ class FailureStrategy(Strict):
     max_attempts: int = Field(1, ge=1)
     backoff_seconds: float = Field(0.0, ge=0)
     exhausted: Strategy = "escalate"
+    """What ends the workflow's wait once attempts run out: ``fail`` (with the reason),
+    ``stop``, or ``escalate`` to a human; a retrying strategy here escalates."""
 
 
 DEFAULT_FAILURES: dict[str, FailureStrategy] = {
@@ -109,6 +116,10 @@ DEFAULT_FAILURES: dict[str, FailureStrategy] = {
     "permission_denied": FailureStrategy(strategy="escalate"),
     "cost_budget_exceeded": FailureStrategy(strategy="stop"),
     "unverified_claim": FailureStrategy(strategy="escalate"),
+    # The sweeper's findings: a stalled step gets its handoff delivered once more, then a
+    # human; a workflow past its task's deadline fails.
+    "step_stalled": FailureStrategy(strategy="retry", max_attempts=2, exhausted="escalate"),
+    "deadline_exceeded": FailureStrategy(strategy="fail"),
 }
 
 
@@ -147,12 +158,27 @@ class Budget(Strict):
     )
 
 
+class Deadlines(Strict):
+    """How long work may take before the runtime's sweeper acts on it (failure table kinds
+    ``deadline_exceeded`` and ``step_stalled`` say how)."""
+
+    default_task_seconds: float = Field(3600.0, gt=0, description="A task's deadline.")
+    tasks: dict[str, float] = Field({}, description="Deadlines of named tasks, in seconds.")
+    step_lease_seconds: float = Field(
+        300.0, gt=0, description="A running workflow with no new event for this long is stalled."
+    )
+
+    def for_task(self, task: str) -> float:
+        return self.tasks.get(task, self.default_task_seconds)
+
+
 class Policy(Strict):
     rules: list[Rule] = []
     failures: dict[FailureKind, FailureStrategy] = {}
     prices: dict[str, Price] = {}
     tools: dict[str, ToolPrice] = {}
     budget: Budget = Budget()
+    deadlines: Deadlines = Deadlines()
 
     @classmethod
     def load(cls, path: Path | None = None) -> Policy:
@@ -212,11 +238,9 @@ class Policy(Strict):
                 max_attempts=table.max_attempts,
                 delay_seconds=table.backoff_seconds * 2 ** (attempt - 1),
             )
-        final = (
-            table.strategy
-            if table.strategy not in ("retry", "repair", "replan")
-            else table.exhausted
-        )
+        final = table.strategy if table.strategy not in RETRYING else table.exhausted
+        if final in RETRYING:  # "retry again" once the retries ran out would never end
+            final = "escalate"
         return RetryDecision(strategy=final, attempt=attempt, max_attempts=table.max_attempts)
 
     def model_cost(self, model: str, usage: Usage) -> float:

@@ -9,7 +9,8 @@ concern; every outcome, a crash included, becomes a structured reply.
 - :mod:`bus.runtime.permissions`: asking the policy before acting;
 - :mod:`bus.runtime.execution`: permission checks, tool calls and their evidence;
 - :mod:`bus.runtime.claims`: final claims and their verdicts;
-- :mod:`bus.runtime.escalations`: failures, dead letters and humans' answers.
+- :mod:`bus.runtime.escalations`: failures, dead letters and humans' answers;
+- :mod:`bus.runtime.sweeper`: workflows past their deadline or stalled, which send nothing.
 
 Every request that changes a workflow carries a step key (:mod:`bus.runtime.steps`):
 a key that already completed gets its recorded reply back, so a handler that runs
@@ -39,6 +40,7 @@ from bus.runtime.policy import Policy
 from bus.runtime.protocol import INCOMING_TRACE, Handler, as_reply, error_reply
 from bus.runtime.security import SecurityLog, reply_allowed
 from bus.runtime.steps import Steps
+from bus.runtime.sweeper import Sweeper
 from bus.runtime.workflows import WorkflowHandlers
 from bus.settings import Settings
 from bus.transport.artifacts import ArtifactStore
@@ -80,6 +82,8 @@ class Runtime:
             **self.escalations.operations(),
         }
         self._tasks: set[asyncio.Task[None]] = set()
+        self.sweeper = Sweeper(self.steps, policy, settings.sweep_interval)
+        self._sweeping: asyncio.Task[None] | None = None
 
     async def serve(self) -> None:
         await self.nc.subscribe(self.subjects.runtime_all, queue="runtime", cb=self._on_message)
@@ -89,8 +93,11 @@ class Runtime:
             cb=self._on_dead_letter,
         )
         await self.nc.flush()
+        self._sweeping = asyncio.create_task(self.sweeper.run())
 
     def close(self) -> None:
+        if self._sweeping is not None:
+            self._sweeping.cancel()
         self.steps.close()
 
     async def _on_dead_letter(self, msg: Msg) -> None:

@@ -1,21 +1,20 @@
 """The tool host: the trusted executor of side effects.
 
 It answers ``<prefix>.tool.<name>`` requests from the runtime (agents cannot
-publish there). Each call carries an idempotency key; the host journals the
-result under that key before replying, so a retry after a timeout returns the
-first result instead of sending a second email. It runs only calls the runtime
-signed that have not expired (:mod:`bus.transport.signing`): whatever else reaches
-its subjects, a push consumer's redirected delivery say, is refused.
+publish there). Each call carries an idempotency key; the host claims the key
+in the journal every host of the deployment shares (:mod:`bus.runtime.journal`)
+before acting and records the result under it, so a retry after a timeout, or
+the same call on another host, returns the first result instead of sending a
+second email. It runs only calls the
+runtime signed that have not expired (:mod:`bus.transport.signing`): whatever else
+reaches its subjects, a push consumer's redirected delivery say, is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
-from collections import defaultdict
 from datetime import UTC, datetime
-from pathlib import Path
 
 import msgspec
 from nats.aio.client import Client
@@ -24,31 +23,13 @@ from pydantic import ValidationError
 
 from bus import telemetry
 from bus.runtime.catalogue import CATALOGUE, Tool, ToolFailure
+from bus.runtime.journal import SharedJournal
 from bus.settings import Settings
 from bus.transport.signing import Verifier, runtime_verifier, signed_bytes
 from bus.transport.subjects import Subjects
 from handoff_schemas import FieldError, SchemaError, ToolCall, ToolResult, decode, encode
 
 log = logging.getLogger(__name__)
-
-
-class Journal:
-    """Results by idempotency key, in a SQLite file of the tool host's own."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with sqlite3.connect(path) as db:
-            db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, result BLOB)")
-
-    def get(self, key: str) -> bytes | None:
-        with sqlite3.connect(self.path) as db:
-            row = db.execute("SELECT result FROM calls WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
-
-    def put(self, key: str, result: bytes) -> None:
-        with sqlite3.connect(self.path) as db:
-            db.execute("INSERT OR IGNORE INTO calls (key, result) VALUES (?, ?)", (key, result))
 
 
 def pydantic_field_errors(error: ValidationError) -> list[FieldError]:
@@ -63,12 +44,15 @@ class ToolHost:
         self.settings = settings
         self.subjects = Subjects(settings.prefix)
         self.tools = {t.name: t for t in tools or [cls(settings) for cls in CATALOGUE.values()]}
-        self.journal = Journal(settings.state_dir / "tool_journal.db")
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.journal: SharedJournal | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._verifier: Verifier | None = None
 
     async def serve(self, nc: Client) -> None:
+        """Answer tool calls, once the shared journal is there (the runtime creates it)."""
+        self.journal = await SharedJournal.open(
+            nc.jetstream(), self.subjects.journal_bucket, self.settings.tool_lease
+        )
         for name in self.tools:
             await nc.subscribe(self.subjects.tool(name), queue="tool-hosts", cb=self._on_call)
         await nc.flush()
@@ -83,7 +67,12 @@ class ToolHost:
         tool = self.tools[msg.subject.rsplit(".", 1)[-1]]
         attributes = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool.name}
         with telemetry.span(f"execute_tool {tool.name}", msg.headers, kind="SERVER", **attributes):
-            await self._answer_call(msg, tool)
+            try:
+                await self._answer_call(msg, tool)
+            except Exception:
+                # The journal was unreachable (NATS away). No answer is the honest one: the
+                # runtime's call times out and is asked again within its availability window.
+                log.exception("%s: no answer given", tool.name)
 
     async def _answer_call(self, msg: Msg, tool: Tool) -> None:
         try:
@@ -121,17 +110,13 @@ class ToolHost:
         return ToolResult(status="failed", error=f"refused: {problem}")
 
     async def call(self, tool: Tool, call: ToolCall) -> bytes:
-        """Run ``call`` at most once per idempotency key; return the encoded result."""
-        async with self._locks[call.idempotency_key]:
-            recorded = await asyncio.to_thread(self.journal.get, call.idempotency_key)
-            if recorded is not None:
-                return recorded
-            result = await self._run(tool, call)
-            encoded = encode(result)
-            if not (result.status == "failed" and result.transient):
-                await asyncio.to_thread(self.journal.put, call.idempotency_key, encoded)
-        self._locks.pop(call.idempotency_key, None)
-        return encoded
+        """Run ``call`` once per idempotency key across every host; return the encoded result."""
+        assert self.journal is not None, "serve() opens the journal"
+
+        async def effect(reconciling: str) -> ToolResult:
+            return await self._run(tool, call)
+
+        return encode(await self.journal.once(call.idempotency_key, effect))
 
     async def _run(self, tool: Tool, call: ToolCall) -> ToolResult:
         try:

@@ -3,7 +3,8 @@
 Each role connects with its own user. Subject permissions make it impossible
 for an agent to publish on the tool, handoff or event subjects, to act under
 another agent's name (it may publish only under ``<prefix>.rt.<its name>.>``),
-or to read another agent's inbox. The auditor may publish nothing at all: it
+or to read another agent's inbox. The tool host may only answer calls and use the
+keys of its shared idempotency journal. The auditor may publish nothing at all: it
 reads the evidence stream through a push consumer the runtime prepared.
 
 Replies go to per-role inbox prefixes (``_INBOX_<role>.``), so no role can read
@@ -83,7 +84,19 @@ def permissions(role: str, subjects: Subjects) -> dict[str, Any]:
             "allow_responses": True,
         }
     if role == "tools":
-        return {"publish": [], "subscribe": [f"{p}.tool.>", inbox], "allow_responses": True}
+        # Besides answering calls, only the keys of the shared idempotency journal:
+        # look the bucket up, read a key, and compare-and-set it (a publish on $KV).
+        journal = subjects.journal_bucket
+        return {
+            "publish": [
+                f"{JS}.STREAM.INFO.KV_{journal}",
+                f"{JS}.STREAM.MSG.GET.KV_{journal}",
+                f"{JS}.DIRECT.GET.KV_{journal}.>",
+                f"$KV.{journal}.>",
+            ],
+            "subscribe": [f"{p}.tool.>", inbox],
+            "allow_responses": True,
+        }
     if role == "auditor":
         return {"publish": [], "subscribe": [f"{p}.audit.>", f"{p}.evidence.>", inbox]}
     if role == "cli":

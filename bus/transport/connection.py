@@ -160,7 +160,25 @@ async def ensure_streams(js: JetStreamContext, subjects: Subjects, replicas: int
         await js.create_object_store(
             subjects.artifact_bucket, storage=StorageType.FILE, replicas=replicas
         )
+    await ensure_journal(js, subjects.journal_bucket, replicas)
     await ensure_audit_feeds(js, subjects)
+
+
+async def ensure_journal(js: JetStreamContext, bucket: str, replicas: int = 1) -> None:
+    """The tool hosts' shared idempotency journal (:mod:`bus.runtime.journal`), a KV bucket.
+
+    Only the runtime creates it: tool hosts may read and write its keys, nothing else.
+    """
+    try:
+        await js.key_value(bucket)
+    except nats.js.errors.BucketNotFoundError:
+        await js.create_key_value(
+            bucket=bucket,
+            description="claimcheck tool hosts' idempotency journal",
+            history=1,
+            storage=StorageType.FILE,
+            replicas=replicas,
+        )
 
 
 AUDIT_FEEDS = {"evidence": ("evidence", "evidence.>"), "claims": ("events", "events.*.ClaimMade")}

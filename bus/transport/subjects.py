@@ -60,3 +60,8 @@ class Subjects:
     @property
     def artifact_bucket(self) -> str:
         return f"{self.prefix}-artifacts"
+
+    @property
+    def journal_bucket(self) -> str:
+        """The key-value bucket every tool host shares as its idempotency journal."""
+        return f"{self.prefix}-tool-journal"

@@ -35,6 +35,10 @@ def assert_read_from_the_ledger(state_dir: Path, workflow_id: str, why: str) -> 
     assert [e["workflowId"] for e in json.loads(listed.stdout)] == [workflow_id]
     assert why in listed.stderr and "reading the ledger" in listed.stderr
 
+    status = claimcheck("status", "--json", state_dir=state_dir)
+    [row] = json.loads(status.stdout)
+    assert row["waiting"].startswith("a human: escalation esc-"), row
+
     verified = claimcheck("verify", state_dir=state_dir)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "intact: 1 workflow(s)" in verified.stdout

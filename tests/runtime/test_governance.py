@@ -126,6 +126,7 @@ async def file_ticket(ctx: Context) -> None:
 
 async def test_a_tool_timeout_is_retried_with_the_same_key_and_acts_once(bus: Bus) -> None:
     bus.settings.tool_timeout = 0.6
+    bus.settings.tool_availability_window = 0.01  # over at once: the failure table decides
     ScriptedTicket.behaviours = ["slow"]  # the first call answers after 1 s, past the timeout
     view = await run_workflow(bus, file_ticket, ScriptedModel([]))
     assert view.status == "completed"
@@ -145,6 +146,7 @@ async def test_a_tool_timeout_is_retried_with_the_same_key_and_acts_once(bus: Bu
 
 async def test_a_tool_that_keeps_timing_out_fails_the_step(bus: Bus) -> None:
     bus.settings.tool_timeout = 0.2
+    bus.settings.tool_availability_window = 0.01  # over at once: the failure table decides
     ScriptedTicket.slow_seconds = 2.0  # slower than all three attempts together
     ScriptedTicket.behaviours = ["slow"]
     outcomes: list[str] = []

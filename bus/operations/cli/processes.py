@@ -8,8 +8,8 @@ import importlib
 import os
 import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -101,8 +101,11 @@ def up(
     local_smtp: Annotated[
         bool, typer.Option("--local-smtp", help="Run a local SMTP server that prints what it gets.")
     ] = False,
+    ui_port: Annotated[
+        int, typer.Option("--ui-port", help="The web console's port; 0 for no console.")
+    ] = 8280,
 ) -> None:
-    """Start nats-server, the runtime, a tool host and the example agents, in the foreground."""
+    """Start nats-server, the runtime, a tool host, the example agents and the web console."""
     from bus.operations.mailbox import Mailbox
     from bus.operations.services import serve_until_stopped
     from bus.operations.stack import STACK_STOP_SECONDS, Stack
@@ -123,7 +126,8 @@ def up(
             console.print(f"processes: {', '.join(stack.processes)}; Ctrl-C stops them all")
             if local_smtp:
                 console.print(f"local SMTP server on 127.0.0.1:{settings.smtp_port}")
-            await stop.wait()
+            async with web_console(settings, ui_port):
+                await stop.wait()
 
     if local_smtp:
         mailbox.start()
@@ -133,6 +137,36 @@ def up(
     finally:
         if local_smtp:
             mailbox.stop()
+
+
+@asynccontextmanager
+async def web_console(settings: Settings, port: int) -> AsyncIterator[None]:
+    """The console beside the stack, stopped before it (a taken port is said, not fatal)."""
+    if not port:
+        yield
+        return
+    from bus.operations.cli.console import announce
+    from bus.operations.console.server import (
+        console_server,
+        listening_socket,
+        stop_server,
+        url_of,
+    )
+
+    try:
+        sock = listening_socket("127.0.0.1", port)
+    except OSError as error:
+        console.print(f"the web console cannot listen on port {port} ({error}): not started")
+        yield
+        return
+    server = console_server(settings, port=port, embedded=True)
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    announce(settings, url_of("127.0.0.1", port))
+    try:
+        yield
+    finally:
+        stop_server(server)
+        await asyncio.gather(serving, return_exceptions=True)
 
 
 @app.command()

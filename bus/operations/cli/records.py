@@ -4,7 +4,7 @@ the auditor."""
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 import typer
@@ -26,6 +26,7 @@ from bus.operations.cli.common import (
     show_json,
     views_app,
 )
+from bus.settings import Settings
 from bus.transport.subjects import Subjects
 
 
@@ -97,25 +98,47 @@ def status(
     as_json: Annotated[bool, typer.Option("--json")] = False,
     state_dir: StateDir = None,
 ) -> None:
-    """Workflow state: status, current step, completed steps, checkpoints and cost."""
+    """Workflow state: status, current step, steps, checkpoints, cost, and why an open one waits."""
     from projections.ledger_views import workflow_states
 
-    rows = workflow_states(fresh_views(settings_for(state_dir)), workflow)
+    settings = settings_for(state_dir)
+    rows = workflow_states(fresh_views(settings), workflow)
     if workflow and not rows:
         raise fail(f"no workflow {workflow!r}")
+    add_waiting(settings, rows)
     if as_json:
         show_json(rows)
         return
     for row in rows:
+        waits = f"  waits for {row['waiting']}" if row["waiting"] else ""
         console.print(
             f"{row['workflow_id']}  {row['status']:<10} {row['task']}  "
             f"steps {row['completed_steps']}  now {row['current_step'] or '-'}  "
             f"cost {row['cost_usd']:.6f}/{row['budget_usd']} USD  "
-            f"checkpoints {', '.join(row['checkpoints']) or '-'}",
+            f"checkpoints {', '.join(row['checkpoints']) or '-'}{waits}",
             markup=False,
             highlight=False,
             soft_wrap=True,
         )
+
+
+def add_waiting(settings: Settings, rows: list[dict[str, Any]]) -> None:
+    """Say why each open workflow waits: only open ones are folded from the ledger."""
+    from projections import project
+
+    open_ones = [row for row in rows if row["status"] not in ("completed", "failed", "stopped")]
+    histories = {}
+    if open_ones:
+        ledger = open_ledger(settings)
+        try:
+            histories = {
+                row["workflow_id"]: ledger.history(row["workflow_id"]) for row in open_ones
+            }
+        finally:
+            ledger.close()
+    for row in rows:
+        history = histories.get(row["workflow_id"])
+        row["waiting"] = project(row["workflow_id"], history).waiting if history else ""
 
 
 @app.command()

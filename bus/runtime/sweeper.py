@@ -1,0 +1,154 @@
+"""The sweeper: the runtime's watch on workflows that nobody is moving forward.
+
+Everything else in the runtime reacts to a request; a workflow whose agent died
+after acknowledging its handoff, or whose handoff was lost, sends none, and
+would stay ``running`` for ever. Every ``sweep_interval`` seconds each runtime
+replica looks at the running workflows and finds:
+
+- those past their task's deadline (``[deadlines]`` in the policy), a
+  ``deadline_exceeded`` failure (default: the workflow fails);
+- those whose last event is older than the step lease, a ``step_stalled``
+  failure (default: the handoff is delivered again once, then a human is asked).
+
+Both go through the failure table (:func:`bus.runtime.governance.after_failure`),
+so the finding, the decision and its consequence are events committed together.
+Each action is a ledger command that checks the condition again on the
+workflow's latest state: two replicas sweeping at once act once (the ledger's
+optimistic concurrency makes the second see the first's events). Escalated
+workflows are left alone: they wait for a human, and say so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+from eventsourcing.utils import get_topic
+
+from bus.ledger import Ledger, Workflow
+from bus.ledger.workflow import LEGACY_TOPIC
+from bus.runtime.governance import after_failure
+from bus.runtime.policy import Policy
+from bus.runtime.steps import Steps
+
+log = logging.getLogger(__name__)
+
+OPENING = ("WorkflowStarted",)
+CLOSING = ("WorkflowCompleted", "WorkflowFailed", "WorkflowStopped", "BudgetExceeded")
+
+
+def topics(names: tuple[str, ...]) -> list[str]:
+    """The stored topics of these events, today's and those of ledgers written before."""
+    return [
+        topic
+        for name in names
+        for topic in (get_topic(getattr(Workflow, name)), f"{LEGACY_TOPIC}.{name}")
+    ]
+
+
+class OpenWorkflows:
+    """Which workflows have started and not closed, followed along the notification log.
+
+    Only the opening and closing events are read (a topic filter), so a sweep costs
+    little however long the workflows' histories are.
+    """
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.position = 0
+        self.open: set[str] = set()
+        self._opening = set(topics(OPENING))
+        self._topics = [*self._opening, *topics(CLOSING)]
+
+    def refresh(self) -> list[str]:
+        while batch := self.ledger.recorder.select_notifications(
+            self.position + 1, 1000, topics=self._topics
+        ):
+            for notification in batch:
+                workflow_id = str(notification.originator_id)
+                if notification.topic in self._opening:
+                    self.open.add(workflow_id)
+                else:
+                    self.open.discard(workflow_id)
+            self.position = batch[-1].id
+        return sorted(self.open)
+
+
+class Sweeper:
+    def __init__(self, steps: Steps, policy: Policy, interval: float) -> None:
+        self.steps = steps
+        self.policy = policy
+        self.interval = interval
+        self.workflows = OpenWorkflows(steps.ledger)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:  # a sweep that failed must not end the sweeping
+                log.exception("sweep failed; the next one runs in %s s", self.interval)
+            await asyncio.sleep(self.interval)
+
+    async def sweep(self) -> list[str]:
+        """Act on every running workflow past its deadline or its step lease; return their ids."""
+        acted = []
+        for workflow_id in await self.steps.in_ledger_thread(self.workflows.refresh):
+            overdue = await self.steps.read(workflow_id, self.finding)
+            if overdue is None:
+                continue
+            if await self.steps.command(workflow_id, self.act):
+                acted.append(workflow_id)
+        return acted
+
+    def finding(self, workflow: Workflow) -> tuple[str, str] | None:
+        """``(kind, detail)`` when the sweeper must act on ``workflow`` now, else ``None``."""
+        if workflow.status != "running":
+            return None
+        now = datetime.now(UTC)
+        deadlines = self.policy.deadlines
+        deadline = deadlines.for_task(workflow.task)
+        age = (now - workflow.created_on).total_seconds()
+        passed_before = any(f["kind"] == "deadline_exceeded" for f in workflow.failures)
+        if age > deadline and not passed_before:
+            return (
+                "deadline_exceeded",
+                f"task {workflow.task!r} passed its deadline of {deadline:g} s "
+                f"(started {workflow.created_on.isoformat(timespec='seconds')})",
+            )
+        idle = (now - workflow.modified_on).total_seconds()
+        if idle > deadlines.step_lease_seconds:
+            handoff = waiting_on(workflow)
+            who = f"{handoff['to']} (handoff {handoff['handoffId']})" if handoff else "nobody"
+            return (
+                "step_stalled",
+                f"no progress for {idle:.0f} s (step lease {deadlines.step_lease_seconds:g} s) "
+                f"since {workflow.modified_on.isoformat(timespec='seconds')}; waiting on {who}",
+            )
+        return None
+
+    def act(self, workflow: Workflow) -> bool:
+        """Record the finding and apply the failure table; ``False`` if it no longer holds."""
+        found = self.finding(workflow)
+        if found is None:
+            return False
+        kind, detail = found
+        handoff = waiting_on(workflow)
+        if handoff is None:  # nothing to deliver again or to ask about: end it
+            workflow.classify_failure("runtime", kind, detail, kind)
+            workflow.fail(f"{kind}: {detail}")
+            return True
+        step_key = f"{handoff['handoffId']}/{kind}"
+        advice = after_failure(
+            workflow, self.policy, handoff["to"], kind, detail, step_key, per_step=True
+        )
+        if advice.strategy == "retry":  # deliver the handoff again: its agent replays and goes on
+            traceparent = workflow.traceparents.get(handoff["handoffId"], "")
+            workflow.resume(handoff, f"{kind}-{advice.attempt}", traceparent)
+        log.warning("workflow %s: %s -> %s", workflow.id, detail, advice.strategy)
+        return True
+
+
+def waiting_on(workflow: Workflow) -> dict | None:
+    """The latest handoff: the agent whose work the workflow waits for."""
+    return next(reversed(workflow.handoffs.values()), None)

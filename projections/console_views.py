@@ -1,0 +1,124 @@
+"""The console's workflow list: one row per workflow with everything the list shows and filters on.
+
+Paging 100,000 workflows must not fold the ledger per request, so the list is a
+projection table (``cc_console_workflows``) fed by the same ``statements`` as the
+other views, with indexes for each filter and the newest-first order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from handoff_schemas import EventEnvelope
+from projections.views import Statement, ViewStore
+
+STATUS_BY_EVENT = {
+    "EscalationRaised": "escalated",
+    "WorkflowCompleted": "completed",
+    "WorkflowFailed": "failed",
+    "WorkflowStopped": "stopped",
+    "BudgetExceeded": "stopped",
+}
+
+VERDICT_FILTERS = {
+    "flagged": "(w.unverified_claims + w.contradicted_claims + w.denied_actions "
+    "+ w.open_escalations) > 0",
+    "unverified": "w.unverified_claims > 0",
+    "contradicted": "w.contradicted_claims > 0",
+    "denied": "w.denied_actions > 0",
+    "escalated": "w.open_escalations > 0",
+}
+
+
+def update(workflow_id: str, assignments: str, *params: Any) -> Statement:
+    return (
+        f"UPDATE cc_console_workflows SET {assignments} WHERE workflow_id = ?",
+        (*params, workflow_id),
+    )
+
+
+def console_statements(event: EventEnvelope) -> list[Statement]:
+    """The list row's changes for one event (none for most events)."""
+    wf, data, at = event.workflow_id, event.data, event.timestamp.isoformat()
+    found: list[Statement] = []
+    match event.type:
+        case "WorkflowStarted":
+            found.append(
+                (
+                    "INSERT INTO cc_console_workflows (workflow_id, task, scope, status, agent, "
+                    "started_at, updated_at, cost_usd, unverified_claims, contradicted_claims, "
+                    "denied_actions, open_escalations) "
+                    "VALUES (?, ?, ?, 'running', ?, ?, ?, 0, 0, 0, 0, 0)",
+                    (wf, data["task"], data.get("scope", ""), data["agent"], at, at),
+                )
+            )
+        case "HandoffSent" | "WorkflowResumed":
+            found.append(update(wf, "agent = ?", data["handoff"]["to"]))
+        case "ReasoningRecorded" | "ToolExecuted":
+            found.append(update(wf, "cost_usd = cost_usd + ?", data["cost_usd"]))
+        case "PermissionDecided" if data["permission"] == "denied":
+            found.append(update(wf, "denied_actions = denied_actions + 1"))
+        case "ClaimMade" if data["claim"]["verdict"] in ("unverified", "contradicted"):
+            column = f"{data['claim']['verdict']}_claims"
+            found.append(update(wf, f"{column} = {column} + 1"))
+        case "EscalationRaised":
+            found.append(update(wf, "open_escalations = open_escalations + 1"))
+        case "EscalationResolved":
+            found.append(update(wf, "open_escalations = open_escalations - 1"))
+            if data["resolution"]["decision"] == "approve":
+                found.append(update(wf, "status = 'running'"))
+    if event.type in STATUS_BY_EVENT:
+        found.append(update(wf, "status = ?", STATUS_BY_EVENT[event.type]))
+    if found and event.type != "WorkflowStarted":
+        found.append(update(wf, "updated_at = ?", at))
+    return found
+
+
+def workflow_page(
+    view: ViewStore,
+    *,
+    status: str | None = None,
+    agent: str | None = None,
+    verdict: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    search: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of workflows, newest first, and how many match the filters."""
+    where: list[str] = []
+    params: list[Any] = []
+    if status:
+        where.append("w.status = ?")
+        params.append(status)
+    if agent:
+        where.append("w.agent = ?")
+        params.append(agent)
+    if verdict:
+        if verdict not in VERDICT_FILTERS:
+            raise ValueError(f"no verdict filter {verdict!r}: one of {', '.join(VERDICT_FILTERS)}")
+        where.append(VERDICT_FILTERS[verdict])
+    if since:
+        where.append("w.started_at >= ?")
+        params.append(since)
+    if until:
+        where.append("w.started_at < ?")
+        params.append(until)
+    if search:
+        where.append("w.workflow_id LIKE ?")
+        params.append(search.strip().lower().replace("%", "").replace("_", "") + "%")
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    rows = view.query(
+        f"SELECT w.* FROM cc_console_workflows w {clause} "
+        "ORDER BY w.started_at DESC, w.workflow_id DESC LIMIT ? OFFSET ?",
+        (*params, limit, offset),
+    )
+    total = view.query(f"SELECT COUNT(*) AS n FROM cc_console_workflows w {clause}", params)
+    return rows, int(total[0]["n"])
+
+
+def agents(view: ViewStore) -> list[str]:
+    """The agents workflows are with now, for the list's filter."""
+    rows = view.query("SELECT DISTINCT agent FROM cc_console_workflows ORDER BY agent")
+    return [row["agent"] for row in rows]

@@ -1,0 +1,96 @@
+"""The console in a real browser (headless Chromium) against the demo on a real stack: the list,
+the journalist's workflow with its denied email and escalation, an approval through the forms,
+and the email's evidence appearing live on another open page without a reload.
+
+Set ``CLAIMCHECK_CONSOLE_SCREENSHOTS=DIR`` to save the two main pages as PNGs (the README's
+screenshots in docs/ come from here)."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bus.settings import Settings
+from tests.conftest import CONSOLE_TOKEN, web_console
+from tests.console.http import get
+
+LIVE_TIMEOUT_MS = 15_000
+SUCCEEDED = "tr.evidence.status-succeeded"
+SEEN_AT = """setInterval(() => {
+  if (!window.seenAt && [...document.querySelectorAll("%s")].some(
+        row => row.textContent.includes("send_email"))) window.seenAt = Date.now();
+}, 10)"""
+
+
+async def test_approve_the_journalists_escalation_and_watch_the_email_arrive_live(
+    demo_stack: tuple[Settings, list], browser: Any
+) -> None:
+    settings, views = demo_stack
+    press = views[2].workflow_id
+    shots = os.environ.get("CLAIMCHECK_CONSOLE_SCREENSHOTS")
+    async with web_console(settings) as url:
+        context = await browser.new_context(viewport={"width": 1400, "height": 900})
+        listing = await context.new_page()
+        await listing.goto(f"{url}/")
+        rows = listing.locator("table.workflows tbody tr")
+        assert await rows.count() == 3
+        journalist = listing.locator("tr", has_text="complaint:fabrikam")
+        assert await journalist.locator(".badge").inner_text() == "escalated"
+        assert "1 denied" in await journalist.locator(".flags").inner_text()
+        assert "1 open escalation" in await journalist.locator(".flags").inner_text()
+        if shots:
+            await listing.screenshot(path=str(Path(shots) / "console-list.png"))
+
+        operator = await context.new_page()
+        await operator.goto(f"{url}/")
+        await operator.locator("tr", has_text="complaint:fabrikam").locator("a.wf").click()
+        await operator.wait_for_url(f"{url}/workflows/{press}")
+        denied = operator.locator("tr.evidence", has_text="send_email")
+        assert await denied.count() == 1
+        assert "denied" in await denied.inner_text()
+        escalation = operator.locator("#escalations .escalation.open")
+        assert "held back: send_email" in await escalation.inner_text()
+        assert "sign in with the console token" in await escalation.inner_text()
+        assert "hash chain intact" in await operator.locator("#chain").inner_text()
+        assert await operator.locator("#stack-down").count() == 0  # the stack is up
+        if shots:
+            await operator.screenshot(
+                path=str(Path(shots) / "console-workflow.png"), full_page=True
+            )
+
+        watcher = await context.new_page()  # a second person, only looking
+        await watcher.goto(f"{url}/workflows/{press}")
+        await watcher.evaluate("window.notReloaded = true")
+        await watcher.evaluate(SEEN_AT % SUCCEEDED)
+        await listing.evaluate("window.notReloaded = true")
+
+        await operator.fill("#login input[name=name]", "dana")
+        await operator.fill("#login input[name=token]", CONSOLE_TOKEN)
+        await operator.click("#login button")
+        await operator.wait_for_selector("#operator")
+        await operator.fill("#escalations input[name=reason]", "a statement is fine")
+        await operator.click("#escalations button.approve")
+        await operator.wait_for_selector(".note:has-text('approved')")
+
+        await watcher.wait_for_function("window.seenAt", timeout=LIVE_TIMEOUT_MS)
+        decision = watcher.locator("#escalations .decision")
+        await decision.wait_for(timeout=LIVE_TIMEOUT_MS)
+        assert await decision.inner_text() == "dana approved: a statement is fine"
+        assert await watcher.evaluate("window.notReloaded") is True
+        seen_at = await watcher.evaluate("window.seenAt")
+        await listing.wait_for_selector(
+            "tr:has-text('complaint:fabrikam') .badge.completed", timeout=LIVE_TIMEOUT_MS
+        )
+        assert await listing.evaluate("window.notReloaded") is True
+        await context.close()
+        recorded = next(
+            e["at"]
+            for e in (await get(f"{url}/api/workflows/{press}")).json()["events"]
+            if e["type"] == "EvidenceRecorded"
+            and e["data"]["evidence"]["status"] == "succeeded"
+            and e["data"]["evidence"]["action"] == "send_email"
+        )
+        lag = seen_at / 1000 - datetime.fromisoformat(recorded).timestamp()
+        print(f"the email's evidence was on the open page {lag * 1000:.0f} ms after recording")
