@@ -64,6 +64,13 @@ class Settings(BaseSettings):
     credentials: Path | None = Field(
         None, description="This process's NATS credentials (JSON: user, password)."
     )
+    signing_key: Path | None = Field(
+        None, description="The runtime's signing key (nkeys seed); <state>/credentials/runtime.nk."
+    )
+    runtime_public_key: str = Field(
+        "",
+        description="The runtime's public key (tool hosts, auditors); else <state>/runtime.pub.",
+    )
     model: str = Field("claude-sonnet-4-5", description="The Anthropic model agents reason with.")
     model_max_tokens: int = Field(1024, gt=0)
     model_timeout: float = Field(60.0, gt=0, description="Seconds per model request.")

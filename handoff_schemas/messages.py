@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from handoff_schemas.base import WireStruct
+from handoff_schemas.limits import MAX_ITEMS, Id
 
 Name = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
 """An agent, task or tool name: also a NATS subject token, so no dots or spaces."""
@@ -84,17 +85,19 @@ class Evidence(WireStruct):
     step_key: str = ""
     artifacts: dict[str, str] = {}
     """``input`` / ``output``: content addresses of the call's full payload and tool result."""
+    signature: str = ""
+    """The runtime's Ed25519 signature of ``hash`` (empty in records made before signing)."""
 
 
 def evidence_hash(record: dict[str, Any]) -> str:
     """The chain hash of an evidence record, as decoded from the wire.
 
     SHA-256 over the record's canonical JSON (keys sorted) without its own
-    ``hash`` field; ``prevHash`` is included, which chains each record to the
-    one before it in the same workflow. Anyone holding the evidence stream can
-    recompute it.
+    ``hash`` and ``signature`` fields; ``prevHash`` is included, which chains each
+    record to the one before it in the same workflow. Anyone holding the evidence
+    stream can recompute it.
     """
-    body = {key: value for key, value in record.items() if key != "hash"}
+    body = {key: value for key, value in record.items() if key not in ("hash", "signature")}
     return hashlib.sha256(msgspec.json.encode(body, order="sorted")).hexdigest()
 
 
@@ -111,10 +114,10 @@ class ClaimItem(WireStruct):
     """
 
     action: Name
-    target: Annotated[str, msgspec.Meta(min_length=1)]
+    target: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
     status: EvidenceStatus
-    evidence_id: Annotated[str, msgspec.Meta(min_length=1)]
-    facts: dict[str, Fact] = {}
+    evidence_id: Id
+    facts: Annotated[dict[str, Fact], msgspec.Meta(max_length=MAX_ITEMS)] = {}
 
 
 class CheckedItem(ClaimItem):
@@ -131,8 +134,8 @@ class ClaimAssertion(WireStruct):
     as not checked, and never becomes the claim's statement.
     """
 
-    items: list[ClaimItem] = []
-    remarks: str = ""
+    items: Annotated[list[ClaimItem], msgspec.Meta(max_length=MAX_ITEMS)] = []
+    remarks: Annotated[str, msgspec.Meta(max_length=4096)] = ""
 
 
 class Claim(WireStruct):

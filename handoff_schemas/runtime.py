@@ -17,6 +17,16 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from handoff_schemas.base import WireStruct
+from handoff_schemas.limits import (
+    MAX_BUDGET_USD,
+    MAX_ITEMS,
+    Fields,
+    Id,
+    Label,
+    Resource,
+    Text,
+    Tokens,
+)
 from handoff_schemas.messages import (
     ArtifactId,
     Claim,
@@ -85,10 +95,12 @@ class Reply(WireStruct):
 
 
 class Usage(WireStruct):
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
+    """Tokens a model call used: never negative, so a call never refunds a budget."""
+
+    input_tokens: Tokens = 0
+    output_tokens: Tokens = 0
+    cache_read_tokens: Tokens = 0
+    cache_write_tokens: Tokens = 0
 
 
 # -- requests -----------------------------------------------------------------
@@ -100,61 +112,61 @@ class StartRequest(WireStruct):
     task: Name
     to: Name
     artifact_id: ArtifactId
-    scope: str = "default"
-    budget_usd: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    scope: Label = "default"
+    budget_usd: Annotated[float, msgspec.Meta(ge=0, le=MAX_BUDGET_USD)] | None = None
     request_id: Annotated[str, msgspec.Meta(max_length=200)] = ""
     """The client's id for this start: asked again, it starts nothing new (retries are safe)."""
 
 
 class StateRequest(WireStruct):
-    workflow_id: str
+    workflow_id: Id
 
 
 class StepRequest(WireStruct):
     """Fields common to every request that changes a workflow."""
 
-    workflow_id: str
+    workflow_id: Id
     step_key: StepKey
 
 
 class IntentRequest(StepRequest):
-    handoff_id: str
-    task: str
-    known_tasks: list[str]
+    handoff_id: Id
+    task: Label
+    known_tasks: Annotated[list[Label], msgspec.Meta(max_length=MAX_ITEMS)]
 
 
 class ArtifactDigest(WireStruct):
     artifact_id: ArtifactId
-    size: int
+    size: Annotated[int, msgspec.Meta(ge=0)]
 
 
 class ContextRequest(StepRequest):
-    artifacts: list[ArtifactDigest]
+    artifacts: Annotated[list[ArtifactDigest], msgspec.Meta(max_length=MAX_ITEMS)]
 
 
 class ReasoningRequest(StepRequest):
-    purpose: str
-    model: str
-    output: dict[str, Any]
+    purpose: Label
+    model: Label
+    output: Fields
     usage: Usage = msgspec.field(default_factory=Usage)
 
 
 class PermitRequest(StepRequest):
     action: Name
-    resource: str
+    resource: Resource
 
 
 class DeniedActionRequest(StepRequest):
     action: Name
-    resource: str
-    reason: str
+    resource: Resource
+    reason: Text
 
 
 class ExecuteRequest(StepRequest):
     """Run a tool. The resource the policy checks is derived from ``payload``."""
 
     tool: Name
-    payload: dict[str, Any]
+    payload: Fields
 
 
 class CheckpointRequest(StepRequest):
@@ -165,14 +177,14 @@ class CheckpointRequest(StepRequest):
     shown as the agent's word only.
     """
 
-    name: Annotated[str, msgspec.Meta(min_length=1)]
-    data: dict[str, Any] = {}
-    evidence_ids: list[str] = []
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    data: Fields = {}
+    evidence_ids: Annotated[list[Id], msgspec.Meta(max_length=MAX_ITEMS)] = []
 
 
 class AuditRequest(StepRequest):
-    note: Annotated[str, msgspec.Meta(min_length=1)]
-    data: dict[str, Any] = {}
+    note: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    data: Fields = {}
 
 
 class HandoffRequest(StepRequest):
@@ -180,9 +192,9 @@ class HandoffRequest(StepRequest):
     task: Name
     artifact_id: ArtifactId
     status: HandoffStatus
-    scope: str
-    evidence_id: str | None = None
-    items: list[ClaimItem] = []
+    scope: Label
+    evidence_id: Id | None = None
+    items: Annotated[list[ClaimItem], msgspec.Meta(max_length=MAX_ITEMS)] = []
     """For ``completed`` and ``verified``: the claim items the status rests on; the runtime
     verifies them as a claim and refuses the handoff unless that claim is verified."""
 
@@ -195,24 +207,24 @@ class FailureRequest(StepRequest):
     """
 
     kind: Literal["invalid_tool_payload", "bad_reasoning", "model_unavailable", "model_error"]
-    detail: str
-    retry_after_seconds: float | None = None
+    detail: Text
+    retry_after_seconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] | None = None
 
 
 class ResolveRequest(WireStruct):
     """A human's answer to an escalation (only the operator identity may send it)."""
 
-    workflow_id: str
-    escalation_id: str
+    workflow_id: Id
+    escalation_id: Id
     decision: Literal["approve", "deny"]
-    approver: Annotated[str, msgspec.Meta(min_length=1)]
-    reason: str = ""
+    approver: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    reason: Text = ""
 
 
 class SummarizeRequest(StepRequest):
     """The agent's final summary: a claim the runtime verifies before completing."""
 
-    summary: str
+    summary: Text
     claim: ClaimAssertion
 
 

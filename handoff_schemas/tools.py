@@ -7,6 +7,7 @@ twice.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from handoff_schemas.base import WireStruct
@@ -14,10 +15,15 @@ from handoff_schemas.runtime import FieldError
 
 
 class ToolCall(WireStruct):
+    """A call the runtime allowed; ``signature`` is the runtime's, over every other field,
+    and a tool host refuses the call after ``expiresAt``."""
+
     idempotency_key: str
     workflow_id: str
     actor: str
     payload: dict[str, Any]
+    expires_at: datetime | None = None
+    signature: str = ""
 
 
 class ToolResult(WireStruct):

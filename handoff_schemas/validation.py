@@ -12,6 +12,7 @@ from typing import TypeVar
 
 import msgspec
 
+from handoff_schemas.limits import MAX_DEPTH
 from handoff_schemas.runtime import FieldError
 
 T = TypeVar("T")
@@ -45,12 +46,53 @@ def field_errors(error: msgspec.MsgspecError) -> list[FieldError]:
     return [FieldError(field=field, message=message)]
 
 
-def decode(data: bytes, into: type[T]) -> T:
-    """Decode JSON bytes into ``into`` or raise :class:`SchemaError`."""
+def decode(data: bytes, into: type[T], max_depth: int = MAX_DEPTH) -> T:
+    """Decode JSON bytes into ``into`` or raise :class:`SchemaError`.
+
+    Whatever the bytes (not JSON, not UTF-8, nested thousands deep), the outcome is a
+    value or a :class:`SchemaError`: a decoder that raised anything else, or recursed
+    until Python gave up, would leave a request unanswered or a reader stopped.
+    """
+    too_deep = SchemaError(
+        into.__name__, [FieldError(field="$", message=f"nested deeper than {max_depth} levels")]
+    )
     try:
-        return msgspec.json.decode(data, type=into)
+        value = msgspec.json.decode(data, type=into)
     except msgspec.DecodeError as error:
         raise SchemaError(into.__name__, field_errors(error)) from None
+    except RecursionError:
+        raise too_deep from None
+    except (ValueError, TypeError, OverflowError) as error:  # e.g. a string that is not UTF-8
+        raise SchemaError(
+            into.__name__, [FieldError(field="$", message=f"not valid JSON: {error}")]
+        ) from None
+    if nesting_exceeds(data, max_depth):
+        raise too_deep
+    return value
+
+
+def nesting_exceeds(data: bytes, limit: int) -> bool:
+    """Does this (valid) JSON nest objects and arrays deeper than ``limit``?
+
+    Counting brackets is a cheap upper bound that settles nearly every message; only
+    one with more brackets than ``limit`` is walked.
+    """
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False
+    level: list[object] = [msgspec.json.decode(data)]
+    depth = 0
+    while True:
+        containers = [value for value in level if isinstance(value, dict | list)]
+        if not containers:
+            return False
+        depth += 1
+        if depth > limit:
+            return True
+        level = [
+            child
+            for value in containers
+            for child in (value.values() if isinstance(value, dict) else value)
+        ]
 
 
 def convert(value: object, into: type[T]) -> T:
@@ -59,6 +101,10 @@ def convert(value: object, into: type[T]) -> T:
         return msgspec.convert(value, type=into)
     except msgspec.ValidationError as error:
         raise SchemaError(into.__name__, field_errors(error)) from None
+    except RecursionError:
+        raise SchemaError(
+            into.__name__, [FieldError(field="$", message="nested too deep")]
+        ) from None
 
 
 def encode(message: object) -> bytes:

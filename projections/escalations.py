@@ -6,11 +6,14 @@ An escalation is open from its ``EscalationRaised`` event until an
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from handoff_schemas import EventEnvelope
+from handoff_schemas import Escalation, EscalationResolution, EventEnvelope, SchemaError, convert
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -19,12 +22,18 @@ class EscalationsView:
     resolved: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def apply(self, event: EventEnvelope) -> None:
-        if event.type == "EscalationRaised":
-            escalation = event.data["escalation"]
-            self.raised[escalation["escalationId"]] = escalation
-        elif event.type == "EscalationResolved":
-            resolution = event.data["resolution"]
-            self.resolved[resolution["escalationId"]] = resolution
+        """Fold one event; one whose record is malformed is reported and skipped."""
+        try:
+            if event.type == "EscalationRaised":
+                escalation = event.data.get("escalation")
+                convert(escalation, Escalation)  # the shape every reader of it relies on
+                self.raised[escalation["escalationId"]] = escalation  # type: ignore[index]
+            elif event.type == "EscalationResolved":
+                resolution = event.data.get("resolution")
+                convert(resolution, EscalationResolution)
+                self.resolved[resolution["escalationId"]] = resolution  # type: ignore[index]
+        except SchemaError as error:
+            log.warning("skipped a malformed %s event: %s", event.type, error)
 
     @property
     def open(self) -> list[dict[str, Any]]:

@@ -7,12 +7,15 @@ outside subscriber), and a rebuild gives the same view as the live one.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from handoff_schemas import EventEnvelope
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -42,6 +45,13 @@ class WorkflowView:
     last_retry: dict[str, Any] | None = None
 
     def apply(self, event: EventEnvelope) -> None:
+        """Fold one event; one whose data lacks what its type promises is logged and skipped."""
+        try:
+            self._apply(event)
+        except (KeyError, TypeError, AttributeError) as error:
+            log.warning("skipped a malformed %s event: %r", event.type, error)
+
+    def _apply(self, event: EventEnvelope) -> None:
         data = event.data
         self.events += 1
         self.last_event = event.type

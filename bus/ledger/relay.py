@@ -17,6 +17,10 @@ and resumes from it; at worst it republishes one batch, which deduplicates.
 Several runtime replicas may each run a relay on a shared ledger: they publish
 the same ids, JetStream keeps the first of each, and the tracking table keeps
 the furthest position.
+
+No one event can stop the relay: one it can never publish (larger than the server's
+``max_payload``, refused by the stream, unreadable) is quarantined with an alert and an
+``EventQuarantined`` event in its workflow, and the events after it flow on.
 """
 
 from __future__ import annotations
@@ -27,10 +31,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 from eventsourcing.persistence import IntegrityError, Notification, Tracking, TrackingRecorder
 from nats.errors import Error as NatsError
+from nats.errors import MaxPayloadError
 from nats.js import JetStreamContext
-from nats.js.errors import APIError
+from nats.js.errors import APIError, BadRequestError
 
 from bus.ledger.store import Ledger
+from bus.ledger.workflow import Workflow
 from bus.transport.subjects import Subjects
 from handoff_schemas import EventEnvelope, encode
 
@@ -67,6 +73,10 @@ async def publish_once(
 
 
 TRACKING_NAME = "relay"
+
+UNPUBLISHABLE = (MaxPayloadError, BadRequestError)
+"""What publishing again will never cure (too large for the server, refused by the stream);
+anything else from NATS is an outage, waited out by publishing the batch again."""
 
 
 class Relay:
@@ -111,10 +121,7 @@ class Relay:
     async def publish(self, batch: list[Notification]) -> int:
         """Publish a batch in order; return the position of its last notification."""
         for notification in batch:
-            domain_event = self.ledger.mapper.to_domain_event(notification)
-            envelope = self.ledger.envelope(domain_event, position=notification.id)
-            for subject, headers, payload in self.messages(envelope):
-                await publish_once(self.js, subject, payload, headers)
+            await self.publish_one(notification)
         last = batch[-1].id
         try:
             await self._in_thread(self.tracking.insert_tracking, Tracking(TRACKING_NAME, last))
@@ -123,6 +130,51 @@ class Relay:
             # published again was dropped by the duplicate window.
             return await self._in_thread(self.tracking.max_tracking_id, TRACKING_NAME) or last
         return last
+
+    async def publish_one(self, notification: Notification) -> None:
+        """Publish one event, or quarantine it: no single event may stop the relay."""
+        try:
+            domain_event = self.ledger.mapper.to_domain_event(notification)
+            envelope = self.ledger.envelope(domain_event, position=notification.id)
+            messages = self.messages(envelope)
+        except Exception as error:  # a stored event today's code cannot read
+            await self.quarantine(notification, notification.topic, f"unreadable: {error!r}", 0)
+            return
+        try:
+            for subject, headers, payload in messages:
+                await publish_once(self.js, subject, payload, headers)
+        except UNPUBLISHABLE as error:
+            size = max(len(payload) for _, _, payload in messages)
+            reason = f"{type(error).__name__}: {error}"
+            await self.quarantine(notification, envelope.type, reason, size)
+
+    async def quarantine(
+        self, notification: Notification, event_type: str, reason: str, size: int
+    ) -> None:
+        """Alert, and record the quarantine as an event of the workflow's own."""
+        workflow_id = str(notification.originator_id)
+        log.error(
+            "ALERT: relay quarantined the event at position %d (%s, %d bytes) of workflow %s: %s",
+            notification.id,
+            event_type,
+            size,
+            workflow_id,
+            reason,
+        )
+        if event_type == "EventQuarantined":
+            return  # never a quarantine of a quarantine: the log line above is the record
+
+        def record(workflow: Workflow) -> bool:
+            return workflow.quarantine_event(
+                notification.id, notification.originator_version, event_type, reason[:500], size
+            )
+
+        try:
+            await self._in_thread(self.ledger.command_detached, workflow_id, record)
+        except Exception as error:
+            log.error(
+                "ALERT: the quarantine of position %d was not recorded: %r", notification.id, error
+            )
 
     def messages(self, envelope: EventEnvelope) -> list[tuple[str, dict[str, str], bytes]]:
         """(subject, headers, payload) for everything one event publishes, the event last.

@@ -9,6 +9,7 @@ concurrency on the aggregate version turns a race into an ``IntegrityError``, an
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlparse
@@ -123,6 +124,31 @@ class Ledger(Application[UUID]):
                 self.save(workflow)
             except IntegrityError:
                 self._evict(workflow_id)
+                if attempt == attempts - 1:
+                    raise
+                continue
+            return result
+        raise AssertionError("unreachable")
+
+    def command_detached(
+        self, workflow_id: str, change: Callable[[Workflow], T], attempts: int = 5
+    ) -> T:
+        """:meth:`command` on a private copy rebuilt from the stored events, for a writer
+        outside the runtime's ledger thread (the relay recording a quarantine).
+
+        It never touches the cached aggregate the ledger thread is changing; a concurrent
+        write to the same workflow is an ``IntegrityError`` here (retried) or there (the
+        ledger thread reloads and retries).
+        """
+        for attempt in range(attempts):
+            try:
+                workflow = self.repository.get(UUID(workflow_id), version=sys.maxsize)
+            except (ValueError, AggregateNotFoundError):
+                raise UnknownWorkflow(f"no workflow {workflow_id!r}") from None
+            result = change(workflow)
+            try:
+                self.save(workflow)
+            except IntegrityError:
                 if attempt == attempts - 1:
                     raise
                 continue

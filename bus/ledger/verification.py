@@ -2,8 +2,9 @@
 
 Two independent checks, reported at the first record that breaks:
 
-- the evidence chain in the ledger: each record's hash must match its fields,
-  and its ``prevHash`` the hash of the record before it in the workflow;
+- the evidence chain in the ledger: each record's hash must match its fields, its
+  signature must be the runtime's (when its public key is known), and its
+  ``prevHash`` the hash of the record before it in the workflow;
 - the ledger against the events stream: every event the relay published must
   still be in the ledger unchanged, and every ledger event must have been
   published. An edit to a stored event (in SQLite or PostgreSQL) shows here
@@ -12,6 +13,7 @@ Two independent checks, reported at the first record that breaks:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,8 +22,11 @@ from nats.aio.client import Client
 from nats.js.api import DeliverPolicy
 
 from bus.ledger import GENESIS_HASH
+from bus.transport.signing import Verifier
 from bus.transport.subjects import Subjects
-from handoff_schemas import EventEnvelope, decode, evidence_hash
+from handoff_schemas import EventEnvelope, SchemaError, decode, evidence_hash
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -39,8 +44,12 @@ class Break:
         )
 
 
-def check_chain(history: Sequence[EventEnvelope]) -> Break | None:
-    """The first evidence record whose hash or link is wrong, if any."""
+def check_chain(history: Sequence[EventEnvelope], verifier: Verifier | None = None) -> Break | None:
+    """The first evidence record whose hash, signature or link is wrong, if any.
+
+    With the runtime's public key (``verifier``), a record must carry the runtime's
+    signature of its hash: one re-hashed by someone who can write the ledger is not.
+    """
     previous = GENESIS_HASH
     for event in history:
         if event.type != "EvidenceRecorded":
@@ -54,6 +63,16 @@ def check_chain(history: Sequence[EventEnvelope]) -> Break | None:
                 event.type,
                 where,
                 "its fields do not match its hash (changed after it was recorded)",
+            )
+        if verifier is not None and not verifier.verify(
+            str(record.get("hash")).encode(), record.get("signature")
+        ):
+            return Break(
+                event.workflow_id,
+                event.version,
+                event.type,
+                where,
+                "it is not signed by the runtime's key",
             )
         if record.get("prevHash") != previous:
             return Break(
@@ -73,8 +92,15 @@ def check_against_stream(
     """The first event where the ledger and the events stream disagree, if any."""
     copies = {event.version: event for event in published}
     last_published = max(copies, default=0)
+    quarantined = {
+        event.data.get("quarantined_version")
+        for event in history
+        if event.type == "EventQuarantined"
+    }
     for event in history:
         copy = copies.get(event.version)
+        if copy is None and event.version in quarantined:
+            continue  # the relay could not publish it, and recorded so
         if copy is None and event.version > last_published:
             break  # the relay has not published the newest events yet: lag, not tampering
         if copy is None:
@@ -116,12 +142,14 @@ def canonical(value: object) -> bytes:
 
 
 def first_break(
-    history: Sequence[EventEnvelope], published: Sequence[EventEnvelope] | None
+    history: Sequence[EventEnvelope],
+    published: Sequence[EventEnvelope] | None,
+    verifier: Verifier | None = None,
 ) -> Break | None:
     found = [
         b
         for b in (
-            check_chain(history),
+            check_chain(history, verifier),
             check_against_stream(history, published) if published is not None else None,
         )
         if b
@@ -129,8 +157,26 @@ def first_break(
     return min(found, key=lambda b: b.version, default=None)
 
 
-async def published_events(nc: Client, subjects: Subjects, workflow_id: str) -> list[EventEnvelope]:
-    """Every copy of a workflow's events on the events stream."""
+def read_published(data: bytes, unreadable: list[str] | None = None) -> EventEnvelope | None:
+    """One message of the events stream, or None (reported) when it is not an event.
+
+    Only the relay should publish there; anything else is reported and skipped, so a
+    stray message can neither crash ``verify`` nor pass for a copy of a ledger event.
+    """
+    try:
+        return decode(data, EventEnvelope)
+    except SchemaError as error:
+        problem = f"skipped an unreadable message on the events stream: {error}"
+        log.warning("%s", problem)
+        if unreadable is not None:
+            unreadable.append(problem)
+        return None
+
+
+async def published_events(
+    nc: Client, subjects: Subjects, workflow_id: str, unreadable: list[str] | None = None
+) -> list[EventEnvelope]:
+    """Every copy of a workflow's events on the events stream (``unreadable`` gets the rest)."""
     subscription = await nc.jetstream().subscribe(
         subjects.event(workflow_id, ">"),
         stream=subjects.stream("events"),
@@ -144,7 +190,9 @@ async def published_events(nc: Client, subjects: Subjects, workflow_id: str) -> 
                 msg = await subscription.next_msg(timeout=1.0)
             except TimeoutError:
                 return events
-            events.append(decode(msg.data, EventEnvelope))
+            event = read_published(msg.data, unreadable)
+            if event is not None and event.workflow_id == workflow_id:
+                events.append(event)
             if msg.metadata.num_pending == 0:
                 return events
     finally:

@@ -75,17 +75,26 @@ class ViewRunner:
         position = self.views.max_tracking_id(self.ledger.name) or 0
         while batch := self.ledger.notifications(position, batch_size):
             for notification in batch:
-                envelope = self.ledger.envelope(
-                    self.ledger.mapper.to_domain_event(notification), position=notification.id
-                )
+                tracking = Tracking(self.ledger.name, notification.id)
                 try:
-                    self.projection.process_event(
-                        envelope, Tracking(self.ledger.name, notification.id)
+                    envelope = self.ledger.envelope(
+                        self.ledger.mapper.to_domain_event(notification), position=notification.id
                     )
+                    self.projection.process_event(envelope, tracking)
                 except IntegrityError:  # another runner applied it first
                     pass
+                except Exception as error:  # one bad event must not stall every view
+                    self.skip(notification.id, tracking, error)
             position = batch[-1].id
         return position
+
+    def skip(self, position: int, tracking: Tracking, error: Exception) -> None:
+        """Track past an event the views cannot apply, so the ones after it still count."""
+        log.error("views skipped the event at position %d: %r", position, error)
+        try:
+            self.views.apply([], tracking)
+        except IntegrityError:
+            pass
 
     async def run(self, nc: Client, subjects: Subjects) -> None:
         await nc.subscribe(f"{subjects.prefix}.events.>", cb=self._on_event)

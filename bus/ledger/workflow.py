@@ -6,7 +6,9 @@ mission's pipeline. The invariants, each enforced by the method named:
 
 - a closed workflow (completed, failed or stopped) takes no more actions, and one that
   waits for a human takes none until the human answers (``require_open``);
-- only an agent the workflow was handed to may act in it (``require_participant``);
+- only an agent the workflow was handed to may act in it (``require_participant``), and
+  a step key is its agent's alone (``require_step_owner``; both in
+  :mod:`bus.ledger.participation`);
 - a step that completed is never executed again: its recorded reply is kept
   (``complete_step``; the runtime replays it);
 - a tool execution needs an allowing permission decision for the same step
@@ -29,6 +31,7 @@ histories recorded before still apply (``tests/ledger/fixtures`` holds some, and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4, uuid5
@@ -48,11 +51,11 @@ from bus.ledger.completion import (
 from bus.ledger.errors import (
     InvalidHandoff,
     LedgerError,
-    NotAParticipant,
     UnknownEscalation,
     WorkflowClosed,
     WorkflowEscalated,
 )
+from bus.ledger.participation import Participation
 from handoff_schemas import (
     DONE_STATUSES,
     Claim,
@@ -87,7 +90,7 @@ def chained_evidence(workflow_id: str, prev_hash: str, fields: dict[str, Any]) -
     return record
 
 
-class Workflow(Aggregate):
+class Workflow(Aggregate, Participation):
     """One workflow's history: what was asked, believed, allowed, done and claimed."""
 
     @staticmethod
@@ -146,11 +149,6 @@ class Workflow(Aggregate):
             raise WorkflowEscalated(
                 f"workflow {self.id} waits for a human: {self.open_escalations()}"
             )
-
-    def require_participant(self, agent: str) -> None:
-        """Only an agent this workflow was handed to may act in it."""
-        if all(handoff["to"] != agent for handoff in self.handoffs.values()):
-            raise NotAParticipant(f"agent {agent!r} was never handed workflow {self.id}")
 
     def open_escalations(self) -> list[str]:
         return [eid for eid, esc in self.escalations.items() if "decision" not in esc]
@@ -217,7 +215,12 @@ class Workflow(Aggregate):
         reason: str,
         step_key: str,
     ) -> None:
-        self.permissions[step_key] = {"permission": permission, "action": action, "rule": rule}
+        self.permissions[step_key] = {
+            "permission": permission,
+            "action": action,
+            "rule": rule,
+            "agent": agent,
+        }
 
     def execute_tool(
         self,
@@ -285,9 +288,11 @@ class Workflow(Aggregate):
     def note_unknown_outcome(self, agent: str, tool: str, detail: str, step_key: str) -> None:
         """A tool host died mid-effect; the call was run again under the tool's own idempotency."""
 
-    def add_evidence(self, **fields: Any) -> Evidence:
-        """Chain a new evidence record to the previous one and record it."""
+    def add_evidence(self, sign: Callable[[bytes], str] | None = None, **fields: Any) -> Evidence:
+        """Chain a new evidence record to the previous one, sign its hash, and record it."""
         record = chained_evidence(str(self.id), self.last_evidence_hash, fields)
+        if sign is not None:
+            record["signature"] = sign(record["hash"].encode())
         self._evidence_recorded(record)
         return msgspec.convert(record, Evidence)
 
@@ -474,13 +479,35 @@ class Workflow(Aggregate):
     def stop(self, reason: str) -> None:
         self.status = "stopped"
 
+    def quarantine_event(
+        self, position: int, quarantined_version: int, event_type: str, reason: str, size: int
+    ) -> bool:
+        """Record that the relay could not publish this workflow's event at ``position``
+        (too large for the server, unreadable); once per position. The event itself stays
+        in the ledger; ``verify`` expects no stream copy of it."""
+        if position in self._quarantined():
+            return False
+        self._event_quarantined(position, quarantined_version, event_type, reason, size)
+        return True
+
+    @event("EventQuarantined")
+    def _event_quarantined(
+        self, position: int, quarantined_version: int, event_type: str, reason: str, size: int
+    ) -> None:
+        self._quarantined().append(position)
+
     @event("StepCompleted")
-    def complete_step(self, step_key: str, op: str, result: Any, trace_id: str = "") -> None:
+    def complete_step(
+        self, step_key: str, op: str, result: Any, trace_id: str = "", agent: str = ""
+    ) -> None:
         """The durable-execution marker: ``result`` is the reply a retry gets back.
 
         A step completed again (a human approved what was refused) keeps the later reply.
+        ``agent`` owns the step (empty in histories recorded before owners were).
         """
         self.steps[step_key] = result
+        if agent:
+            self._step_owners()[step_key] = agent
 
 
 register_topic(LEGACY_TOPIC, Workflow)  # old events and snapshots resolve to today's class

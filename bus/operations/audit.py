@@ -3,8 +3,10 @@
 It connects with auditor credentials, which may publish nothing; it reads the
 push feeds the runtime prepared (``<prefix>.audit.evidence`` and
 ``<prefix>.audit.claims``), checks each workflow's evidence chain as records
-arrive, and reports every claim the runtime did not verify. With the stack down,
-the same checks run over the ledger's events.
+arrive (with the runtime's public key, accepting only records it signed), and
+reports every claim the runtime did not verify. With the stack down, the same
+checks run over the ledger's events. A message it cannot read is reported as
+``unreadable`` and skipped: hostile bytes on a feed never stop the auditor.
 """
 
 from __future__ import annotations
@@ -19,8 +21,17 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from bus.ledger import GENESIS_HASH
+from bus.transport.signing import Verifier
 from bus.transport.subjects import Subjects
-from handoff_schemas import EventEnvelope, evidence_hash
+from handoff_schemas import (
+    Claim,
+    EventEnvelope,
+    Evidence,
+    SchemaError,
+    convert,
+    decode,
+    evidence_hash,
+)
 
 
 @dataclass
@@ -28,6 +39,8 @@ class ChainWatcher:
     """The last hash seen per workflow: enough to check each new record's link."""
 
     last_hash: dict[str, str] = field(default_factory=dict)
+    verifier: Verifier | None = None
+    """The runtime's public key: with it, only records the runtime signed are accepted."""
 
     def check(self, record: dict[str, Any]) -> str | None:
         """The problem with this record, or None; a good record extends its chain."""
@@ -35,6 +48,10 @@ class ChainWatcher:
         where = f"evidence {record.get('auditId')} in workflow {workflow_id}"
         if evidence_hash(record) != record.get("hash"):
             return f"{where}: its fields do not match its hash"
+        if self.verifier is not None and not self.verifier.verify(
+            str(record["hash"]).encode(), record.get("signature")
+        ):
+            return f"{where}: it is not signed by the runtime's key"
         if record.get("prevHash") != self.last_hash.get(workflow_id, GENESIS_HASH):
             return f"{where}: its prevHash does not link to the previous record"
         self.last_hash[workflow_id] = record["hash"]
@@ -43,7 +60,7 @@ class ChainWatcher:
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str  # "evidence", "break" or "claim"
+    kind: str  # "evidence", "break", "claim" or "unreadable"
     workflow_id: str
     text: str
     record: dict[str, Any]
@@ -54,12 +71,13 @@ async def follow(
     subjects: Subjects,
     report: Callable[[Finding], bool],
     idle_timeout: float | None = None,
+    verifier: Verifier | None = None,
 ) -> None:
     """Feed findings to ``report`` until it returns False or ``idle_timeout`` passes quietly."""
     inbox: asyncio.Queue[Msg] = asyncio.Queue()
     for feed in ("evidence", "claims"):
         await nc.subscribe(subjects.audit(feed), cb=inbox.put)
-    chain = ChainWatcher()
+    chain = ChainWatcher(verifier=verifier)
     while True:
         try:
             msg = await asyncio.wait_for(inbox.get(), idle_timeout)
@@ -70,16 +88,35 @@ async def follow(
 
 
 def classify(msg: Msg, chain: ChainWatcher, subjects: Subjects) -> Finding:
-    document = msgspec.json.decode(msg.data)
+    """What one feed message is; one that cannot be read is an ``unreadable`` finding."""
+    try:
+        return read_feed_message(msg.subject, msg.data, chain, subjects)
+    except Exception as error:  # hostile bytes must not stop the auditor
+        text = f"skipped an unreadable message on {msg.subject}: {type(error).__name__}: {error}"
+        return Finding("unreadable", "?", text[:500], {})
+
+
+def read_feed_message(
+    subject: str, data: bytes, chain: ChainWatcher, subjects: Subjects
+) -> Finding:
+    """Classify one message; raises on anything that is not a well-formed record."""
     # A push consumer delivers each message under its original subject.
-    if msg.subject.startswith(f"{subjects.prefix}.events."):
-        return claim_finding(document["workflowId"], document["data"]["claim"])
+    if subject.startswith(f"{subjects.prefix}.events."):
+        event = decode(data, EventEnvelope)
+        return claim_finding(event.workflow_id, event.data.get("claim"))
+    document = msgspec.json.decode(data)
+    if not isinstance(document, dict):
+        raise ValueError("not a JSON object")
     return evidence_finding(document, chain)
 
 
-def from_ledger(events: Iterable[EventEnvelope], report: Callable[[Finding], bool]) -> None:
+def from_ledger(
+    events: Iterable[EventEnvelope],
+    report: Callable[[Finding], bool],
+    verifier: Verifier | None = None,
+) -> None:
     """The same findings, from the ledger's events: the audit when the stack is down."""
-    chain = ChainWatcher()
+    chain = ChainWatcher(verifier=verifier)
     for event in events:
         if event.type == "EvidenceRecorded":
             finding = evidence_finding(event.data["evidence"], chain)
@@ -91,7 +128,8 @@ def from_ledger(events: Iterable[EventEnvelope], report: Callable[[Finding], boo
             return
 
 
-def claim_finding(workflow_id: str, claim: dict[str, Any]) -> Finding:
+def claim_finding(workflow_id: str, record: object) -> Finding:
+    claim = msgspec.to_builtins(convert(record, Claim))  # raises on a malformed claim
     text = (
         f"claim {claim['claimId']} by {claim['agent']}: {claim['statement']!r} is "
         f"{claim['verdict']}: {claim['reason']}"
@@ -100,11 +138,18 @@ def claim_finding(workflow_id: str, claim: dict[str, Any]) -> Finding:
 
 
 def evidence_finding(record: dict[str, Any], chain: ChainWatcher) -> Finding:
+    """A whole, signed, linked record is ``evidence``; anything else is a ``break``."""
+    workflow_id = str(record.get("workflowId", "?"))
+    try:  # the shape first: only a whole record may extend a chain
+        evidence = convert(record, Evidence)
+    except SchemaError as error:
+        where = f"evidence {record.get('auditId')} in workflow {workflow_id}"
+        return Finding("break", workflow_id, f"{where}: not an evidence record: {error}", record)
     problem = chain.check(record)
     if problem:
-        return Finding("break", record.get("workflowId", "?"), problem, record)
+        return Finding("break", evidence.workflow_id, problem, record)
     text = (
-        f"evidence {record['auditId']}: {record['actor']} {record['action']} "
-        f"{record['resource']} {record['status']} ({record['permission']})"
+        f"evidence {evidence.audit_id}: {evidence.actor} {evidence.action} "
+        f"{evidence.resource} {evidence.status} ({evidence.permission})"
     )
-    return Finding("evidence", record["workflowId"], text, record)
+    return Finding("evidence", evidence.workflow_id, text, record)

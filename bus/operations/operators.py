@@ -6,6 +6,7 @@ They act as the operator identity (``<prefix>.rt.cli.<op>``).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 from uuid import uuid4
@@ -23,6 +24,7 @@ from handoff_schemas import (
     Reply,
     ResolveReply,
     ResolveRequest,
+    SchemaError,
     StartReply,
     StartRequest,
     StateRequest,
@@ -35,6 +37,7 @@ from handoff_schemas import (
 from projections import EscalationsView, WorkflowView
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class OperatorError(Exception):
@@ -95,6 +98,15 @@ async def submit(
     return await ask_runtime(nc, subjects, "start", request, StartReply)
 
 
+def read_event(data: bytes) -> EventEnvelope | None:
+    """One message of a stream the relay writes, or None (logged) when it is not an event."""
+    try:
+        return decode(data, EventEnvelope)
+    except SchemaError as error:
+        log.warning("skipped an unreadable message: %s", error)
+        return None
+
+
 async def watch(
     nc: Client,
     subjects: Subjects,
@@ -113,7 +125,8 @@ async def watch(
         async with asyncio.timeout(timeout):
             while not until(view):
                 msg = await subscription.next_msg(timeout=None)
-                view.apply(decode(msg.data, EventEnvelope))
+                if (event := read_event(msg.data)) is not None:
+                    view.apply(event)
     except TimeoutError:
         pass  # the caller sees that ``until`` does not hold
     finally:
@@ -134,7 +147,8 @@ async def escalations(nc: Client, subjects: Subjects) -> EscalationsView:
     )
     try:
         for _ in range(pending):
-            view.apply(decode((await subscription.next_msg(timeout=5)).data, EventEnvelope))
+            if (event := read_event((await subscription.next_msg(timeout=5)).data)) is not None:
+                view.apply(event)
     finally:
         await subscription.unsubscribe()
     return view

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
+import msgspec
 from nats.aio.client import Client
 from nats.errors import (
     ConnectionClosedError,
@@ -46,6 +47,7 @@ from bus.ledger import Workflow
 from bus.ledger.errors import WorkflowClosed
 from bus.runtime.steps import Steps
 from bus.settings import Settings
+from bus.transport.signing import Signer, signed_bytes
 from bus.transport.subjects import Subjects
 from handoff_schemas import ToolCall, ToolResult, decode, encode
 
@@ -104,7 +106,9 @@ class ToolCaller:
         workflow_id: str,
         step_key: str,
         action: dict[str, Any],
+        signer: Signer,
     ) -> None:
+        self.signer = signer  # every call carries the runtime's signature and an expiry
         self.nc = nc
         self.steps = steps
         self.settings = settings  # read per call: the timeouts may be tuned while serving
@@ -159,7 +163,9 @@ class ToolCaller:
             workflow_id=self.workflow_id,
             actor=self.agent,
             payload=self.action["payload"],
+            expires_at=datetime.now(UTC) + timedelta(seconds=2 * self.settings.tool_timeout + 5),
         )
+        call.signature = self.signer.sign(signed_bytes(msgspec.to_builtins(call)))
         timeout = self.settings.tool_timeout
         try:
             msg = await self.nc.request(

@@ -120,6 +120,7 @@ class EscalationHandlers:
                         step_key,
                         "resolve",
                         granted(wf.steps[step_key], self.policy, escalation["kind"]),
+                        agent=escalation["agent"],
                     )
                     if step_key in wf.steps
                     else None

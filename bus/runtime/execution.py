@@ -13,6 +13,7 @@ output (stored as artifacts), so an auditor can check every fact.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import msgspec
@@ -20,6 +21,7 @@ from nats.aio.client import Client
 from pydantic import ValidationError
 
 from bus.ledger import Workflow
+from bus.ledger.errors import NotAParticipant
 from bus.runtime.availability import InFlight, ToolCaller, ToolUnavailable
 from bus.runtime.catalogue import Tool
 from bus.runtime.governance import after_failure, rule_uses
@@ -29,6 +31,7 @@ from bus.runtime.steps import Steps
 from bus.runtime.tool_host import pydantic_field_errors
 from bus.settings import Settings
 from bus.transport.artifacts import ArtifactStore
+from bus.transport.signing import Signer
 from bus.transport.subjects import Subjects
 from handoff_schemas import (
     ExecuteReply,
@@ -49,6 +52,7 @@ def give_up(
     kind: str,
     facts: dict[str, Any],
     artifacts: dict[str, str],
+    sign: Callable[[bytes], str],
 ) -> NoReturn:
     """The attempts ran out: a tool that timed out or kept failing is failed evidence too.
 
@@ -60,6 +64,7 @@ def give_up(
         if kind == "tool_timeout":
             refs["outcome"] = "unknown"
         evidence = workflow.add_evidence(
+            sign=sign,
             actor=agent,
             action=action["tool"],
             resource=action["resource"],
@@ -92,7 +97,9 @@ class ToolExecution:
         tools: dict[str, type[Tool]],
         nc: Client,
         settings: Settings,
+        signer: Signer,
     ) -> None:
+        self.signer = signer  # signs every tool call and every evidence record
         self.steps = steps
         self.policy = policy
         self.tools = tools
@@ -166,7 +173,10 @@ class ToolExecution:
         """The runtime's own decision on the resource read from the payload, recorded once."""
         workflow.require_open()
         workflow.require_participant(agent)
+        workflow.require_step_owner(agent, request.step_key)
         earlier = workflow.permissions.get(request.step_key)
+        if earlier is not None and earlier.get("agent", agent) != agent:
+            raise NotAParticipant(f"step {request.step_key!r} was decided for another agent")
         if earlier is not None:  # decided on an interrupted attempt of this step
             return Decision(
                 outcome=earlier["permission"], rule=earlier["rule"], reason="decided earlier"
@@ -204,6 +214,7 @@ class ToolExecution:
                 retry=RetryAdvice(strategy="escalate", attempt=1, max_attempts=1),
             )
         evidence = workflow.add_evidence(
+            sign=self.signer.sign,
             actor=agent,
             action=action["tool"],
             resource=action["resource"],
@@ -263,7 +274,7 @@ class ToolExecution:
         """
         approved = permission == "approved"
         caller = ToolCaller(
-            self.nc, self.steps, self.settings, agent, workflow_id, step_key, action
+            self.nc, self.steps, self.settings, agent, workflow_id, step_key, action, self.signer
         )
         artifacts = {"input": await self.store(action["payload"])}
         while True:
@@ -311,6 +322,7 @@ class ToolExecution:
                     k,
                     self._facts(action, {}),
                     artifacts,
+                    self.signer.sign,
                 ),
                 require_open=False,
                 redo=approved,
@@ -333,6 +345,7 @@ class ToolExecution:
                 step_key,
             )
             evidence = workflow.add_evidence(
+                sign=self.signer.sign,
                 actor=agent,
                 action=action["tool"],
                 resource=action["resource"],

@@ -12,13 +12,15 @@ from bus.runtime.governance import rule_uses
 from bus.runtime.policy import Policy
 from bus.runtime.protocol import Handler, Refusal
 from bus.runtime.steps import Steps
+from bus.transport.signing import Signer
 from handoff_schemas import DeniedActionRequest, EvidenceReply, PermitReply, PermitRequest
 
 
 class PermissionHandlers:
-    def __init__(self, steps: Steps, policy: Policy) -> None:
+    def __init__(self, steps: Steps, policy: Policy, signer: Signer) -> None:
         self.steps = steps
         self.policy = policy
+        self.signer = signer  # a recorded denial is evidence, signed like all evidence
 
     def operations(self) -> dict[str, Handler]:
         return {"permit": self.permit, "denied": self.denied}
@@ -59,6 +61,7 @@ class PermissionHandlers:
                     f"(rule {decision.rule}); there is no denial to record",
                 )
             evidence = workflow.add_evidence(
+                sign=self.signer.sign,
                 actor=agent,
                 action=request.action,
                 resource=request.resource,

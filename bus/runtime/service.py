@@ -31,6 +31,7 @@ from nats.errors import Error as NatsError
 
 from bus import telemetry
 from bus.ledger import Ledger, LedgerError
+from bus.ledger.errors import NotAParticipant
 from bus.runtime.catalogue import CATALOGUE, Tool
 from bus.runtime.claims import ClaimHandlers
 from bus.runtime.escalations import EscalationHandlers
@@ -39,14 +40,17 @@ from bus.runtime.permissions import PermissionHandlers
 from bus.runtime.pipeline import PipelineHandlers
 from bus.runtime.policy import Policy
 from bus.runtime.protocol import INCOMING_TRACE, Handler, as_reply, error_reply
+from bus.runtime.security import SecurityLog, reply_allowed
 from bus.runtime.steps import Steps
 from bus.runtime.sweeper import Sweeper
 from bus.runtime.workflows import WorkflowHandlers
 from bus.settings import Settings
 from bus.transport.artifacts import ArtifactStore
 from bus.transport.retry import TRANSIENT, UNAVAILABLE, WORKING_HEADER, WORKING_INTERVAL
+from bus.transport.signing import runtime_signer
 from bus.transport.subjects import Subjects
-from handoff_schemas import OPERATIONS, Reply, SchemaError, decode, encode
+from handoff_schemas import OPERATIONS, FieldError, Reply, SchemaError, decode, encode
+from handoff_schemas.limits import MAX_REQUEST_BYTES, MAX_REQUEST_DEPTH
 from handoff_schemas.runtime import StepRequest
 
 log = logging.getLogger(__name__)
@@ -64,15 +68,18 @@ class Runtime:
     ) -> None:
         self.subjects = Subjects(settings.prefix)
         self.nc = nc
+        self.authenticated = settings.credentials is not None
+        self.security = SecurityLog(nc, self.subjects)
         self.steps = Steps(ledger, on_commit)
         artifacts = ArtifactStore(nc.jetstream(), self.subjects.artifact_bucket)
-        execution = ToolExecution(self.steps, policy, tools or CATALOGUE, nc, settings)
-        self.workflows = WorkflowHandlers(self.steps, policy, artifacts)
+        signer = runtime_signer(settings)  # tool calls and evidence carry its signature
+        execution = ToolExecution(self.steps, policy, tools or CATALOGUE, nc, settings, signer)
+        self.workflows = WorkflowHandlers(self.steps, policy, artifacts, self.security)
         self.escalations = EscalationHandlers(self.steps, policy, execution, settings)
         self._handlers: dict[str, Handler] = {
             **self.workflows.operations(),
             **PipelineHandlers(self.steps, policy).operations(),
-            **PermissionHandlers(self.steps, policy).operations(),
+            **PermissionHandlers(self.steps, policy, signer).operations(),
             **execution.operations(),
             **ClaimHandlers(self.steps, policy).operations(),
             **self.escalations.operations(),
@@ -108,11 +115,21 @@ class Runtime:
     async def _respond(self, msg: Msg) -> None:
         _, _, agent, op = msg.subject.rsplit(".", 3)
         log.debug("request %s from %s", op, agent)
+        if msg.reply and not reply_allowed(agent, msg.reply, self.authenticated):
+            # Not answered at all: the runtime's rights must not carry a caller's bytes
+            # to a subject of the caller's choosing.
+            await self.security.record(
+                agent, op, "foreign_reply_subject", f"refused to reply on {msg.reply!r}"
+            )
+            return
         INCOMING_TRACE.set(telemetry.traceparent(msg.headers))
         beating = asyncio.create_task(self._working(msg)) if msg.reply else None
         try:
             with telemetry.attached(msg.headers):
                 reply = await self.dispatch(agent, op, msg.data)
+        except Exception:  # the last net: every request gets an answer
+            log.exception("unanswerable %s from %s", op, agent)
+            reply = error_reply("internal", f"the runtime failed to handle {op}; it was logged")
         finally:
             if beating is not None:
                 beating.cancel()
@@ -137,19 +154,30 @@ class Runtime:
             return error_reply(
                 "unknown_operation", f"no operation {op!r}; known: {sorted(OPERATIONS)}"
             )
+        if len(data) > MAX_REQUEST_BYTES:
+            return error_reply(
+                "invalid_request",
+                f"the request is {len(data)} bytes; the limit is {MAX_REQUEST_BYTES} "
+                "(put large content in an artifact and pass its id)",
+                [FieldError(field="$", message=f"longer than {MAX_REQUEST_BYTES} bytes")],
+            )
         try:
-            request = decode(data, request_type)
+            request = decode(data, request_type, max_depth=MAX_REQUEST_DEPTH)
         except SchemaError as error:
             if op == "handoff":
                 await self.workflows.record_rejected_handoff(agent, data, str(error))
             return error_reply("invalid_request", str(error), error.fields)
         try:
             if isinstance(request, StepRequest):
-                recorded = await self.steps.recorded(request.workflow_id, request.step_key)
+                # A recorded reply is the caller's only if the workflow and the step are:
+                # checked before replaying, or a recorded reply would answer anyone.
+                recorded = await self.steps.recorded(agent, request.workflow_id, request.step_key)
                 if recorded is not None:
                     return recorded
             result = await self._handlers[op](agent, request)
         except LedgerError as error:
+            if isinstance(error, NotAParticipant):  # someone else's workflow, or step
+                await self.security.record(agent, op, "not_a_participant", str(error))
             return as_reply(error)
         except TRANSIENT as error:
             # NATS or JetStream did not answer (a leader election): ask again, not a failure.

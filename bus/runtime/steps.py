@@ -47,9 +47,19 @@ class Steps:
         finally:
             self.on_commit()
 
-    async def recorded(self, workflow_id: str, step_key: str) -> Reply | None:
-        """The reply a step already got, if it completed."""
-        recorded = await self.read(workflow_id, lambda wf: wf.steps.get(step_key))
+    async def recorded(self, agent: str, workflow_id: str, step_key: str) -> Reply | None:
+        """The reply a step of ``agent``'s already got, if it completed.
+
+        Refused (:class:`~bus.ledger.errors.NotAParticipant`) when ``agent`` takes no
+        part in the workflow or the step key is another agent's.
+        """
+
+        def view(workflow: Workflow) -> Any:
+            workflow.require_participant(agent)
+            workflow.require_step_owner(agent, step_key)
+            return workflow.steps.get(step_key)
+
+        recorded = await self.read(workflow_id, view)
         return None if recorded is None else msgspec.convert(recorded, Reply)
 
     async def step(
@@ -74,6 +84,7 @@ class Steps:
             if require_open:
                 workflow.require_open()
             workflow.require_participant(agent)
+            workflow.require_step_owner(agent, step_key)
             recorded = workflow.steps.get(step_key)
             if recorded is not None and not redo:  # another replica finished it first
                 return replayed(msgspec.convert(recorded, Reply))
@@ -81,9 +92,9 @@ class Steps:
                 result = change(workflow)
             except Refusal as refusal:
                 refused = msgspec.to_builtins(as_reply(refusal))
-                workflow.complete_step(step_key, op, refused, trace_id)
+                workflow.complete_step(step_key, op, refused, trace_id, agent)
                 raise
-            workflow.complete_step(step_key, op, ok_reply(result), trace_id)
+            workflow.complete_step(step_key, op, ok_reply(result), trace_id, agent)
             return result
 
         return await self.command(workflow_id, apply)

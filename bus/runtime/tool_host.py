@@ -5,14 +5,18 @@ publish there). Each call carries an idempotency key; the host claims the key
 in the journal every host of the deployment shares (:mod:`bus.runtime.journal`)
 before acting and records the result under it, so a retry after a timeout, or
 the same call on another host, returns the first result instead of sending a
-second email.
+second email. It runs only calls the
+runtime signed that have not expired (:mod:`bus.transport.signing`): whatever else
+reaches its subjects, a push consumer's redirected delivery say, is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 
+import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from pydantic import ValidationError
@@ -21,6 +25,7 @@ from bus import telemetry
 from bus.runtime.catalogue import CATALOGUE, Tool, ToolFailure
 from bus.runtime.journal import SharedJournal
 from bus.settings import Settings
+from bus.transport.signing import Verifier, runtime_verifier, signed_bytes
 from bus.transport.subjects import Subjects
 from handoff_schemas import FieldError, SchemaError, ToolCall, ToolResult, decode, encode
 
@@ -41,6 +46,7 @@ class ToolHost:
         self.tools = {t.name: t for t in tools or [cls(settings) for cls in CATALOGUE.values()]}
         self.journal: SharedJournal | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._verifier: Verifier | None = None
 
     async def serve(self, nc: Client) -> None:
         """Answer tool calls, once the shared journal is there (the runtime creates it)."""
@@ -76,8 +82,32 @@ class ToolHost:
                 ToolResult(status="invalid_payload", error=str(error), fields=error.fields)
             )
         else:
-            reply = await self.call(tool, call)
-        await msg.respond(reply)
+            refused = self.refusal(msg.data, call)
+            reply = encode(refused) if refused is not None else await self.call(tool, call)
+        if msg.reply:  # a push consumer's delivery has none
+            await msg.respond(reply)
+
+    def refusal(self, data: bytes, call: ToolCall) -> ToolResult | None:
+        """Why this call must not run: not signed by the runtime's key, or expired.
+
+        Checked before the journal, so a forged call can neither run nor poison the
+        result recorded under a real call's idempotency key.
+        """
+        if self._verifier is None:
+            self._verifier = runtime_verifier(self.settings)
+        if self._verifier is None:  # the runtime has not published its key yet
+            return ToolResult(
+                status="failed", error="refused: the runtime's key is unknown", transient=True
+            )
+        problem = None
+        if not self._verifier.verify(signed_bytes(msgspec.json.decode(data)), call.signature):
+            problem = "not signed by the runtime"
+        elif call.expires_at is None or call.expires_at < datetime.now(UTC):
+            problem = f"expired at {call.expires_at}"
+        if problem is None:
+            return None
+        log.warning("security: refused a %s call %r: %s", call.actor, call.idempotency_key, problem)
+        return ToolResult(status="failed", error=f"refused: {problem}")
 
     async def call(self, tool: Tool, call: ToolCall) -> bytes:
         """Run ``call`` once per idempotency key across every host; return the encoded result."""

@@ -2,7 +2,9 @@
 
 A handoff is delivered (by the relay) only after it was validated and recorded; one that
 is malformed or names a missing artifact is refused, and the refusal is recorded in its
-workflow so the reason is never lost.
+workflow so the reason is never lost, if the caller takes part in that workflow (else in
+the security log: a refusal must not be a way to write into someone else's workflow).
+Only the operator starts workflows, and only who takes part in one reads its state.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ import msgspec
 from bus import telemetry
 from bus.ledger import LedgerError, Workflow
 from bus.ledger.completion import Done
+from bus.ledger.errors import WorkflowClosed
 from bus.runtime.claims import after_unverified
 from bus.runtime.policy import Policy
 from bus.runtime.protocol import INCOMING_TRACE, Handler, Refusal
+from bus.runtime.security import SecurityLog
 from bus.runtime.steps import Steps
 from bus.transport.artifacts import ArtifactError, ArtifactStore
+from bus.transport.subjects import OPERATOR
 from handoff_schemas import (
     DONE_STATUSES,
     ClaimAssertion,
@@ -65,15 +70,21 @@ def cited_item(workflow: Workflow, evidence_id: str | None) -> list[ClaimItem]:
 
 
 class WorkflowHandlers:
-    def __init__(self, steps: Steps, policy: Policy, artifacts: ArtifactStore) -> None:
+    def __init__(
+        self, steps: Steps, policy: Policy, artifacts: ArtifactStore, security: SecurityLog
+    ) -> None:
         self.steps = steps
         self.policy = policy
         self.artifacts = artifacts
+        self.security = security
 
     def operations(self) -> dict[str, Handler]:
         return {"start": self.start, "state": self.state, "handoff": self.handoff}
 
     async def start(self, agent: str, request: StartRequest) -> StartReply:
+        if agent != OPERATOR:  # an agent that starts workflows escapes every per-workflow limit
+            await self.security.record(agent, "start", "start_refused", "only the operator starts")
+            raise Refusal("permission_denied", f"only the operator starts workflows, not {agent!r}")
         await self.require_artifact(request.artifact_id)
         handoff = Handoff(
             handoff_id=f"ho-{uuid4().hex}",
@@ -107,11 +118,22 @@ class WorkflowHandlers:
         return StartReply(workflow_id=str(workflow.id), handoff_id=first_handoff)
 
     async def state(self, agent: str, request: StateRequest) -> StepsReply:
+        """A workflow's status, checkpoints and the caller's own recorded steps.
+
+        Only for who takes part in it; another agent's recorded replies are never shown
+        (an agent replays what ``state`` returns as its own steps).
+        """
+
         def view(workflow: Workflow) -> StepsReply:  # copies, taken in the ledger thread
+            workflow.require_reader(agent)
             return StepsReply(
                 workflow_id=request.workflow_id,
                 status=workflow.status,
-                steps=dict(workflow.steps),
+                steps={
+                    key: reply
+                    for key, reply in workflow.steps.items()
+                    if agent == workflow.started_by or workflow.step_owner(key) in (agent, None)
+                },
                 checkpoints=dict(workflow.checkpoints),
             )
 
@@ -134,11 +156,8 @@ class WorkflowHandlers:
         try:
             await self.require_artifact(request.artifact_id)
         except Refusal as refusal:
-            reason = str(refusal)
-            await self.steps.command(
-                request.workflow_id, lambda wf: wf.reject_handoff(fields, reason)
-            )
-            raise Refusal("invalid_handoff", reason) from None
+            await self.record_rejection(agent, request.workflow_id, fields, str(refusal))
+            raise Refusal("invalid_handoff", str(refusal)) from None
 
         traceparent = INCOMING_TRACE.get()  # read here: change() runs in the ledger thread
         done = self.policy.done()
@@ -201,21 +220,55 @@ class WorkflowHandlers:
         )
 
     async def record_rejected_handoff(self, agent: str, data: bytes, reason: str) -> None:
-        """Record a malformed handoff in its workflow, when the workflow can be told."""
+        """Record a malformed handoff in its workflow, when the caller takes part in it."""
         try:
             raw = msgspec.json.decode(data)
-            workflow_id = str(raw["workflowId"])
-        except (msgspec.DecodeError, KeyError, TypeError):
+            workflow_id = raw["workflowId"]
+        except Exception:  # not JSON, too deep, not an object: nothing names a workflow
             return
+        if not isinstance(workflow_id, str):
+            return
+        await self.record_rejection(agent, workflow_id, rejected_fields(raw, agent), reason)
+
+    async def record_rejection(
+        self, agent: str, workflow_id: str, fields: dict[str, Any], reason: str
+    ) -> None:
+        """A refused handoff goes into its workflow only if the caller takes part in it and
+        it is not closed; otherwise into the security log, never into someone else's."""
+
+        def reject(workflow: Workflow) -> None:
+            workflow.require_participant(agent)
+            if workflow.closed:
+                raise WorkflowClosed(f"workflow {workflow.id} is {workflow.status}")
+            workflow.reject_handoff(fields, reason)
+
         try:
-            await self.steps.command(
-                workflow_id, lambda wf: wf.reject_handoff({"from": agent, **raw}, reason)
+            await self.steps.command(workflow_id, reject)
+        except LedgerError as error:
+            await self.security.record(
+                agent, "handoff", "rejected_handoff_not_recorded", f"{error}; {reason}"
             )
-        except LedgerError:
-            pass  # an unknown workflow: the error reply is all there is to give
 
     async def require_artifact(self, artifact_id: str) -> None:
         try:
             await self.artifacts.get(artifact_id)
         except ArtifactError as error:
             raise Refusal("invalid_request", str(error)) from None
+
+
+HANDOFF_FIELDS = ("workflowId", "stepKey", "to", "task", "artifactId", "status", "scope")
+
+
+def rejected_fields(raw: object, agent: str) -> dict[str, Any]:
+    """What a malformed handoff request said, bounded, with ``from`` the authenticated caller."""
+    said = raw if isinstance(raw, dict) else {}
+    fields: dict[str, Any] = {}
+    for key in (*HANDOFF_FIELDS, "evidenceId"):
+        value = said.get(key)
+        if value is not None:
+            fields[key] = value[:MAX_ECHO] if isinstance(value, str) else repr(value)[:MAX_ECHO]
+    return {**fields, "from": agent}
+
+
+MAX_ECHO = 256
+"""Characters of each field of a malformed handoff kept in its rejection."""

@@ -75,6 +75,7 @@ def permissions(role: str, subjects: Subjects) -> dict[str, Any]:
                 f"{p}.handoff.>",
                 f"{p}.escalation.>",
                 f"{p}.deadletter.>",
+                f"{p}.security.>",
                 f"{p}.tool.>",
                 f"{JS}.>",
                 "$JS.FC.>",

@@ -144,6 +144,7 @@ def stream_configs(subjects: Subjects, replicas: int = 1) -> list[StreamConfig]:
         stream("handoff", "handoff.>", RetentionPolicy.LIMITS),
         stream("escalation", "escalation.>", RetentionPolicy.LIMITS),
         stream("deadletter", "deadletter.>", RetentionPolicy.LIMITS),
+        stream("security", "security.>", RetentionPolicy.LIMITS),
     ]
 
 

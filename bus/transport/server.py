@@ -90,6 +90,8 @@ class EmbeddedNats:
     port: int = field(default_factory=free_port)
     name: str = field(default_factory=lambda: f"claimcheck-{uuid4().hex[:12]}")
     authorization: str = ""
+    max_payload: int | None = None
+    """Bytes per message; None keeps the server's default (1 MiB)."""
     process: asyncio.subprocess.Process | None = None
 
     @property
@@ -109,6 +111,8 @@ class EmbeddedNats:
             f"jetstream {{\n  store_dir: {str(store)!r}\n  sync_interval: always\n}}\n"
             f"{self.authorization}"
         )
+        if self.max_payload is not None:
+            config += f"max_payload: {self.max_payload}\n"
         descriptor = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w") as file:  # it may hold passwords
             file.write(config)

@@ -42,6 +42,10 @@ class Subjects:
         """Where the auditor's read-only feeds are delivered (``evidence``, ``claims``)."""
         return f"{self.prefix}.audit.{feed}"
 
+    def security(self, agent: str) -> str:
+        """The runtime's security log entries about requests from ``agent``."""
+        return f"{self.prefix}.security.{agent}"
+
     def dead_letter(self, agent: str) -> str:
         return f"{self.prefix}.deadletter.{agent}"
 

@@ -118,15 +118,19 @@ async def text_says_sent(ctx: Context) -> None:
 
 @triage.task("steal")
 async def steal(ctx: Context) -> None:
-    """triage sends the email, then hands the workflow on; notifier claims the email as its own."""
-    await email(ctx, OPS)
-    await ctx.handoff("notifier", "claim_others_email", b"{}", status="new", scope="s")
+    """triage sends the email, then hands the workflow on; notifier claims the email as its own.
+
+    The runtime shows an agent only its own recorded steps, so the two collude: triage
+    passes the evidence id along in the handoff's artifact."""
+    sent = await email(ctx, OPS)
+    tip = json.dumps({"evidenceId": sent.audit_id}).encode()
+    await ctx.handoff("notifier", "claim_others_email", tip, status="new", scope="s")
 
 
 @notifier.task("claim_others_email")
 async def claim_others_email(ctx: Context) -> None:
-    [sent] = [e for e in await evidence_of(ctx) if e["action"] == "send_email"]
-    await ctx.summarize("I emailed ops", evidence=[emailed(sent["auditId"], OPS)])
+    stolen = ctx.artifact_json()["evidenceId"]
+    await ctx.summarize("I emailed ops", evidence=[emailed(stolen, OPS)])
 
 
 @triage.task("completed_without_evidence")
@@ -250,14 +254,3 @@ async def sent_after_giving_up(ctx: Context) -> None:
     """The runtime gave up on the email; the claim says it was sent."""
     failed = await denial(ctx, DOWN)
     await ctx.summarize("the team has been told", evidence=[emailed(failed, DOWN)])
-
-
-async def evidence_of(ctx: Context) -> list[dict[str, Any]]:
-    """The workflow's evidence when this handling began, read from its recorded steps."""
-    return [
-        reply["result"]["evidence"]
-        for reply in ctx.state.steps.values()
-        if reply.get("ok")
-        and isinstance(reply.get("result"), dict)
-        and "evidence" in reply["result"]
-    ]

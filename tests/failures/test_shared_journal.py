@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import uuid4
 
@@ -31,6 +32,7 @@ from bus.settings import Settings
 from bus.transport.auth import authorization_config, ensure_credentials
 from bus.transport.connection import connect, ensure_streams
 from bus.transport.server import EmbeddedNats
+from bus.transport.signing import Signer, runtime_signer, signed_bytes
 from bus.transport.subjects import Subjects
 from handoff_schemas import ToolCall, ToolResult, decode, encode
 
@@ -48,8 +50,13 @@ class Hosts:
     tickets: Path
     logs: list[Path]
     processes: list[asyncio.subprocess.Process] = field(default_factory=list)
+    signer: Signer | None = None
 
     async def call(self, tool: str, call: ToolCall) -> ToolResult:
+        """Send ``call`` as the runtime does: with an expiry and the runtime's signature."""
+        assert self.signer is not None
+        call.expires_at = datetime.now(UTC) + timedelta(seconds=60)
+        call.signature = self.signer.sign(signed_bytes(msgspec.to_builtins(call)))
         msg = await self.runtime.request(SUBJECTS.tool(tool), encode(call), timeout=15)
         return decode(msg.data, ToolResult)
 
@@ -97,14 +104,16 @@ async def hosts(tmp_path: Path, mailbox: Mailbox) -> AsyncIterator[Hosts]:
     runtime = await connect(Settings(nats_url=server.url, credentials=credentials["runtime"]), "rt")
     await ensure_streams(runtime.jetstream(), SUBJECTS)  # the runtime creates the journal bucket
     tickets = tmp_path / "tickets.db"
+    signer = runtime_signer(Settings(state_dir=tmp_path / "runtime", nats_url=server.url))
     environment = {
+        "CLAIMCHECK_RUNTIME_PUBLIC_KEY": signer.public_key,  # hosts run only signed calls
         "CLAIMCHECK_NATS_URL": server.url,
         "CLAIMCHECK_CREDENTIALS": str(credentials["tools"]),
         "CLAIMCHECK_SMTP_PORT": str(mailbox.port),
         "CLAIMCHECK_TICKETS_DB": str(tickets),
         "CLAIMCHECK_TOOL_LEASE": str(LEASE),
     }
-    running = Hosts(server, runtime, mailbox, tickets, [])
+    running = Hosts(server, runtime, mailbox, tickets, [], signer=signer)
     try:
         for index in range(2):
             process, log = await start_host(tmp_path, index, environment)

@@ -19,7 +19,10 @@ from pathlib import Path
 import pytest
 
 from agents import Agent
+from bus.ledger.setup import init_ledger
+from bus.ledger.view_runner import open_views
 from bus.operations.services import STOP_GRACE_SECONDS
+from bus.settings import Settings
 from bus.transport.server import free_port
 from tests.conftest import CLI
 from tests.failures.test_faults import faults_stack
@@ -39,6 +42,8 @@ def test_a_service_stops_within_seconds_while_nats_is_unreachable(
     tmp_path: Path, service: str, signum: signal.Signals
 ) -> None:
     nowhere = f"nats://127.0.0.1:{free_port()}"  # nothing listens: the client keeps retrying
+    settings = Settings(state_dir=tmp_path, nats_url=nowhere)
+    init_ledger(settings.ledger_url(), lambda: open_views(settings))  # the runtime checks it
     log = tmp_path / "service.log"
     with log.open("w") as output:
         process = subprocess.Popen(

@@ -68,16 +68,18 @@ def verify(
 ) -> None:
     """Check the evidence chain, and the ledger against the events stream; name the first break."""
     from bus.ledger.verification import first_break, published_events
+    from bus.transport.signing import runtime_verifier
 
     settings = settings_for(state_dir)
     histories = ledger_histories(settings, workflow)
+    verifier = runtime_verifier(settings)  # with the runtime's key, only signed evidence
 
     async def published(nc: Client, subjects: Subjects) -> dict[str, list] | None:
         return {wf: await published_events(nc, subjects, wf) for wf in histories}
 
     copies = None if offline else from_stack_or_ledger(settings, published, lambda: None)
     for workflow_id, history in histories.items():
-        broken = first_break(history, None if copies is None else copies[workflow_id])
+        broken = first_break(history, None if copies is None else copies[workflow_id], verifier)
         if broken:
             raise fail(f"broken: {broken}")
     evidence = sum(1 for h in histories.values() for e in h if e.type == "EvidenceRecorded")
@@ -204,8 +206,10 @@ def audit_follow(
 ) -> None:
     """Follow the evidence stream read-only: check the chain live and show flagged claims."""
     from bus.operations.audit import Finding, follow, from_ledger
+    from bus.transport.signing import runtime_verifier
 
     settings = settings_for(state_dir)
+    verifier = runtime_verifier(settings)  # with the runtime's key, only signed evidence
     auditor = settings.state_dir / "credentials" / "auditor.json"
     if settings.credentials is None and auditor.exists():
         settings.credentials = auditor
@@ -214,7 +218,7 @@ def audit_follow(
     def report(finding: Finding) -> bool:
         if finding.kind == "claim" and finding.record["verdict"] == "verified":
             return True
-        label = {"evidence": "ok   ", "break": "BREAK", "claim": "FLAG "}[finding.kind]
+        label = {"evidence": "ok   ", "break": "BREAK", "claim": "FLAG "}.get(finding.kind, "SKIP ")
         console.print(f"{label} {finding.text}", markup=False, highlight=False, soft_wrap=True)
         if finding.kind == "break":
             broken.append(finding)
@@ -223,9 +227,11 @@ def audit_follow(
 
     from_stack_or_ledger(
         settings,
-        lambda nc, subjects: follow(nc, subjects, report, idle),
+        lambda nc, subjects: follow(nc, subjects, report, idle, verifier),
         lambda: from_ledger(
-            (e for history in ledger_histories(settings).values() for e in history), report
+            (e for history in ledger_histories(settings).values() for e in history),
+            report,
+            verifier,
         ),
     )
     if broken and strict:
