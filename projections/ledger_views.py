@@ -225,12 +225,21 @@ def workflow_states(view: ViewStore, workflow_id: str | None = None) -> list[dic
         row["checkpoint_evidence"] = {name: [] for name in row["checkpoints"]} | {
             b["name"]: json.loads(b["evidence_ids"]) for b in backing
         }
+        row["claims"] = claims(view, workflow_id=row["workflow_id"])
     return rows
 
 
-def claims(view: ViewStore, unverified_only: bool = False) -> list[dict[str, Any]]:
-    where = "WHERE verdict <> 'verified'" if unverified_only else ""
-    rows = view.query(f"SELECT * FROM cc_claims {where} ORDER BY made_at, claim_id")
+def claims(
+    view: ViewStore, unverified_only: bool = False, workflow_id: str | None = None
+) -> list[dict[str, Any]]:
+    """Claims with their verdicts, each with its items (a verdict and reason per item)."""
+    where: list[str] = ["verdict <> 'verified'"] if unverified_only else []
+    params: list[str] = []
+    if workflow_id is not None:
+        where.append("workflow_id = ?")
+        params.append(workflow_id)
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    rows = view.query(f"SELECT * FROM cc_claims {clause} ORDER BY made_at, claim_id", params)
     for row in rows:
         row["evidence_ids"] = json.loads(row["evidence_ids"])
         items = view.query(

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from handoff_schemas import EventEnvelope
+from projections.claim_text import claim_lines
 
 
 def brief(value: Any, limit: int = 160) -> str:
@@ -20,6 +21,15 @@ def brief(value: Any, limit: int = 160) -> str:
 
 
 PAST = {"approve": "approved", "deny": "denied"}
+PREFIX = 4 + 1 + 15 + 2 + 18 + 1
+"""The width of a timeline line's version, time and event type: where its text starts."""
+
+
+def claim_text(claim: dict[str, Any]) -> str:
+    """The claim's verdict, then each claimed item (its verdict and reason) on its own line."""
+    first, *rest = claim_lines(claim, indent="")
+    return "\n".join([first, *(" " * PREFIX + line for line in rest)])
+
 
 DESCRIBE: dict[str, Callable[[dict[str, Any]], str]] = {
     "WorkflowStarted": lambda d: (
@@ -27,8 +37,8 @@ DESCRIBE: dict[str, Callable[[dict[str, Any]], str]] = {
     ),
     "HandoffSent": lambda d: (
         f"handoff {d['handoff']['from']} -> {d['handoff']['to']}: "
-        f"{d['handoff']['task']}, status {d['handoff']['status']}, "
-        f"evidence {d['handoff'].get('evidenceId')}"
+        f"{d['handoff']['task']}, status {d['handoff']['status']}"
+        + (f", resting on claim {d['handoff']['claimId']}" if d["handoff"].get("claimId") else "")
     ),
     "HandoffRejected": lambda d: f"handoff refused: {d['reason']}",
     "IntentResolved": lambda d: f"{d['agent']} resolved the request to task {d['task']}",
@@ -80,12 +90,7 @@ DESCRIBE: dict[str, Callable[[dict[str, Any]], str]] = {
         f"runtime decided: {d['decision']['strategy']} "
         f"(attempt {d['decision']['attempt']} of {d['decision']['max_attempts']})"
     ),
-    "ClaimMade": lambda d: (
-        f"claim by {d['claim']['agent']}: {d['claim']['statement']!r} asserts "
-        f"{d['claim'].get('asserts')} citing {d['claim']['evidenceIds']} -> "
-        f"{d['claim']['verdict']} ({d['claim']['reason']})"
-        + (f"; unchecked remark: {d['claim']['remarks']!r}" if d["claim"].get("remarks") else "")
-    ),
+    "ClaimMade": lambda d: claim_text({**d["claim"], "summary": d["summary"]}),
     "EscalationRaised": lambda d: (
         f"escalated to a human ({d['escalation']['kind']}): "
         f"{d['escalation']['reason']} [{d['escalation']['escalationId']}]"

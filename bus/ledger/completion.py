@@ -3,9 +3,14 @@ agent's word.
 
 Every handoff opens a *handling* (its ``handoffId``). A handling closes when the agent it
 was handed to makes a verified claim for it (a final summary, or a ``completed`` /
-``verified`` handoff whose claim verified), or when it passed the work on and everything
+``verified`` handoff whose claim verified) or a claim a human approved (an answered
+``unverified_claim`` escalation naming it), or when it passed the work on and everything
 it passed on closed, with its own task's definition of done met by the evidence those
 downstream claims verified. A workflow completes only when no handling is open.
+
+A human's approval vouches for one claim: it closes that claim's handlings and lets a
+handoff refused for that claim go on, never anything else (other handlings stay open, and
+approved claims' evidence is not citable by anyone).
 
 Pure functions of the aggregate's state, kept out of :mod:`bus.ledger.workflow` so the
 aggregate stays a list of events and invariants.
@@ -40,8 +45,24 @@ def verified_claims(workflow: Workflow) -> list[dict[str, Any]]:
     return [claim for claim in workflow.claims.values() if claim["verdict"] == "verified"]
 
 
+def approved_claims(workflow: Workflow) -> dict[str, str]:
+    """Claim id -> the human who approved it (an answered ``unverified_claim`` escalation)."""
+    return {
+        escalation["claimId"]: escalation.get("approver", "")
+        for escalation in workflow.escalations.values()
+        if escalation.get("claimId") and escalation.get("decision") == "approve"
+    }
+
+
 def closed_by_claim(workflow: Workflow) -> set[str]:
-    return {hid for claim in verified_claims(workflow) for hid in claim.get("handoffIds", [])}
+    """Handlings a verified claim, or one a human approved, speaks for."""
+    approved = approved_claims(workflow)
+    return {
+        hid
+        for claim in workflow.claims.values()
+        if claim["verdict"] == "verified" or claim["claimId"] in approved
+        for hid in claim.get("handoffIds", [])
+    }
 
 
 def handlings_for(workflow: Workflow, agent: str, step_key: str) -> list[str]:
@@ -144,12 +165,13 @@ def judged_claim(
 def gate_problem(workflow: Workflow, handoff: dict[str, Any]) -> str | None:
     """Why a ``completed`` / ``verified`` handoff may not be sent, or None when it may.
 
-    It must name (``claimId``) a verified claim of this workflow made by its sender.
+    It must name (``claimId``) a claim of this workflow made by its sender that verified,
+    or that a human approved after the handoff was refused for it.
     """
     claim = workflow.claims.get(handoff.get("claimId") or "")
     if (
         claim is not None
-        and claim["verdict"] == "verified"
+        and (claim["verdict"] == "verified" or claim["claimId"] in approved_claims(workflow))
         and claim["agent"] == handoff.get("from")
     ):
         return None

@@ -106,6 +106,7 @@ class Escalations(Aggregate):
     def _escalation_resolved(self, resolution: dict[str, Any]) -> None:
         escalation = self.escalations[resolution["escalationId"]]
         escalation["decision"] = resolution["decision"]
+        escalation["approver"] = resolution["approver"]
         if resolution["decision"] == "approve":
             if escalation["action"] is not None:  # the human's grant is the step's permission
                 self.permissions[escalation["stepKey"]] = {

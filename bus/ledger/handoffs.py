@@ -7,8 +7,10 @@ The invariants enforced here, each by the method named:
   one that does not is refused and the refusal recorded (``send_handoff``);
 - a claim is judged item by item against the evidence, and recorded with its verdict
   whatever it is (``make_claim``);
-- a workflow is done only when every handling in it is closed by the evidence
-  (``open_handlings``; the rules are in :mod:`bus.ledger.completion`).
+- a workflow completes only when every handling in it is closed: every task handled is
+  done and no handoff is open (``complete``; the rules are in :mod:`bus.ledger.completion`);
+- a refused handoff is kept, never delivered, unless a human approves the claim it was
+  refused for (``approve_claim``).
 
 Kept here because the runtime reads them: each handoff's ``traceparent`` (joining the next
 agent to the trace) and the handling it was sent from (``handoff_parents``, in the
@@ -34,7 +36,7 @@ from bus.ledger.completion import (
     open_handlings,
     parents,
 )
-from bus.ledger.errors import InvalidHandoff
+from bus.ledger.errors import InvalidHandoff, LedgerError
 from handoff_schemas import DONE_STATUSES, Claim, ClaimAssertion
 
 
@@ -75,7 +77,33 @@ class Handoffs(Aggregate):
 
     @event("HandoffRejected")
     def reject_handoff(self, handoff: dict[str, Any], reason: str) -> None:
-        pass
+        """``handoff`` names (``claimId``) the claim it was refused for, when it had one."""
+        self._refused().append(handoff)
+
+    def _refused(self) -> list[dict[str, Any]]:
+        """Refused handoffs (kept in ``__dict__`` with a default: older snapshots load)."""
+        return self.__dict__.setdefault("refused_handoffs", [])
+
+    def approve_claim(
+        self, claim_id: str, approver: str, step_key: str, done: Done | None = None
+    ) -> str:
+        """What a human's approval of an unverified claim leads to; the approval itself is
+        already recorded (``resolve_escalation``), so the claim counts as approved.
+
+        A handoff refused for that claim is sent now (once), from ``step_key``'s handling;
+        otherwise the workflow completes if nothing else is open under ``done``, and runs on
+        if something is (the agents still working make their own claims, and the sweeper's
+        deadline ends a workflow nobody moves). Returns what was done.
+        """
+        held = next((h for h in self._refused() if h.get("claimId") == claim_id), None)
+        if held is not None and held["handoffId"] not in self.handoffs:
+            self.send_handoff(held, self.traceparents.get(handling_of(step_key), ""), step_key)
+            return f"sent handoff {held['handoffId']} to {held['to']}"
+        still_open = self.open_handlings(done)
+        if still_open:
+            return f"approved; still open: {', '.join(still_open)}"
+        self.complete(f"human:{approver}", claim_id, done)
+        return "completed"
 
     def make_claim(
         self,
@@ -109,6 +137,13 @@ class Handoffs(Aggregate):
         """Handlings not closed yet (:mod:`bus.ledger.completion`)."""
         return open_handlings(self, done or {})  # type: ignore[arg-type]
 
+    def complete(self, agent: str, claim_id: str, done: Done | None = None) -> None:
+        """Complete the workflow: only when no handling is open under ``done``."""
+        still_open = self.open_handlings(done)
+        if still_open:
+            raise LedgerError(f"workflow {self.id} has open handlings: {', '.join(still_open)}")
+        self._completed(agent, claim_id)
+
     @event("WorkflowCompleted")
-    def complete(self, agent: str, claim_id: str) -> None:
+    def _completed(self, agent: str, claim_id: str) -> None:
         self.status = "completed"

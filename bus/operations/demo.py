@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
 
 from rich.console import Console
 
@@ -28,6 +27,7 @@ from bus.settings import Settings
 from bus.transport.connection import connect
 from bus.transport.subjects import Subjects
 from projections import WorkflowView
+from projections.claim_text import claim_lines
 
 COMPLAINTS = [
     {
@@ -105,25 +105,6 @@ async def run_complaints(settings: Settings, console: Console) -> list[WorkflowV
         return list(await asyncio.gather(*(watch(nc, subjects, wf) for wf in started)))
     finally:
         await nc.close()
-
-
-def claim_lines(claim: dict[str, Any]) -> list[str]:
-    """A claim's verdict beside what was claimed: each checked item, and the unchecked remark."""
-    lines = [f"  claim by {claim['agent']} -> {claim['verdict']}: {claim['reason']}"]
-    for item in claim.get("items", []):
-        facts = ", ".join(f"{k}={v!r}" for k, v in sorted(item.get("facts", {}).items()))
-        lines.append(
-            f"    {item['verdict']:<12} {item['action']} {item['target']} {item['status']}"
-            + (f" ({facts})" if facts else "")
-            + f" per {item['evidenceId']}"
-            + ("" if item["verdict"] == "verified" else f": {item['reason']}")
-        )
-    if claim.get("missing"):
-        lines.append(f"    missing for done: {', '.join(claim['missing'])}")
-    remark = claim.get("remarks") if "items" in claim else claim.get("summary")
-    if remark:
-        lines.append(f"    remark (not checked): {remark!r}")
-    return lines
 
 
 def show(console: Console, views: list[WorkflowView], emails: list[str]) -> None:

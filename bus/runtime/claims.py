@@ -24,12 +24,11 @@ def after_unverified(
     claim: Claim,
     why: str,
     step_key: str,
-    complete_on_approval: bool = True,
 ) -> None:
     """Apply the failure table to a claim that did not verify.
 
-    ``escalate`` (the default) asks a human, naming the claim so that an approval can
-    complete the workflow (``complete_on_approval``); ``fail`` ends the workflow now.
+    ``escalate`` (the default) asks a human, naming the claim: an approval vouches for it
+    (:meth:`~bus.ledger.workflow.Workflow.approve_claim`); ``fail`` ends the workflow now.
     """
     reason = f"{why} is {claim.verdict}: {claim.reason}"
     workflow.classify_failure(agent, "unverified_claim", reason, step_key)
@@ -38,8 +37,7 @@ def after_unverified(
         workflow.decide_retry("unverified_claim", decision.model_dump(), step_key)
         workflow.fail(f"unverified_claim: {reason}")
         return
-    claim_id = claim.claim_id if complete_on_approval else None
-    workflow.raise_escalation("unverified_claim", reason, agent, step_key, claim_id=claim_id)
+    workflow.raise_escalation("unverified_claim", reason, agent, step_key, claim_id=claim.claim_id)
 
 
 class ClaimHandlers:
@@ -62,7 +60,7 @@ class ClaimHandlers:
                     workflow, self.policy, agent, claim, "final claim", request.step_key
                 )
             elif not workflow.open_handlings(done):
-                workflow.complete(agent, claim.claim_id)
+                workflow.complete(agent, claim.claim_id, done)
             return SummaryReply(claim=claim, workflow_status=workflow.status)
 
         return await self.steps.step(

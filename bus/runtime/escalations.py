@@ -4,7 +4,9 @@ follows when a human answers.
 A model failure reported by an agent goes through the failure table
 (:mod:`bus.runtime.governance`); a handoff that exhausted its deliveries fails its
 workflow; an approval resumes the workflow (running the held action, with the human's
-grant as its permission) and a denial ends it.
+grant as its permission) and a denial ends it. An approved claim is vouched for by the
+human: a handoff refused for it goes on, and the workflow completes only if nothing else
+is open.
 """
 
 from __future__ import annotations
@@ -88,10 +90,14 @@ class EscalationHandlers:
             reason = f"{request.approver} denied {escalation['kind']}: {why}"
             await self.steps.command(request.workflow_id, lambda wf: wf.fail(reason))
         elif escalation["claimId"]:
-            await self.steps.command(
+            done = self.policy.done()
+            outcome = await self.steps.command(
                 request.workflow_id,
-                lambda wf: wf.complete(f"human:{request.approver}", escalation["claimId"]),
+                lambda wf: wf.approve_claim(
+                    escalation["claimId"], request.approver, escalation["stepKey"], done
+                ),
             )
+            log.info("approved claim %s: %s", escalation["claimId"], outcome)
         else:
             await self._carry_out_approval(request, escalation)
         status = await self.steps.read(request.workflow_id, lambda wf: wf.status)

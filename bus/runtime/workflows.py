@@ -202,6 +202,9 @@ class WorkflowHandlers:
             f"status {request.status!r} needs a verified claim, and its claim {claim.claim_id} "
             f"is {claim.verdict}: {claim.reason}"
         )
+        # Kept with the claim it was refused for: a human approving that claim sends it.
+        fields["claimId"] = claim.claim_id
+        fields["claimItems"] = msgspec.to_builtins(items)
         workflow.reject_handoff(fields, reason)
         after_unverified(
             workflow,
@@ -210,7 +213,6 @@ class WorkflowHandlers:
             claim,
             f"the claim of {request.status} handoff to {request.to}",
             request.step_key,
-            complete_on_approval=False,  # approving a refused handoff must not complete
         )
         strategy = "escalate" if workflow.status == "escalated" else "fail"
         raise Refusal(

@@ -4,17 +4,18 @@ verdict and reason beside what was claimed, and the agent's text marked as not c
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from agents import ClaimItem, Context, ScriptedModel
+from agents import ClaimItem, Context, RuntimeRefused, ScriptedModel
 from bus.ledger.view_runner import ViewRunner, open_views, rebuild_views
-from bus.operations.demo import claim_lines
+from projections.claim_text import claim_lines
 from projections.ledger_views import claims, dump
 from projections.views import ViewStore
-from tests.conftest import Bus, run_workflow
+from tests.conftest import Bus, claimcheck, run_workflow
 
 POLICY = """
 [[rules]]
@@ -23,6 +24,10 @@ actor = "triage"
 action = "create_ticket"
 resource = "ticket:*"
 effect = "allow"
+
+[failures.permission_denied]   # the agent goes on after a refused email, to make its claim
+strategy = "replan"
+max_attempts = 10
 
 [tasks.t]
 done = [{action = "create_ticket"}, {action = "send_email"}]
@@ -54,6 +59,65 @@ async def overstates(ctx: Context) -> None:
 async def under_done(ctx: Context) -> None:
     filed = await ctx.tools.create_ticket(customer="c", title="t", severity="low")
     await ctx.summarize("all done", evidence=[filed.evidence])
+
+
+async def mixed(ctx: Context) -> None:
+    """One item true (the press email was denied), one false (the ticket was filed low)."""
+    filed = await ctx.tools.create_ticket(customer="c", title="t", severity="low")
+    try:
+        await ctx.tools.send_email(to="press@pr.example", subject="s", body="b")
+    except RuntimeRefused as refused:
+        denied = next(f.message for f in refused.error.fields if f.field == "evidenceId")
+    wrong = ClaimItem(
+        action="create_ticket",
+        target="ticket:c",
+        status="succeeded",
+        evidence_id=filed.evidence.audit_id,
+        facts={"severity": "high"},
+    )
+    honest = ClaimItem(
+        action="send_email",
+        target="mailto:press@pr.example",
+        status="denied",
+        evidence_id=denied,
+        facts={"recipient": "press@pr.example"},
+    )
+    await ctx.summarize("filed high; the press email was refused", evidence=[wrong, honest])
+
+
+async def test_every_command_shows_the_verdict_beside_each_claimed_item(bus: Bus) -> None:
+    """``claims``, ``claims --json``, ``status``, ``trace`` and ``escalations show``, each its
+    own process reading the ledger: each item with its verdict and reason, never ``None``."""
+    view = await run_workflow(bus, mixed, ScriptedModel([]))
+    [claim] = view.claims
+    assert claim["verdict"] == "contradicted" and claim["asserts"] is None
+    env = bus.settings.as_environment()
+    wrong = "contradicted create_ticket ticket:c succeeded (severity='high') per "
+    honest = "verified     send_email mailto:press@pr.example denied"
+
+    def shown(*args: str) -> str:
+        result = claimcheck(*args, env=env)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    for output in (
+        shown("claims"),
+        shown("status", view.workflow_id),
+        shown("trace", view.workflow_id),
+    ):
+        assert wrong in output and "severity is 'low'" in output, output
+        assert honest in output and "asserts None" not in output, output
+    [row] = json.loads(shown("claims", "--json"))
+    assert [(i["verdict"], i["status"]) for i in row["items"]] == [
+        ("contradicted", "succeeded"),
+        ("verified", "denied"),
+    ]
+    assert "severity is 'low'" in row["items"][0]["reason"]
+    [state] = json.loads(shown("status", view.workflow_id, "--json"))
+    assert [i["verdict"] for i in state["claims"][0]["items"]] == ["contradicted", "verified"]
+    [escalation] = view.escalations
+    asked = json.loads(shown("escalations", "show", escalation["escalationId"]))
+    assert [i["verdict"] for i in asked["claim"]["items"]] == ["contradicted", "verified"]
 
 
 async def test_the_claims_view_shows_each_items_verdict_and_the_unchecked_remark(

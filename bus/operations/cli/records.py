@@ -98,7 +98,9 @@ def status(
     as_json: Annotated[bool, typer.Option("--json")] = False,
     state_dir: StateDir = None,
 ) -> None:
-    """Workflow state: status, current step, steps, checkpoints, cost, and why an open one waits."""
+    """Workflow state: status, current step, steps, checkpoints, cost, why an open one waits,
+    and its claims with the verdict on each claimed item."""
+    from projections.claim_text import claim_lines
     from projections.ledger_views import workflow_states
 
     settings = settings_for(state_dir)
@@ -116,6 +118,8 @@ def status(
             f"steps {row['completed_steps']}  now {row['current_step'] or '-'}  "
             f"cost {row['cost_usd']:.6f}/{row['budget_usd']} USD  "
             f"checkpoints {', '.join(row['checkpoints']) or '-'}{waits}",
+            *[line for claim in row["claims"] for line in claim_lines(claim)],
+            sep="\n",
             markup=False,
             highlight=False,
             soft_wrap=True,
@@ -149,7 +153,8 @@ def claims(
     as_json: Annotated[bool, typer.Option("--json")] = False,
     state_dir: StateDir = None,
 ) -> None:
-    """Claims agents made, with the runtime's verdict on each."""
+    """Claims agents made, with the runtime's verdict on each and on each claimed item."""
+    from projections.claim_text import claim_lines
     from projections.ledger_views import claims as claim_rows
 
     rows = claim_rows(fresh_views(settings_for(state_dir)), unverified_only=unverified)
@@ -158,8 +163,8 @@ def claims(
         return
     for row in rows:
         console.print(
-            f"{row['verdict']:<12} {row['workflow_id']}  {row['agent']}: {row['statement']!r} "
-            f"asserts {row['asserts']} citing {row['evidence_ids']} ({row['reason']})",
+            f"{row['verdict']:<12} {row['workflow_id']}  {row['agent']}: {row['statement']!r}\n"
+            + "\n".join(claim_lines(row, indent="  ")[1:]),
             markup=False,
             highlight=False,
             soft_wrap=True,

@@ -16,6 +16,7 @@ from bus.operations.cli.common import (
     console,
     escalations_app,
     fail,
+    fresh_views,
     from_stack_or_ledger,
     ledger_escalations,
     run_as_operator,
@@ -81,14 +82,20 @@ def escalations_list(
 
 @escalations_app.command("show")
 def escalations_show(escalation_id: str, state_dir: StateDir = None) -> None:
-    """One escalation, with the action it holds back."""
+    """One escalation, with the action it holds back or the claim it asks about (the verdict
+    and reason on each claimed item)."""
     from bus.operations.operators import escalations
+    from projections.ledger_views import claims
 
     settings = settings_for(state_dir)
     found = from_stack_or_ledger(settings, escalations, lambda: ledger_escalations(settings))
     escalation = found.get(escalation_id)
     if escalation is None:
         raise fail(f"no escalation {escalation_id!r}")
+    if escalation.get("claimId"):
+        rows = claims(fresh_views(settings), workflow_id=escalation["workflowId"])
+        asked = [row for row in rows if row["claim_id"] == escalation["claimId"]]
+        escalation["claim"] = asked[0] if asked else None
     print(json.dumps(escalation, indent=2))
 
 
