@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 8025
     tickets_db: Path | None = Field(None, description="SQLite file of the ticket tool.")
+    maildir: Path | None = Field(
+        None,
+        description="The Maildir the mail server delivers to, readable by the email tool "
+        "(verify --external looks for sent messages there); <state_dir>/maildir by default, "
+        "where the local SMTP server of `up --local-smtp` and the demo delivers.",
+    )
     tool_timeout: float = Field(10.0, gt=0, description="Seconds the runtime waits for a tool.")
     tool_availability_window: float = Field(
         60.0,
@@ -97,6 +103,9 @@ class Settings(BaseSettings):
 
     def tickets_path(self) -> Path:
         return self.tickets_db or self.state_dir / "tickets.db"
+
+    def maildir_path(self) -> Path:
+        return self.maildir or self.state_dir / "maildir"
 
     def as_environment(self) -> dict[str, str]:
         """The variables that give a child process these same settings."""

@@ -221,6 +221,33 @@ class ResolveRequest(WireStruct):
     reason: Text = ""
 
 
+class ConfirmRequest(WireStruct):
+    """Ask the tools' own systems whether a workflow's recorded side effects exist as recorded
+    (``claimcheck verify --external``; only the operator identity may send it)."""
+
+    workflow_id: Id
+
+
+class ExternalCheck(WireStruct):
+    """What a tool's own system says of one recorded side effect.
+
+    ``confirmed``: it exists as recorded. ``contradicted``: it is missing, or differs
+    (``problems`` says how). ``unconfirmable``: the tool cannot ask its system (``problems``
+    says why); such evidence is not confirmed either.
+    """
+
+    evidence_id: str
+    workflow_id: str
+    tool: str
+    outcome: Literal["confirmed", "contradicted", "unconfirmable"]
+    checked_at: str
+    problems: list[str] = []
+
+
+class ConfirmReply(WireStruct):
+    checks: list[ExternalCheck]
+
+
 class SummarizeRequest(StepRequest):
     """The agent's final summary: a claim the runtime verifies before completing."""
 
@@ -303,5 +330,6 @@ OPERATIONS: dict[str, type[WireStruct]] = {
     "summarize": SummarizeRequest,
     "failure": FailureRequest,
     "resolve": ResolveRequest,
+    "confirm": ConfirmRequest,
 }
 """Operation name (the last subject token) to the request type it takes."""

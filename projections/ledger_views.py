@@ -97,6 +97,25 @@ def statements(event: EventEnvelope) -> list[Statement]:
                 )
             )
             found.extend(claim_details(claim))
+        case "EvidenceChecked":
+            check = data["check"]
+            found.append(
+                (
+                    "INSERT INTO cc_external_checks (workflow_id, evidence_id, tool, outcome, "
+                    "problems, checked_at) VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (workflow_id, evidence_id) DO UPDATE SET outcome = "
+                    "excluded.outcome, problems = excluded.problems, checked_at = "
+                    "excluded.checked_at",
+                    (
+                        wf,
+                        check["evidenceId"],
+                        check["tool"],
+                        check["outcome"],
+                        json.dumps(check.get("problems", [])),
+                        check["checkedAt"],
+                    ),
+                )
+            )
         case "ReasoningRecorded":
             usage = data["usage"]
             found.append(
@@ -226,6 +245,11 @@ def workflow_states(view: ViewStore, workflow_id: str | None = None) -> list[dic
             b["name"]: json.loads(b["evidence_ids"]) for b in backing
         }
         row["claims"] = claims(view, workflow_id=row["workflow_id"])
+        row["unconfirmed_evidence"] = {
+            evidence_id: check
+            for evidence_id, check in external_checks(view, row["workflow_id"]).items()
+            if check["outcome"] != "confirmed"
+        }
     return rows
 
 
@@ -247,8 +271,10 @@ def claims(
             "FROM cc_claim_items WHERE claim_id = ? ORDER BY position",
             (row["claim_id"],),
         )
+        checks = external_checks(view, row["workflow_id"])
         for item in items:
             item["facts"] = json.loads(item["facts"])
+            item["world"] = checks.get(item["evidence_id"])  # None: not asked yet
         row["items"] = items
         notes = view.query(
             "SELECT remarks, missing FROM cc_claim_notes WHERE claim_id = ?", (row["claim_id"],)
@@ -257,6 +283,16 @@ def claims(
         row["remarks_unchecked"] = notes[0]["remarks"] if notes else ""
         row["missing"] = json.loads(notes[0]["missing"]) if notes else []
     return rows
+
+
+def external_checks(view: ViewStore, workflow_id: str) -> dict[str, dict[str, Any]]:
+    """Evidence id -> what the tool's own system said of it (``verify --external``)."""
+    rows = view.query(
+        "SELECT evidence_id, tool, outcome, problems, checked_at FROM cc_external_checks "
+        "WHERE workflow_id = ?",
+        (workflow_id,),
+    )
+    return {r["evidence_id"]: {**r, "problems": json.loads(r["problems"])} for r in rows}
 
 
 def costs(view: ViewStore, by: str) -> list[dict[str, Any]]:
@@ -286,6 +322,7 @@ def dump(view: ViewStore) -> dict[str, list[dict[str, Any]]]:
         "cc_claims": "claim_id",
         "cc_claim_items": "claim_id, position",
         "cc_claim_notes": "claim_id",
+        "cc_external_checks": "workflow_id, evidence_id",
         "cc_costs": "workflow_id, agent, model",
         "cc_escalations": "escalation_id",
         "cc_console_workflows": "workflow_id",

@@ -91,6 +91,11 @@ DESCRIBE: dict[str, Callable[[dict[str, Any]], str]] = {
         f"(attempt {d['decision']['attempt']} of {d['decision']['max_attempts']})"
     ),
     "ClaimMade": lambda d: claim_text({**d["claim"], "summary": d["summary"]}),
+    "EvidenceChecked": lambda d: (
+        f"the world was asked about {d['check']['evidenceId']} ({d['check']['tool']}): "
+        f"{d['check']['outcome']}"
+        + (f": {'; '.join(d['check']['problems'])}" if d["check"].get("problems") else "")
+    ),
     "EscalationRaised": lambda d: (
         f"escalated to a human ({d['escalation']['kind']}): "
         f"{d['escalation']['reason']} [{d['escalation']['escalationId']}]"

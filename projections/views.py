@@ -37,6 +37,9 @@ TABLES = [
     "reason TEXT, PRIMARY KEY (claim_id, position))",
     "CREATE TABLE IF NOT EXISTS cc_claim_notes (claim_id TEXT PRIMARY KEY, remarks TEXT, "
     "missing TEXT)",
+    "CREATE TABLE IF NOT EXISTS cc_external_checks (workflow_id TEXT, evidence_id TEXT, "
+    "tool TEXT, outcome TEXT, problems TEXT, checked_at TEXT, "
+    "PRIMARY KEY (workflow_id, evidence_id))",
     "CREATE TABLE IF NOT EXISTS cc_costs (workflow_id TEXT, agent TEXT, model TEXT, "
     "usd DOUBLE PRECISION, input_tokens BIGINT, output_tokens BIGINT, calls BIGINT, "
     "PRIMARY KEY (workflow_id, agent, model))",
@@ -67,6 +70,7 @@ VIEW_TABLES = (
     "cc_claims",
     "cc_claim_items",
     "cc_claim_notes",
+    "cc_external_checks",
     "cc_costs",
     "cc_escalations",
     "cc_console_workflows",

@@ -34,6 +34,8 @@ class WorkflowView:
     tool_unavailable: list[dict[str, Any]] = field(default_factory=list)
     unknown_outcomes: list[dict[str, Any]] = field(default_factory=list)
     evidence: list[dict[str, Any]] = field(default_factory=list)
+    external_checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Evidence id -> what the tool's own system said of it (``verify --external``)."""
     claims: list[dict[str, Any]] = field(default_factory=list)
     handoffs: list[dict[str, Any]] = field(default_factory=list)
     rejected_handoffs: list[dict[str, Any]] = field(default_factory=list)
@@ -77,6 +79,8 @@ class WorkflowView:
                 self.unknown_outcomes.append(data)
             case "EvidenceRecorded":
                 self.evidence.append(data["evidence"])
+            case "EvidenceChecked":
+                self.external_checks[data["check"]["evidenceId"]] = data["check"]
             case "CheckpointReached":
                 self.checkpoints[data["name"]] = data["data"]
                 self.checkpoint_backing[data["name"]] = list(data.get("backed_by") or [])

@@ -46,7 +46,3 @@ class Participation:
 
     def _step_owners(self) -> dict[str, str]:
         return self.__dict__.setdefault("step_owners", {})
-
-    def _quarantined(self) -> list[int]:
-        """Positions of this workflow's events the relay could not publish."""
-        return self.__dict__.setdefault("quarantined_positions", [])

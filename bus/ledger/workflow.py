@@ -10,10 +10,11 @@ it enforces where it enforces them:
   workflow, a completed step is never executed again);
 - :mod:`bus.ledger.handoffs`: handoffs, their gate, claims and completion;
 - :mod:`bus.ledger.escalations`: failures, escalations and the dead letter;
+- :mod:`bus.ledger.audits`: the relay's quarantines and what the tools' own systems said
+  of the recorded side effects (``verify --external``);
 - :mod:`bus.ledger.participation`: who may act in and read a workflow, and own a step;
 - here: a closed workflow (completed, failed or stopped) takes no more actions, and one
-  that waits for a human takes none until the human answers (``require_open``); an event
-  the relay could not publish is recorded once (``quarantine_event``).
+  that waits for a human takes none until the human answers (``require_open``).
 
 What is counted from this state to decide (rule uses, failure attempts, affordability)
 is the runtime's, in :mod:`bus.runtime.governance`; views of it are in ``projections``.
@@ -33,6 +34,7 @@ from uuid import UUID, uuid4, uuid5
 from eventsourcing.domain import Aggregate, DecoratedFuncCaller, event
 from eventsourcing.utils import get_topic, register_topic
 
+from bus.ledger.audits import Audits
 from bus.ledger.errors import WorkflowClosed, WorkflowEscalated
 from bus.ledger.escalations import Escalations
 from bus.ledger.handoffs import Handoffs
@@ -48,7 +50,7 @@ REQUEST_NAMESPACE = UUID("6f1c7a52-5d0e-4c4b-9a57-0c1a1ec1a1ec")
 __all__ = ["CLOSED_STATUSES", "GENESIS_HASH", "LEGACY_TOPIC", "Workflow"]
 
 
-class Workflow(Pipeline, Handoffs, Escalations, Participation):
+class Workflow(Pipeline, Handoffs, Escalations, Audits, Participation):
     """One workflow's history: what was asked, believed, allowed, done and claimed."""
 
     @staticmethod
@@ -114,23 +116,6 @@ class Workflow(Pipeline, Handoffs, Escalations, Participation):
     def stop(self, reason: str) -> None:
         self.status = "stopped"
 
-    def quarantine_event(
-        self, position: int, quarantined_version: int, event_type: str, reason: str, size: int
-    ) -> bool:
-        """Record that the relay could not publish this workflow's event at ``position``
-        (too large for the server, unreadable); once per position. The event itself stays
-        in the ledger; ``verify`` expects no stream copy of it."""
-        if position in self._quarantined():
-            return False
-        self._event_quarantined(position, quarantined_version, event_type, reason, size)
-        return True
-
-    @event("EventQuarantined")
-    def _event_quarantined(
-        self, position: int, quarantined_version: int, event_type: str, reason: str, size: int
-    ) -> None:
-        self._quarantined().append(position)
-
 
 def keep_stored_topics(aggregate: type[Aggregate], *parts: type[Aggregate]) -> None:
     """Make each part's events the aggregate's own, under the topics they are stored as.
@@ -149,5 +134,5 @@ def keep_stored_topics(aggregate: type[Aggregate], *parts: type[Aggregate]) -> N
                 setattr(aggregate, name, event_class)
 
 
-keep_stored_topics(Workflow, Pipeline, Handoffs, Escalations)
+keep_stored_topics(Workflow, Pipeline, Handoffs, Escalations, Audits)
 register_topic(LEGACY_TOPIC, Workflow)  # old events and snapshots resolve to today's class

@@ -60,7 +60,7 @@ class DemoResult:
 
 async def run_demo(settings: Settings, console: Console | None = None) -> DemoResult:
     console = console or Console()
-    mailbox = Mailbox()
+    mailbox = Mailbox(maildir=settings.maildir_path())  # `verify --external` reads it
     await asyncio.to_thread(mailbox.start)
     settings.smtp_port = mailbox.port
     console.print(f"[bold]claimcheck demo[/] state in {settings.state_dir.resolve()}")
@@ -143,7 +143,10 @@ def show(console: Console, views: list[WorkflowView], emails: list[str]) -> None
             )
         for claim in view.claims:
             console.print(
-                "\n".join(claim_lines(claim)), markup=False, highlight=False, soft_wrap=True
+                "\n".join(claim_lines(claim, checks=view.external_checks)),
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
             )
     console.print(f"\nSMTP server received {len(emails)} email(s):")
     for email in emails:

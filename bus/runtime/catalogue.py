@@ -3,13 +3,16 @@
 The runtime uses a tool's payload model and :meth:`Tool.resource` to validate a
 call and to ask the policy about the real target (the address an email goes to
 is read from the payload, never taken from the agent's word). Only a tool host
-calls :meth:`Tool.run`, the one place a side effect happens.
+calls :meth:`Tool.run`, the one place a side effect happens. :meth:`Tool.confirm`
+asks the tool's own system, after the fact, whether a recorded side effect exists as
+recorded (``claimcheck verify --external``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import mailbox
 import smtplib
 import sqlite3
 from abc import ABC, abstractmethod
@@ -20,6 +23,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from bus.settings import Settings
+from handoff_schemas import Evidence
 
 
 class ToolFailure(Exception):
@@ -28,6 +32,19 @@ class ToolFailure(Exception):
     def __init__(self, message: str, transient: bool) -> None:
         super().__init__(message)
         self.transient = transient
+
+
+class CannotConfirm(Exception):
+    """The tool cannot ask its system about a side effect (none configured, unreachable)."""
+
+
+def differences(facts: dict[str, Any], found: dict[str, Any], fields: dict[str, str]) -> list[str]:
+    """Each recorded fact the system shows otherwise (``fields``: fact -> the system's field)."""
+    return [
+        f"{fact} is {found.get(field)!r} in the system, {facts[fact]!r} in the evidence"
+        for fact, field in fields.items()
+        if fact in facts and found.get(field) != facts[fact]
+    ]
 
 
 class Payload(BaseModel):
@@ -78,6 +95,16 @@ class Tool(ABC):
     async def run(self, payload: Any, idempotency_key: str) -> dict[str, str]:
         """Perform the side effect once; return the tool's references (ids)."""
 
+    async def confirm(self, evidence: Evidence) -> list[str]:
+        """Ask the tool's own system whether the side effect ``evidence`` records (a
+        ``succeeded`` record: its ``refs`` and ``facts``) exists as recorded.
+
+        Returns what differs (``[]``: it exists as recorded; a missing one is a
+        difference too). Raises :class:`CannotConfirm` when the system cannot be asked;
+        a tool without a way to ask keeps this default.
+        """
+        raise CannotConfirm(f"{self.name} has no way to ask its system")
+
 
 class SendEmail(Tool):
     name = "send_email"
@@ -110,6 +137,24 @@ class SendEmail(Tool):
         with smtplib.SMTP(self.settings.smtp_host, self.settings.smtp_port, timeout=10) as smtp:
             smtp.send_message(message)
 
+    async def confirm(self, evidence: Evidence) -> list[str]:
+        """The message with the recorded Message-ID, in the Maildir the mail server delivers
+        to (``CLAIMCHECK_MAILDIR``), with the recorded recipient and subject."""
+        message_id = evidence.refs.get("messageId", "")
+        found = await asyncio.to_thread(self._find, message_id)
+        if found is None:
+            return [f"no message {message_id} at the mail server"]
+        return differences(evidence.facts, found, {"recipient": "To", "subject": "Subject"})
+
+    def _find(self, message_id: str) -> dict[str, str] | None:
+        path = self.settings.maildir_path()
+        if not (path / "cur").is_dir():
+            raise CannotConfirm(f"no Maildir at {path}: the mail server's store is not readable")
+        for message in mailbox.Maildir(path, create=False).values():
+            if message["Message-ID"] == message_id:
+                return {"To": message["To"], "Subject": message["Subject"]}
+        return None
+
 
 class CreateTicket(Tool):
     name = "create_ticket"
@@ -124,6 +169,28 @@ class CreateTicket(Tool):
     async def run(self, payload: CreateTicketPayload, idempotency_key: str) -> dict[str, str]:
         ticket_id = await asyncio.to_thread(self._insert, payload, idempotency_key)
         return {"ticketId": ticket_id}
+
+    async def confirm(self, evidence: Evidence) -> list[str]:
+        """The ticket with the recorded id, in the ticket store, with the recorded facts."""
+        ticket_id = evidence.refs.get("ticketId", "")
+        found = await asyncio.to_thread(self._find, ticket_id)
+        if found is None:
+            return [f"ticket {ticket_id} is not in the ticket store"]
+        return differences(evidence.facts, found, self.input_facts)
+
+    def _find(self, ticket_id: str) -> dict[str, Any] | None:
+        path = Path(self.settings.tickets_path())
+        if not path.exists():
+            raise CannotConfirm(f"no ticket store at {path}")
+        number = ticket_id.removeprefix("T-")
+        if not number.isdigit():
+            return None
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            db.row_factory = sqlite3.Row
+            row = db.execute(
+                "SELECT customer, title, severity FROM tickets WHERE id = ?", (int(number),)
+            ).fetchone()
+        return None if row is None else dict(row)
 
     def _insert(self, payload: CreateTicketPayload, idempotency_key: str) -> str:
         path = Path(self.settings.tickets_path())

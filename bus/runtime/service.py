@@ -10,6 +10,8 @@ concern; every outcome, a crash included, becomes a structured reply.
 - :mod:`bus.runtime.execution`: permission checks, tool calls and their evidence;
 - :mod:`bus.runtime.claims`: final claims and their verdicts;
 - :mod:`bus.runtime.escalations`: failures, dead letters and humans' answers;
+- :mod:`bus.runtime.confirmation`: asking the tools' own systems whether recorded side
+  effects exist as recorded (``verify --external``);
 - :mod:`bus.runtime.sweeper`: workflows past their deadline or stalled, which send nothing.
 
 Every request that changes a workflow carries a step key (:mod:`bus.runtime.steps`):
@@ -34,6 +36,7 @@ from bus.ledger import Ledger, LedgerError
 from bus.ledger.errors import NotAParticipant
 from bus.runtime.catalogue import CATALOGUE, Tool
 from bus.runtime.claims import ClaimHandlers
+from bus.runtime.confirmation import ConfirmationHandlers
 from bus.runtime.escalations import EscalationHandlers
 from bus.runtime.execution import ToolExecution
 from bus.runtime.permissions import PermissionHandlers
@@ -83,6 +86,9 @@ class Runtime:
             **execution.operations(),
             **ClaimHandlers(self.steps, policy).operations(),
             **self.escalations.operations(),
+            **ConfirmationHandlers(
+                self.steps, {name: cls(settings) for name, cls in (tools or CATALOGUE).items()}
+            ).operations(),
         }
         self._tasks: set[asyncio.Task[None]] = set()
         self.sweeper = Sweeper(self.steps, policy, settings.sweep_interval)

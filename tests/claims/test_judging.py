@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bus.ledger import Ledger, Workflow
+from bus.ledger import Ledger, LedgerError, Workflow
 from bus.ledger.verdicts import Requirement
 from bus.runtime.policy import Policy, PolicyError
 from handoff_schemas import ClaimAssertion, ClaimItem
@@ -96,6 +96,23 @@ def test_open_handlings_close_by_claim_or_by_a_done_delegation(ledger: Ledger) -
     assert ledger.workflow(workflow_id).open_handlings({"file": [Requirement("send_email")]}) == [
         "ho-1"
     ]
+
+
+def test_a_workflow_completes_only_when_no_handling_is_open(ledger: Ledger) -> None:
+    workflow_id = start(ledger)
+    ledger.command(
+        workflow_id,
+        lambda wf: wf.send_handoff(
+            {"handoffId": "ho-2", "from": "triage", "to": "notifier", "task": "y", "status": "new"},
+            step_key="ho-1/3",
+        ),
+    )
+    own = ledger.command(workflow_id, lambda wf: evidence(wf, "triage", "succeeded", "ho-1/4"))
+    made = claim(ledger, workflow_id, "triage", "ho-1/5", own)
+    assert made.verdict == "verified"  # closes ho-1, not ho-2
+    with pytest.raises(LedgerError, match="open handlings: ho-2"):
+        ledger.command(workflow_id, lambda wf: wf.complete("triage", made.claim_id))
+    assert ledger.workflow(workflow_id).status == "running"
 
 
 def test_the_policy_declares_each_tasks_definition_of_done(tmp_path: Path) -> None:

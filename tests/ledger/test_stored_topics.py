@@ -64,8 +64,12 @@ def every_kind_of_event(ledger: Ledger) -> str:
     workflow.resolve_escalation(escalation, "approve", "ops", "fine")
     workflow.resume(workflow.handoffs["ho-2"], escalation)
     workflow.quarantine_event(3, 3, "ToolExecuted", "too large", 10)
+    workflow.record_external_check(
+        {"evidenceId": evidence.audit_id, "workflowId": str(workflow.id), "tool": "create_ticket",
+         "outcome": "confirmed", "checkedAt": "2030-01-01T00:00:00+00:00", "problems": []}
+    )  # fmt: skip
     workflow.dead_letter(workflow.handoffs["ho-2"], 5)  # HandoffDeadLettered, WorkflowFailed
-    workflow.complete("triage", claim.claim_id)
+    workflow._completed("triage", claim.claim_id)  # the event alone: ho-2 is still open
     workflow.stop("operator")
     workflow.exceed_budget("spent")
     ledger.save(workflow)

@@ -113,6 +113,7 @@ def up(
     settings = settings_for(state_dir)
     mailbox = Mailbox(
         port=settings.smtp_port,
+        maildir=settings.maildir_path(),  # where `verify --external` finds what it received
         on_message=lambda m: console.print(
             f"SMTP server received: {m['To']}: {m['Subject']}", markup=False, highlight=False
         ),

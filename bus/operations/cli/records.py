@@ -64,9 +64,21 @@ def verify(
     offline: Annotated[
         bool, typer.Option(help="Check the ledger's chain only, not the stream.")
     ] = False,
+    external: Annotated[
+        bool,
+        typer.Option(
+            "--external",
+            help="Also ask the tools' own systems (the ticket store, the mail server) whether "
+            "each recorded side effect exists as recorded; exit 1 if one does not.",
+        ),
+    ] = False,
     state_dir: StateDir = None,
 ) -> None:
-    """Check the evidence chain, and the ledger against the events stream; name the first break."""
+    """Check the evidence chain, and the ledger against the events stream; name the first break.
+
+    With ``--external``, every succeeded evidence record is put to its tool's own system;
+    the running runtime records each answer in its workflow (``claims`` and ``status`` show
+    it beside the claimed items); with the stack down the answers are only printed."""
     from bus.ledger.verification import first_break, published_events
     from bus.transport.signing import runtime_verifier
 
@@ -90,6 +102,60 @@ def verify(
     console.print(
         f"intact: {len(histories)} workflow(s), {evidence} evidence record(s) chain{against}"
     )
+    if external:
+        confirm_externally(settings, histories)
+
+
+def confirm_externally(settings: Settings, histories: dict[str, list]) -> None:
+    """Each recorded side effect put to its tool's system; fail if the world contradicts one."""
+    import asyncio
+
+    from bus.operations.operators import ask_runtime
+    from bus.runtime.catalogue import CATALOGUE
+    from bus.runtime.confirmation import check, side_effects
+    from handoff_schemas import ConfirmReply, ConfirmRequest, ExternalCheck
+
+    async def asked(nc: Client, subjects: Subjects) -> list[ExternalCheck]:
+        """The runtime asks, and records each answer in the workflow."""
+        found = []
+        for workflow_id in histories:
+            request = ConfirmRequest(workflow_id=workflow_id)
+            found += (await ask_runtime(nc, subjects, "confirm", request, ConfirmReply)).checks
+        return found
+
+    async def here() -> list[ExternalCheck]:
+        """The stack is down: the same tools ask from this process; nothing is recorded."""
+        tools = {name: tool(settings) for name, tool in CATALOGUE.items()}
+        records = side_effects(
+            event.data["evidence"]
+            for history in histories.values()
+            for event in history
+            if event.type == "EvidenceRecorded"
+        )
+        return list(await asyncio.gather(*(check(tools, record) for record in records)))
+
+    checks = from_stack_or_ledger(settings, asked, lambda: asyncio.run(here()))
+    label = {
+        "confirmed": "confirmed",
+        "contradicted": "CONTRADICTED",
+        "unconfirmable": "UNCONFIRMED",
+    }
+    for found in checks:
+        console.print(
+            f"{label[found.outcome]:<13} {found.workflow_id} {found.evidence_id} {found.tool}"
+            + (f": {'; '.join(found.problems)}" if found.problems else ""),
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    contradicted = sum(1 for found in checks if found.outcome == "contradicted")
+    unconfirmed = sum(1 for found in checks if found.outcome == "unconfirmable")
+    if contradicted:
+        raise fail(f"the world contradicts {contradicted} of {len(checks)} recorded side effect(s)")
+    console.print(
+        f"the world confirms {len(checks) - unconfirmed} of {len(checks)} recorded side effect(s)"
+        + (f"; {unconfirmed} could not be asked" if unconfirmed else "")
+    )
 
 
 @app.command()
@@ -100,7 +166,7 @@ def status(
 ) -> None:
     """Workflow state: status, current step, steps, checkpoints, cost, why an open one waits,
     and its claims with the verdict on each claimed item."""
-    from projections.claim_text import claim_lines
+    from projections.claim_text import claim_lines, world_text
     from projections.ledger_views import workflow_states
 
     settings = settings_for(state_dir)
@@ -119,6 +185,10 @@ def status(
             f"cost {row['cost_usd']:.6f}/{row['budget_usd']} USD  "
             f"checkpoints {', '.join(row['checkpoints']) or '-'}{waits}",
             *[line for claim in row["claims"] for line in claim_lines(claim)],
+            *[
+                f"  evidence {evidence_id}{world_text(check)}"
+                for evidence_id, check in row["unconfirmed_evidence"].items()
+            ],
             sep="\n",
             markup=False,
             highlight=False,
