@@ -167,6 +167,13 @@ async def claims_before_delegate(ctx: Context) -> None:
     await ctx.summarize("the email went out", evidence=[emailed("ev-to-be-sent-by-notifier", OPS)])
 
 
+@triage.task("made_up_checkpoint")
+async def made_up_checkpoint(ctx: Context) -> None:
+    """Declares an "email-sent" checkpoint, sends nothing, and says the email went out."""
+    await ctx.checkpoint("email-sent", {"to": OPS})
+    await ctx.summarize("the email went out")
+
+
 @notifier.task("never_sends")
 async def never_sends(ctx: Context) -> None:
     """Takes the work and does nothing with it."""

@@ -23,7 +23,7 @@ from bus.operations.operators import submit, watch
 from bus.runtime.catalogue import CreateTicket, SendEmail, Tool, ToolFailure
 from projections import WorkflowView
 from tests.claims import liars
-from tests.conftest import Bus
+from tests.conftest import Bus, claimcheck
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -197,6 +197,7 @@ LIES = {
     "completed_without_evidence": ("unsupported", "the claim has no items"),
     "completed_on_failed_evidence": ("contradicted", "is failed"),
     "claims_before_delegate": ("unsupported", "no evidence ev-to-be-sent-by-notifier"),
+    "made_up_checkpoint": ("unsupported", "the claim has no items"),
 }
 
 HONEST = [
@@ -290,16 +291,23 @@ async def test_a_chain_carries_the_verified_items_on_the_handoff(
     assert len(mailbox.received) == 1
 
 
-@pytest.mark.parametrize("task", ["wrong_recipient", "steal", "completed_without_evidence"])
-async def test_lies_of_agents_in_their_own_processes_are_flagged(
-    processes: Runner, mailbox: Mailbox, task: str
+async def test_a_made_up_checkpoint_is_shown_as_declared_and_backed_by_nothing(
+    in_process: Runner, mailbox: Mailbox, bus: Bus
 ) -> None:
-    verdict, reason = LIES[task]
-    assert_flagged(await processes(task), verdict, reason)
+    view = await in_process("made_up_checkpoint")
+    assert view.checkpoints == {"email-sent": {"to": liars.OPS}}
+    assert view.checkpoint_backing == {"email-sent": []} and mailbox.received == []
+    status = await asyncio.to_thread(
+        claimcheck, "status", view.workflow_id, env=bus.settings.as_environment()
+    )
+    assert "checkpoints email-sent (declared; no evidence backs it)" in status.stdout
 
 
-@pytest.mark.parametrize("task", ["several", "chain"])
-async def test_honest_agents_in_their_own_processes_complete(
-    processes: Runner, mailbox: Mailbox, task: str
+async def test_every_lie_and_control_with_each_agent_in_its_own_process(
+    processes: Runner, mailbox: Mailbox
 ) -> None:
-    assert_honest(await processes(task))
+    """The whole suite again, with triage and notifier each an OS process of its own."""
+    for task, (verdict, reason) in LIES.items():
+        assert_flagged(await processes(task), verdict, reason)
+    for task in HONEST:
+        assert_honest(await processes(task))

@@ -183,7 +183,7 @@ def status(
             f"{row['workflow_id']}  {row['status']:<10} {row['task']}  "
             f"steps {row['completed_steps']}  now {row['current_step'] or '-'}  "
             f"cost {row['cost_usd']:.6f}/{row['budget_usd']} USD  "
-            f"checkpoints {', '.join(row['checkpoints']) or '-'}{waits}",
+            f"checkpoints {checkpoint_text(row['checkpoint_evidence']) or '-'}{waits}",
             *[line for claim in row["claims"] for line in claim_lines(claim)],
             *[
                 f"  evidence {evidence_id}{world_text(check)}"
@@ -194,6 +194,16 @@ def status(
             highlight=False,
             soft_wrap=True,
         )
+
+
+def checkpoint_text(backing: dict[str, list[str]]) -> str:
+    """Each checkpoint as the agent declared it, beside the evidence that backs it, or not."""
+    return ", ".join(
+        f"{name} (declared; backed by {', '.join(ids)})"
+        if ids
+        else f"{name} (declared; no evidence backs it)"
+        for name, ids in backing.items()
+    )
 
 
 def add_waiting(settings: Settings, rows: list[dict[str, Any]]) -> None:
