@@ -15,7 +15,8 @@ from bus.ledger.view_runner import ViewRunner, open_views, rebuild_views
 from projections.claim_text import claim_lines
 from projections.ledger_views import claims, dump
 from projections.views import ViewStore
-from tests.conftest import Bus, claimcheck, run_workflow
+from tests.conftest import Bus, claimcheck, run_workflow, web_console
+from tests.console.http import get
 
 POLICY = """
 [[rules]]
@@ -118,6 +119,10 @@ async def test_every_command_shows_the_verdict_beside_each_claimed_item(bus: Bus
     [escalation] = view.escalations
     asked = json.loads(shown("escalations", "show", escalation["escalationId"]))
     assert [i["verdict"] for i in asked["claim"]["items"]] == ["contradicted", "verified"]
+    async with web_console(bus.settings) as url:  # the console's workflow page
+        page = (await get(f"{url}/workflows/{view.workflow_id}")).body
+    assert '<span class="verdict contradicted">contradicted</span> create_ticket' in page
+    assert "severity is &#39;low&#39;" in page and "None" not in page
 
 
 async def test_the_claims_view_shows_each_items_verdict_and_the_unchecked_remark(

@@ -182,6 +182,11 @@ def describe_workflow(history: list[EventEnvelope]) -> dict[str, Any]:
         },
         "events": events,
         "claims": [e["data"]["claim"] for e in events if e["type"] == "ClaimMade"],
+        "externalChecks": {  # what the tools' own systems said (verify --external), latest
+            e["data"]["check"]["evidenceId"]: e["data"]["check"]
+            for e in events
+            if e["type"] == "EvidenceChecked"
+        },
         "evidence": [
             {**e["data"]["evidence"], "chainPosition": e["chain_position"]}
             for e in events
