@@ -75,7 +75,14 @@ def test_a_tool_execution_needs_an_allowing_decision(ledger: Ledger) -> None:
 
 def test_a_closed_workflow_takes_no_more_actions(ledger: Ledger) -> None:
     workflow_id = start(ledger)
-    ledger.command(workflow_id, lambda wf: wf.complete("triage", "claim-1"))
+
+    def done(workflow: Workflow) -> None:  # a verified claim closes ho-1: it may complete
+        evidence = allowed_execution(workflow, "ho-1/1")
+        assertion = ClaimAssertion(items=[ticket_item(evidence.audit_id)])
+        claim = workflow.make_claim("triage", "filed", assertion, "ho-1/2")
+        workflow.complete("triage", claim.claim_id)
+
+    ledger.command(workflow_id, done)
     with pytest.raises(WorkflowClosed):
         ledger.command(workflow_id, lambda wf: wf.require_open())
     assert ledger.workflow(workflow_id).status == "completed"
