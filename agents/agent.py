@@ -33,7 +33,6 @@ from agents.context import Context, WorkflowHalted
 from agents.model import Model
 from bus import telemetry
 from bus.settings import Settings
-from bus.transport.artifacts import ArtifactStore
 from bus.transport.connection import connect
 from bus.transport.subjects import Subjects
 from handoff_schemas import Handoff, SchemaError, decode
@@ -85,7 +84,6 @@ class Agent:
         js = nc.jetstream()
         inbox = await self._subscribe_inbox(js, subjects)
         client = RuntimeClient(nc, subjects, self.name, settings.request_timeout)
-        artifacts = ArtifactStore(js, subjects.artifact_bucket)
         log.info("agent %s consuming %s", self.name, subjects.inbox(self.name))
         try:
             while not stop.is_set():
@@ -98,7 +96,7 @@ class Agent:
                     await asyncio.sleep(0.5)
                     continue
                 for msg in messages:
-                    await self.handle(msg, client, artifacts)
+                    await self.handle(msg, client)
         finally:
             # Every handled message was acknowledged synchronously, so nothing is
             # in flight; a drain would wait on the idle pull request instead.
@@ -123,7 +121,7 @@ class Agent:
             except NotFoundError:  # the runtime creates the streams; it may not be up yet
                 await asyncio.sleep(0.5)
 
-    async def handle(self, msg: Msg, client: RuntimeClient, artifacts: ArtifactStore) -> None:
+    async def handle(self, msg: Msg, client: RuntimeClient) -> None:
         try:
             handoff = decode(msg.data, Handoff)
         except SchemaError as error:
@@ -139,7 +137,7 @@ class Agent:
         }
         try:
             with telemetry.span(f"invoke_agent {self.name}", msg.headers, **attributes):
-                await self._run_handler(msg, handoff, client, artifacts)
+                await self._run_handler(msg, handoff, client)
         finally:
             heartbeat.cancel()
 
@@ -153,15 +151,12 @@ class Agent:
             except NatsError:
                 pass  # reconnecting; the next beat may get through
 
-    async def _run_handler(
-        self, msg: Msg, handoff: Handoff, client: RuntimeClient, artifacts: ArtifactStore
-    ) -> None:
+    async def _run_handler(self, msg: Msg, handoff: Handoff, client: RuntimeClient) -> None:
         handler = self.handlers.get(handoff.task)
         ctx = Context(
             self.name,
             handoff,
             client,
-            artifacts,
             self.model,
             sorted(self.handlers),
             self.system_prompt,
