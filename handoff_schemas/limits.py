@@ -23,7 +23,6 @@ MAX_ARTIFACT_REQUEST_BYTES = MAX_ARTIFACT_BYTES * 4 // 3 + 4096
 """A whole ``artifact_put`` request: the base64 of the largest artifact, and its envelope."""
 
 
-
 def request_limit(op: str) -> int:
     """The most bytes a request for ``op`` may have: an artifact's upload is the exception."""
     return MAX_ARTIFACT_REQUEST_BYTES if op == "artifact_put" else MAX_REQUEST_BYTES
