@@ -53,6 +53,12 @@ def first_artifact(bus: SecureBus, workflow_id: str) -> str:
     )
 
 
+async def two_workflows(bus: SecureBus) -> tuple[str, str, Client]:
+    """A workflow handed to triage, one handed to mallory, and mallory's connection."""
+    foreign, own = await bus.start(to="triage"), await bus.start(to="mallory")
+    return foreign, own, await bus.connect("agent-mallory")
+
+
 async def artifact_get(bus: SecureBus, client: Client, agent: str, **fields: Any) -> Any:
     return await bus.ask(client, agent, "artifact_get", fields)
 
@@ -145,9 +151,7 @@ async def test_an_agent_fetches_and_acknowledges_its_own_inbox_only(
 async def test_artifacts_are_read_through_the_runtime_by_who_takes_part(
     secure_bus: SecureBus,
 ) -> None:
-    foreign = await secure_bus.start(to="triage")
-    own = await secure_bus.start(to="mallory")
-    mallory = await secure_bus.connect("agent-mallory")
+    foreign, own, mallory = await two_workflows(secure_bus)
     secret = first_artifact(secure_bus, foreign)
 
     mine = await artifact_get(
@@ -178,9 +182,7 @@ async def test_artifacts_are_read_through_the_runtime_by_who_takes_part(
 async def test_artifacts_are_stored_through_the_runtime_in_a_workflow_of_the_caller(
     secure_bus: SecureBus,
 ) -> None:
-    foreign = await secure_bus.start(to="triage")
-    own = await secure_bus.start(to="mallory")
-    mallory = await secure_bus.connect("agent-mallory")
+    foreign, own, mallory = await two_workflows(secure_bus)
     data = base64.b64encode(b"my notes").decode()
 
     stored = await secure_bus.ask(
