@@ -233,16 +233,23 @@ async def ensure_inbox_consumer(
     inbox = inbox or InboxConfig()
     try:
         await js.consumer_info(stream, durable)
+        return  # made before (perhaps configured otherwise): it stays as it is
     except NotFoundError:
-        config = ConsumerConfig(
-            durable_name=durable,
-            filter_subject=subjects.inbox(agent),
-            deliver_policy=DeliverPolicy.ALL,
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=inbox.ack_wait,
-            max_deliver=inbox.max_deliver,
-        )
+        pass
+    config = ConsumerConfig(
+        durable_name=durable,
+        filter_subject=subjects.inbox(agent),
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=inbox.ack_wait,
+        max_deliver=inbox.max_deliver,
+    )
+    try:
         await js.add_consumer(stream, config)
+    except BadRequestError:
+        # Another runtime replica made it between our look and our add, configured
+        # otherwise: it is there, which is all we wanted (else this raises again).
+        await js.consumer_info(stream, durable)
 
 
 def agent_durable(agent: str) -> str:
