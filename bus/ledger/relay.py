@@ -6,7 +6,8 @@ commit the relay reads new notifications in ledger order and publishes:
 - every event to ``<prefix>.events.<workflow>.<EventType>``;
 - evidence records, again, to ``<prefix>.evidence.<workflow>`` for auditors;
 - handoffs to the receiving agent's inbox ``<prefix>.handoff.<agent>`` (again
-  when a human's approval resumes a workflow);
+  when a human's approval resumes a workflow), creating the agent's inbox consumer
+  before its first handoff;
 - escalations and their resolutions to ``<prefix>.escalation.<workflow>``;
 - handoffs no delivery could complete to ``<prefix>.deadletter.<agent>``.
 
@@ -20,14 +21,18 @@ the furthest position.
 
 No one event can stop the relay: one it can never publish (larger than the server's
 ``max_payload``, refused by the stream, unreadable) is quarantined with an alert and an
-``EventQuarantined`` event in its workflow, and the events after it flow on.
+``EventQuarantined`` event in its workflow, and the events after it flow on. A
+quarantined handoff would leave its workflow waiting for an agent that never gets it, so
+the runtime's ``after_quarantine`` decides, in the same command, what happens instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from eventsourcing.persistence import IntegrityError, Notification, Tracking, TrackingRecorder
 from nats.errors import Error as NatsError
@@ -37,6 +42,7 @@ from nats.js.errors import APIError, BadRequestError
 
 from bus.ledger.store import Ledger
 from bus.ledger.workflow import Workflow
+from bus.transport.connection import InboxConfig, ensure_inbox_consumer
 from bus.transport.subjects import Subjects
 from handoff_schemas import EventEnvelope, encode
 
@@ -74,6 +80,14 @@ async def publish_once(
 
 TRACKING_NAME = "relay"
 
+AfterQuarantine = Callable[[Workflow, str, dict[str, Any], str], None]
+"""Called in the command that records a quarantine, with the workflow, the quarantined
+event's type, its data (empty when unreadable) and the reason: the runtime decides there
+what the workflow does next."""
+
+DELIVERIES = ("HandoffSent", "WorkflowResumed")
+"""Events whose publish delivers a handoff to an agent's inbox."""
+
 UNPUBLISHABLE = (MaxPayloadError, BadRequestError)
 """What publishing again will never cure (too large for the server, refused by the stream);
 anything else from NATS is an outage, waited out by publishing the batch again."""
@@ -81,8 +95,17 @@ anything else from NATS is an outage, waited out by publishing the batch again."
 
 class Relay:
     def __init__(
-        self, ledger: Ledger, js: JetStreamContext, subjects: Subjects, poll_interval: float = 1.0
+        self,
+        ledger: Ledger,
+        js: JetStreamContext,
+        subjects: Subjects,
+        poll_interval: float = 1.0,
+        inbox: InboxConfig | None = None,
+        after_quarantine: AfterQuarantine | None = None,
     ) -> None:
+        self.inbox = inbox or InboxConfig()
+        self.after_quarantine = after_quarantine
+        self._inboxes: set[str] = set()  # agents whose inbox consumer is known to exist
         self.ledger = ledger
         self.js = js
         self.subjects = subjects
@@ -138,18 +161,32 @@ class Relay:
             envelope = self.ledger.envelope(domain_event, position=notification.id)
             messages = self.messages(envelope)
         except Exception as error:  # a stored event today's code cannot read
-            await self.quarantine(notification, notification.topic, f"unreadable: {error!r}", 0)
+            await self.quarantine(notification, notification.topic, f"unreadable: {error!r}")
             return
         try:
+            if envelope.type in DELIVERIES:
+                await self.ensure_inbox(envelope.data["handoff"]["to"])
             for subject, headers, payload in messages:
                 await publish_once(self.js, subject, payload, headers)
         except UNPUBLISHABLE as error:
             size = max(len(payload) for _, _, payload in messages)
             reason = f"{type(error).__name__}: {error}"
-            await self.quarantine(notification, envelope.type, reason, size)
+            await self.quarantine(notification, envelope.type, reason, size, envelope.data)
+
+    async def ensure_inbox(self, agent: str) -> None:
+        """The receiving agent's inbox consumer, created before its first handoff: agents
+        may not create consumers, so the runtime makes each one when it first needs it."""
+        if agent not in self._inboxes:
+            await ensure_inbox_consumer(self.js, self.subjects, agent, self.inbox)
+            self._inboxes.add(agent)
 
     async def quarantine(
-        self, notification: Notification, event_type: str, reason: str, size: int
+        self,
+        notification: Notification,
+        event_type: str,
+        reason: str,
+        size: int = 0,
+        data: dict[str, Any] | None = None,
     ) -> None:
         """Alert, and record the quarantine as an event of the workflow's own."""
         workflow_id = str(notification.originator_id)
@@ -165,9 +202,12 @@ class Relay:
             return  # never a quarantine of a quarantine: the log line above is the record
 
         def record(workflow: Workflow) -> bool:
-            return workflow.quarantine_event(
+            recorded = workflow.quarantine_event(
                 notification.id, notification.originator_version, event_type, reason[:500], size
             )
+            if recorded and self.after_quarantine is not None:
+                self.after_quarantine(workflow, event_type, data or {}, reason[:500])
+            return recorded
 
         try:
             await self._in_thread(self.ledger.command_detached, workflow_id, record)

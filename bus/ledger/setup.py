@@ -12,9 +12,11 @@ missing instead of racing to make it.
 
 from __future__ import annotations
 
+import os
 import time
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import urlparse
 
 from eventsourcing.persistence import IntegrityError, OperationalError, ProgrammingError
@@ -69,6 +71,7 @@ def init_ledger(url: str, also: Callable[[], object] | None = None, attempts: in
             if also is not None:
                 also()
         return
+    private_file(Path(urlparse(url).path))
     for attempt in range(attempts):
         try:
             _create(url)
@@ -80,6 +83,19 @@ def init_ledger(url: str, also: Callable[[], object] | None = None, attempts: in
             if attempt == attempts - 1:
                 raise
             time.sleep(0.05 * (attempt + 1))
+
+
+def private_file(path: Path) -> None:
+    """Make ``path`` (a SQLite ledger or views file) readable by its owner alone (0600).
+
+    Created empty if missing (SQLite takes an empty file for an empty database), so it is
+    never readable by others even for a moment; SQLite gives its ``-wal`` and ``-shm``
+    files the same mode. Agents run as other users (or containers) and must not read the
+    ledger: it holds every workflow's recorded replies and evidence.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    os.chmod(path, 0o600)
 
 
 def _create(url: str) -> None:

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from eventsourcing.persistence import InfrastructureFactory, IntegrityError, Tracking
 from nats.aio.client import Client
 
+from bus.ledger.setup import private_file
 from bus.ledger.store import Ledger, sqlite_or_postgres_env
 from bus.settings import Settings
 from bus.transport.subjects import Subjects
@@ -34,7 +35,10 @@ def open_views(settings: Settings, create: bool = True) -> ViewStore:
     url = settings.ledger_url()
     if url.startswith("sqlite"):
         settings.state_dir.mkdir(parents=True, exist_ok=True)
-        url = f"sqlite:///{(settings.state_dir / 'views.db').resolve()}"
+        path = (settings.state_dir / "views.db").resolve()
+        if create:
+            private_file(path)  # the views show what the ledger holds: the same protection
+        url = f"sqlite:///{path}"
     env = {**sqlite_or_postgres_env(url), "CREATE_TABLE": "y" if create else "n"}
     factory = InfrastructureFactory.construct(env=env)
     view_class = SQLiteViews if url.startswith("sqlite") else PostgresViews

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -150,6 +151,31 @@ def after_failure(
     elif decision.strategy == "fail" and not workflow.closed:
         workflow.fail(f"{kind} {reason}")
     return advice(decision)
+
+
+def after_quarantine(policy: Policy) -> Callable[[Workflow, str, dict[str, Any], str], None]:
+    """What the relay calls when it quarantined one of a workflow's events.
+
+    A quarantined handoff (its first delivery or a human's resumption) reaches no agent,
+    so the workflow would wait until the sweeper's step lease ran out; instead the failure
+    table decides at once (``handoff_quarantined``: a human, by default), in the command
+    that records the quarantine. Any other quarantined event only lacks its stream copy.
+    """
+
+    def decide(workflow: Workflow, event_type: str, data: dict[str, Any], reason: str) -> None:
+        handoff = data.get("handoff")
+        if event_type not in ("HandoffSent", "WorkflowResumed") or not handoff or workflow.closed:
+            return
+        detail = (
+            f"{event_type} of handoff {handoff['handoffId']} to {handoff['to']} "
+            f"could not be delivered: {reason}"
+        )
+        step_key = f"{handoff['handoffId']}/quarantined"
+        after_failure(
+            workflow, policy, handoff["to"], "handoff_quarantined", detail, step_key, per_step=True
+        )
+
+    return decide
 
 
 def advice(decision: RetryDecision) -> RetryAdvice:

@@ -52,6 +52,7 @@ FailureKind = Literal[
     "unverified_claim",
     "step_stalled",
     "deadline_exceeded",
+    "handoff_quarantined",
     "model_unavailable",
     "model_error",
 ]
@@ -128,6 +129,10 @@ DEFAULT_FAILURES: dict[str, FailureStrategy] = {
     # human; a workflow past its task's deadline fails.
     "step_stalled": FailureStrategy(strategy="retry", max_attempts=2, exhausted="escalate"),
     "deadline_exceeded": FailureStrategy(strategy="fail"),
+    # A handoff the relay could not deliver (too large for the server, refused by its
+    # stream, unreadable): no agent will ever see it, so a human decides at once (an
+    # approval delivers it again, after the cause is fixed; a denial fails the workflow).
+    "handoff_quarantined": FailureStrategy(strategy="escalate"),
     # A model attempt that failed: overloaded, rate limited, timeout, connection error is
     # tried again with backoff and jitter, never before its retry-after, within the model's
     # availability window; authentication, permission, invalid request or an unknown model

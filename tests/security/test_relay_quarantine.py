@@ -18,9 +18,11 @@ from eventsourcing.persistence import StoredEvent
 from nats.js import JetStreamContext
 
 from bus.ledger import Ledger
-from bus.ledger.relay import Relay
+from bus.ledger.relay import AfterQuarantine, Relay
 from bus.ledger.verification import first_break
 from bus.ledger.view_runner import ViewRunner, open_views
+from bus.runtime.governance import after_quarantine
+from bus.runtime.policy import FailureStrategy, Policy
 from bus.settings import Settings
 from bus.transport.connection import connect, ensure_streams
 from bus.transport.server import EmbeddedNats
@@ -64,9 +66,11 @@ def checkpoint(ledger: Ledger, workflow_id: str, name: str, size: int) -> None:
     )
 
 
-async def relay_until_idle(ledger: Ledger, js: JetStreamContext) -> None:
+async def relay_until_idle(
+    ledger: Ledger, js: JetStreamContext, after_quarantine: AfterQuarantine | None = None
+) -> None:
     """Run a relay until it tracked every notification (quarantine records included)."""
-    relay = Relay(ledger, js, SUBJECTS, poll_interval=0.05)
+    relay = Relay(ledger, js, SUBJECTS, poll_interval=0.05, after_quarantine=after_quarantine)
     task = asyncio.create_task(relay.run())
     try:
         async with asyncio.timeout(20):
@@ -162,3 +166,59 @@ async def test_an_unreadable_stored_event_stops_neither_the_relay_nor_the_views(
     assert ViewRunner(ledger, views).catch_up() == ledger.recorder.max_notification_id()
     (row,) = workflow_states(views, workflow_id)
     assert row["checkpoints"] == {"after": {"blob": "x" * 10}}
+
+
+def hand_on(ledger: Ledger, workflow_id: str, size: int) -> str:
+    """The workflow's agent hands work on with a task name of ``size`` characters."""
+    handoff = {
+        "handoffId": f"ho-big-{size}",
+        "workflowId": workflow_id,
+        "from": "triage",
+        "to": "notifier",
+        "task": "n" * size,
+        "artifactId": "sha256-" + "0" * 64,
+        "status": "new",
+        "scope": "s",
+    }
+    ledger.command(workflow_id, lambda wf: wf.send_handoff(handoff, "", "ho-w/1"))
+    return handoff["handoffId"]
+
+
+@pytest.mark.parametrize(
+    ("strategy", "status", "last"),
+    [("escalate", "escalated", "EscalationRaised"), ("fail", "failed", "WorkflowFailed")],
+)
+async def test_a_quarantined_handoff_goes_on_to_a_decision_at_once(
+    ledger: Ledger, small_js: JetStreamContext, strategy: str, status: str, last: str
+) -> None:
+    """Nobody will receive the handoff, so the failure table decides now, not the sweeper
+    a step lease later: a human by default, or whatever the policy says."""
+    policy = Policy.load()
+    policy.failures["handoff_quarantined"] = FailureStrategy(strategy=strategy)
+    workflow_id = started(ledger, "w")
+    handoff_id = hand_on(ledger, workflow_id, 2 * MAX_PAYLOAD)
+
+    await relay_until_idle(ledger, small_js, after_quarantine(policy))
+    history = ledger.history(workflow_id)
+    assert [e.type for e in history][-5:] == [
+        "HandoffSent",
+        "EventQuarantined",
+        "FailureClassified",
+        "RetryDecided",
+        last,
+    ]
+    failure = next(e.data for e in history if e.type == "FailureClassified")
+    assert failure["kind"] == "handoff_quarantined" and handoff_id in failure["detail"]
+    assert ledger.read(workflow_id, lambda wf: wf.status) == status
+    # the decision reached the streams: a human sees the escalation, a watcher the end
+    assert [e.type for e in await published(small_js, workflow_id)][-1] == last
+
+
+async def test_a_quarantined_event_that_delivers_nothing_decides_nothing(
+    ledger: Ledger, small_js: JetStreamContext
+) -> None:
+    workflow_id = started(ledger, "w")
+    checkpoint(ledger, workflow_id, "huge", 2 * MAX_PAYLOAD)
+    await relay_until_idle(ledger, small_js, after_quarantine(Policy.load()))
+    assert [e.type for e in ledger.history(workflow_id)][-1] == "EventQuarantined"
+    assert ledger.read(workflow_id, lambda wf: wf.status) == "running"

@@ -14,7 +14,7 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from bus.settings import Settings
 from bus.transport.auth import Credentials, authorization_config, ensure_credentials
-from bus.transport.connection import connect, ensure_streams
+from bus.transport.connection import connect, ensure_inbox_consumer, ensure_streams
 from bus.transport.server import EmbeddedNats
 from bus.transport.subjects import Subjects
 
@@ -153,11 +153,17 @@ async def test_an_agent_cannot_read_another_agents_inbox(
         )
     await agent.nc.subscribe(SUBJECTS.inbox("notifier"))  # nor listen to the subject itself
     await agent.nc.flush()
-    assert len(await agent.settle()) >= 3
-    own = await js.pull_subscribe(
-        SUBJECTS.inbox("triage"), durable="agent-triage", stream=SUBJECTS.stream("handoff")
-    )
-    assert own is not None
+    refused = len(await agent.settle())
+    assert refused >= 3
+    # its own inbox consumer, which the runtime makes, it may fetch from (empty here)
+    server, credentials = secured
+    runtime = await connect(Settings(nats_url=server.url, credentials=credentials["runtime"]), "rt")
+    await ensure_inbox_consumer(runtime.jetstream(), SUBJECTS, "triage")
+    await runtime.close()
+    own = await js.pull_subscribe_bind("agent-triage", SUBJECTS.stream("handoff"))
+    with pytest.raises(NatsTimeout):
+        await own.fetch(1, timeout=0.5)
+    assert len(await agent.settle()) == refused
 
 
 @pytest.mark.parametrize(
