@@ -12,7 +12,8 @@ from pydantic import BaseModel
 
 from agents import Context, ScriptedModel
 from bus.ledger.view_runner import ViewRunner, open_views, rebuild_views
-from handoff_schemas import Usage
+from bus.operations.operators import ask_runtime
+from handoff_schemas import ConfirmReply, ConfirmRequest, Usage
 from projections.ledger_views import claims, costs, dump, open_escalations, workflow_states
 from projections.views import ViewStore
 from tests.conftest import Bus, run_workflow
@@ -70,6 +71,9 @@ async def run_some_workflows(bus: Bus) -> tuple[str, str]:
     model = ScriptedModel(lambda request: {"severity": "low"}, usage=Usage(input_tokens=1000))
     done = await run_workflow(bus, plan_and_file, model)
     escalated = await run_workflow(bus, claims_nothing, model)
+    # verify --external: the ticket store is asked, and its answer recorded beside the evidence
+    request = ConfirmRequest(workflow_id=done.workflow_id)
+    await ask_runtime(bus.nc, bus.subjects, "confirm", request, ConfirmReply)
     return done.workflow_id, escalated.workflow_id
 
 
@@ -84,6 +88,9 @@ async def test_the_views_show_state_claims_costs_and_escalations(
     assert states[done]["completed_steps"] == 6
     assert states[done]["current_step"].endswith("(summarize)")
     assert states[done]["cost_usd"] == pytest.approx(0.51)
+    [filed] = states[done]["claims"][0]["items"]
+    assert (filed["verdict"], filed["world"]["outcome"]) == ("verified", "confirmed")
+    assert states[done]["unconfirmed_evidence"] == {}
     assert states[escalated]["status"] == "escalated"
     assert [c["verdict"] for c in claims(live_views, unverified_only=True)] == ["unsupported"]
     assert len(claims(live_views)) == 2
