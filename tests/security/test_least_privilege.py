@@ -294,3 +294,24 @@ async def test_the_cache_keeps_the_most_recently_used_within_its_bytes(
     assert await store.get(second) == b"67890"  # read again from the store
     await store.put(b"x" * 11)  # larger than the whole cache: not kept
     assert artifact_id(b"x" * 11) not in store._cache
+
+
+@pytest.mark.parametrize("kind", ["events", "evidence", "handoff", "escalation", "security"])
+async def test_no_rights_delete_purge_or_roll_up_a_stream(secure_bus: SecureBus, kind: str) -> None:
+    """Even the runtime's broad rights: what the relay published stays."""
+    workflow_id = await secure_bus.start(to="triage")
+    js, stream = secure_bus.nc.jetstream(), secure_bus.subjects.stream(kind)
+    subject = f"cc.{kind}.{workflow_id}" + (".X" if kind == "events" else "")
+    ack = await js.publish(subject, b"{}")
+    before = (await js.stream_info(stream)).state.messages
+    with pytest.raises(NatsError):
+        await js.purge_stream(stream)
+    with pytest.raises(NatsError):
+        await js.delete_msg(stream, ack.seq)
+    with pytest.raises(NatsError):
+        await js.publish(subject, b"{}", headers={"Nats-Rollup": "all"})
+    assert (await js.stream_info(stream)).state.messages == before
+    info = await js.stream_info(ARTIFACTS)
+    assert info.config.deny_delete
+    with pytest.raises(NatsError):  # an artifact's chunk stays
+        await js.delete_msg(ARTIFACTS, info.state.first_seq)
