@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bus.ledger import Workflow
+from bus.ledger.relay import DELIVERIES
 from bus.runtime.policy import MODEL_STRATEGIES, FailureKind, Policy, RetryDecision
 from handoff_schemas import RetryAdvice
 
@@ -164,7 +165,7 @@ def after_quarantine(policy: Policy) -> Callable[[Workflow, str, dict[str, Any],
 
     def decide(workflow: Workflow, event_type: str, data: dict[str, Any], reason: str) -> None:
         handoff = data.get("handoff")
-        if event_type not in ("HandoffSent", "WorkflowResumed") or not handoff or workflow.closed:
+        if event_type not in DELIVERIES or not handoff or workflow.closed:
             return
         detail = (
             f"{event_type} of handoff {handoff['handoffId']} to {handoff['to']} "

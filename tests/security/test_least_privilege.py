@@ -250,3 +250,68 @@ async def test_honest_agents_work_with_nothing_but_their_rights(secure_bus: Secu
         stop.set()
         await asyncio.gather(*runners)
     assert read == [COMPLAINT, b'{"ticket": 1}']
+
+
+async def test_reads_through_the_runtime_create_no_consumer_each_time(
+    secure_bus: SecureBus,
+) -> None:
+    """Artifacts never change, so the runtime serves repeated reads from memory: an
+    object-store read creates a JetStream consumer, and one per read does not keep up."""
+    created: list[str] = []
+
+    async def count(msg: Any) -> None:
+        created.append(msg.subject)
+
+    advisories = f"$JS.EVENT.ADVISORY.CONSUMER.CREATED.{ARTIFACTS}.>"
+    await secure_bus.nc.subscribe(advisories, cb=count)
+    _, own, mallory = await two_workflows(secure_bus)
+    fresh = ArtifactStore(secure_bus.nc.jetstream(), "cc-artifacts")
+    await fresh.get(first_artifact(secure_bus, own))  # what an uncached read costs: one
+    await secure_bus.nc.flush()
+    await asyncio.sleep(0.2)
+    assert len(created) == 1
+    for _ in range(20):
+        read = await artifact_get(
+            secure_bus,
+            mallory,
+            "mallory",
+            artifactId=first_artifact(secure_bus, own),
+            workflowId=own,
+        )
+        assert read.ok
+    await asyncio.sleep(0.2)
+    assert len(created) == 1
+
+
+async def test_the_cache_keeps_the_most_recently_used_within_its_bytes(
+    secure_bus: SecureBus,
+) -> None:
+    store = ArtifactStore(secure_bus.nc.jetstream(), "cc-artifacts", cache_bytes=10)
+    first, second = await store.put(b"12345"), await store.put(b"67890")
+    await store.get(first)  # now the most recently used
+    await store.put(b"abc")  # over 10 bytes: the least recently used goes
+    assert list(store._cache) == [first, artifact_id(b"abc")]
+    assert await store.get(second) == b"67890"  # read again from the store
+    await store.put(b"x" * 11)  # larger than the whole cache: not kept
+    assert artifact_id(b"x" * 11) not in store._cache
+
+
+@pytest.mark.parametrize("kind", ["events", "evidence", "handoff", "escalation", "security"])
+async def test_no_rights_delete_purge_or_roll_up_a_stream(secure_bus: SecureBus, kind: str) -> None:
+    """Even the runtime's broad rights: what the relay published stays."""
+    workflow_id = await secure_bus.start(to="triage")
+    js, stream = secure_bus.nc.jetstream(), secure_bus.subjects.stream(kind)
+    subject = f"cc.{kind}.{workflow_id}" + (".X" if kind == "events" else "")
+    ack = await js.publish(subject, b"{}")
+    before = (await js.stream_info(stream)).state.messages
+    with pytest.raises(NatsError):
+        await js.purge_stream(stream)
+    with pytest.raises(NatsError):
+        await js.delete_msg(stream, ack.seq)
+    with pytest.raises(NatsError):
+        await js.publish(subject, b"{}", headers={"Nats-Rollup": "all"})
+    assert (await js.stream_info(stream)).state.messages == before
+    info = await js.stream_info(ARTIFACTS)
+    assert info.config.deny_delete
+    with pytest.raises(NatsError):  # an artifact's chunk stays
+        await js.delete_msg(ARTIFACTS, info.state.first_seq)
