@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +20,7 @@ from bus.operations.cli.common import (
     run_as_operator,
     settings_for,
 )
+from bus.operations.cli.output import show_json
 from bus.transport.subjects import Subjects
 from handoff_schemas import StartReply
 
@@ -54,29 +54,45 @@ def submit(
 
 @escalations_app.command("list")
 def escalations_list(
-    show_all: Annotated[bool, typer.Option("--all", help="Resolved ones too.")] = False,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Resolved ones too, with who answered, when and how.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     state_dir: StateDir = None,
 ) -> None:
-    """Escalations waiting for a human (from the escalation stream)."""
+    """Escalations waiting for a human (from the escalation stream); ``--all`` for every one."""
     from bus.operations.operators import escalations
 
     settings = settings_for(state_dir)
     view = from_stack_or_ledger(settings, escalations, lambda: ledger_escalations(settings))
     shown = [view.get(eid) for eid in view.raised] if show_all else view.open
     if as_json:
-        print(json.dumps(shown))
+        show_json(shown)
         return
     if not shown:
-        console.print("no open escalations")
+        console.print("no escalations" if show_all else "no open escalations")
     for escalation in shown:
         console.print(
             f"{escalation['escalationId']}  workflow {escalation['workflowId']}  "
-            f"{escalation['kind']}  {escalation['agent']}: {escalation['reason']}",
+            f"{escalation['kind']}  {escalation['agent']}: {escalation['reason']}"
+            + (f"  -> {answer_of(escalation)}" if show_all else ""),
             markup=False,
             highlight=False,
             soft_wrap=True,
         )
+
+
+def answer_of(escalation: dict) -> str:
+    """How a human answered an escalation (who, when, what and why), or that none has yet."""
+    resolution = escalation.get("resolution")
+    if resolution is None:
+        return "open"
+    decision = PAST.get(resolution["decision"], resolution["decision"])
+    why = f": {resolution['reason']}" if resolution.get("reason") else ""
+    return f"{decision} by {resolution['approver']} at {resolution['resolvedAt']}{why}"
+
+
+PAST = {"approve": "approved", "deny": "denied"}
 
 
 @escalations_app.command("show")
@@ -89,7 +105,7 @@ def escalations_show(escalation_id: str, state_dir: StateDir = None) -> None:
     escalation = found.get(escalation_id)
     if escalation is None:
         raise fail(f"no escalation {escalation_id!r}")
-    print(json.dumps(escalation, indent=2))
+    show_json(escalation)
 
 
 def resolve_escalation(
@@ -101,7 +117,7 @@ def resolve_escalation(
         settings_for(state_dir),
         lambda nc, subjects: resolve(nc, subjects, escalation_id, decision, approver, reason),
     )
-    done = {"approve": "approved", "deny": "denied"}[decision]
+    done = PAST[decision]
     workflow, status = result["workflowId"], result["workflowStatus"]
     console.print(f"{done} {escalation_id}; workflow {workflow} is {status}")
 
