@@ -25,6 +25,7 @@ from handoff_schemas import (
     Ack,
     ArtifactDigest,
     AuditRequest,
+    AwaitSignalRequest,
     CheckpointRequest,
     ClaimAssertion,
     ClaimItem,
@@ -46,6 +47,7 @@ from handoff_schemas import (
     ReasoningRequest,
     Reply,
     RetryAdvice,
+    SignalReply,
     StateRequest,
     StepsReply,
     SummarizeRequest,
@@ -355,6 +357,16 @@ class Context:
             evidence_ids=[e.audit_id for e in evidence],
         )
         self.state.checkpoints[name] = data or {}
+
+    async def wait_for_signal(self, name: str) -> dict[str, Any]:
+        """The data of the next signal ``name`` an operator sends to this workflow.
+
+        Without one yet, the handling stops here (the runtime records that it waits) and
+        its handoff is delivered again when the signal comes: the steps before replay, and
+        this call returns the signal's data. The task's deadline still applies.
+        """
+        reply = await self._step("wait", AwaitSignalRequest, SignalReply, name=name)
+        return reply.data
 
     async def put_artifact(self, data: bytes) -> str:
         return await self._artifacts.put(data)

@@ -10,6 +10,8 @@ concern; every outcome, a crash included, becomes a structured reply.
 - :mod:`bus.runtime.execution`: permission checks, tool calls and their evidence;
 - :mod:`bus.runtime.claims`: final claims and their verdicts;
 - :mod:`bus.runtime.escalations`: failures, dead letters and humans' answers;
+- :mod:`bus.runtime.faults`: agents' reports of handlers that failed, and why;
+- :mod:`bus.runtime.controls`: the operator's cancel, terminate, retry, reset and signal;
 - :mod:`bus.runtime.sweeper`: workflows past their deadline or stalled, which send nothing.
 
 Every request that changes a workflow carries a step key (:mod:`bus.runtime.steps`):
@@ -34,8 +36,10 @@ from bus.ledger import Ledger, LedgerError
 from bus.ledger.errors import NotAParticipant
 from bus.runtime.catalogue import CATALOGUE, Tool
 from bus.runtime.claims import ClaimHandlers
+from bus.runtime.controls import ControlHandlers
 from bus.runtime.escalations import EscalationHandlers
 from bus.runtime.execution import ToolExecution
+from bus.runtime.faults import FaultHandlers
 from bus.runtime.permissions import PermissionHandlers
 from bus.runtime.pipeline import PipelineHandlers
 from bus.runtime.policy import Policy
@@ -83,6 +87,8 @@ class Runtime:
             **execution.operations(),
             **ClaimHandlers(self.steps, policy).operations(),
             **self.escalations.operations(),
+            **FaultHandlers(self.steps).operations(),
+            **ControlHandlers(self.steps).operations(),
         }
         self._tasks: set[asyncio.Task[None]] = set()
         self.sweeper = Sweeper(self.steps, policy, settings.sweep_interval)
