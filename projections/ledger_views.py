@@ -24,6 +24,11 @@ STATUS_BY_EVENT = {
     "WorkflowFailed": "failed",
     "WorkflowStopped": "stopped",
     "BudgetExceeded": "stopped",
+    "WorkflowCancelled": "cancelled",
+    "WorkflowTerminated": "terminated",
+    "WorkflowReset": "reset",
+    "WorkflowRetried": "running",
+    "SignalAwaited": "waiting",
 }
 
 
@@ -141,6 +146,8 @@ def statements(event: EventEnvelope) -> list[Statement]:
                 found.append(set_status(wf, "running", at))
     if event.type in STATUS_BY_EVENT:
         found.append(set_status(wf, STATUS_BY_EVENT[event.type], at))
+    if event.type == "SignalReceived" and data.get("woke"):
+        found.append(set_status(wf, "running", at))
     found.extend(console_statements(event))  # the console's list row
     return found
 

@@ -10,8 +10,11 @@ it enforces where it enforces them:
   workflow, a completed step is never executed again);
 - :mod:`bus.ledger.handoffs`: handoffs, their gate, claims and completion;
 - :mod:`bus.ledger.escalations`: failures, escalations and the dead letter;
+- :mod:`bus.ledger.controls`: agents' faults, and operators' cancel, terminate, retry,
+  signals and resets;
 - :mod:`bus.ledger.participation`: who may act in and read a workflow, and own a step;
-- here: a closed workflow (completed, failed or stopped) takes no more actions, and one
+- here: a closed workflow (completed, failed, stopped, cancelled, terminated or reset)
+  takes no more actions, and one
   that waits for a human takes none until the human answers (``require_open``); an event
   the relay could not publish is recorded once (``quarantine_event``).
 
@@ -33,13 +36,19 @@ from uuid import UUID, uuid4, uuid5
 from eventsourcing.domain import Aggregate, DecoratedFuncCaller, event
 from eventsourcing.utils import get_topic, register_topic
 
-from bus.ledger.errors import WorkflowClosed, WorkflowEscalated
+from bus.ledger.controls import Controls
+from bus.ledger.errors import Cancelled, Terminated, WorkflowClosed, WorkflowEscalated
 from bus.ledger.escalations import Escalations
 from bus.ledger.handoffs import Handoffs
 from bus.ledger.participation import Participation
 from bus.ledger.pipeline import GENESIS_HASH, Pipeline
 
-CLOSED_STATUSES = frozenset({"completed", "failed", "stopped"})
+CLOSED_STATUSES = frozenset({"completed", "failed", "stopped", "cancelled", "terminated", "reset"})
+STOPPED_BY_OPERATOR: dict[str, type[WorkflowClosed]] = {
+    "cancelled": Cancelled,
+    "terminated": Terminated,
+}
+"""The refusal an agent gets from a workflow an operator stopped, by its status."""
 LEGACY_TOPIC = "bus.ledger:Workflow"
 """Where the aggregate lived before ``bus/`` had subpackages: ledgers written then name it."""
 REQUEST_NAMESPACE = UUID("6f1c7a52-5d0e-4c4b-9a57-0c1a1ec1a1ec")
@@ -48,7 +57,7 @@ REQUEST_NAMESPACE = UUID("6f1c7a52-5d0e-4c4b-9a57-0c1a1ec1a1ec")
 __all__ = ["CLOSED_STATUSES", "GENESIS_HASH", "LEGACY_TOPIC", "Workflow"]
 
 
-class Workflow(Pipeline, Handoffs, Escalations, Participation):
+class Workflow(Pipeline, Handoffs, Escalations, Controls, Participation):
     """One workflow's history: what was asked, believed, allowed, done and claimed."""
 
     @staticmethod
@@ -99,6 +108,12 @@ class Workflow(Pipeline, Handoffs, Escalations, Participation):
 
     def require_open(self) -> None:
         """Agents act only in a running workflow: not a closed one, nor one a human holds."""
+        if self.status in STOPPED_BY_OPERATOR:
+            raise STOPPED_BY_OPERATOR[self.status](
+                f"workflow {self.id} was {self.status}{self.stop_note()}: stop handling it"
+            )
+        if self.status == "reset":
+            raise WorkflowClosed(f"workflow {self.id} was reset: it continues as {self.reset_to}")
         if self.closed:
             raise WorkflowClosed(f"workflow {self.id} is {self.status}")
         if self.status == "escalated":
@@ -149,5 +164,5 @@ def keep_stored_topics(aggregate: type[Aggregate], *parts: type[Aggregate]) -> N
                 setattr(aggregate, name, event_class)
 
 
-keep_stored_topics(Workflow, Pipeline, Handoffs, Escalations)
+keep_stored_topics(Workflow, Pipeline, Handoffs, Escalations, Controls)
 register_topic(LEGACY_TOPIC, Workflow)  # old events and snapshots resolve to today's class

@@ -65,6 +65,16 @@ def every_kind_of_event(ledger: Ledger) -> str:
     workflow.resume(workflow.handoffs["ho-2"], escalation)
     workflow.quarantine_event(3, 3, "ToolExecuted", "too large", 10)
     workflow.dead_letter(workflow.handoffs["ho-2"], 5)  # HandoffDeadLettered, WorkflowFailed
+    workflow.report_fault(
+        "notifier", "handler_exception", "ho-2", "ValueError", "x", "", 1, "ho-2/f"
+    )
+    workflow.await_signal("notifier", "go", "ho-2/2")
+    workflow.receive_signal("go", {"ok": True}, "ops", "cli", "go on", "sig-1")
+    workflow.stop_by_operator("cancel", "ops", "cli", "not needed")
+    workflow.stop_by_operator("terminate", "ops", "cli", "really not")
+    workflow.retry_handling("ho-2", "ops", "cli", "try again")  # WorkflowRetried, Resumed
+    workflow.start_branch("wf-0", 3, "ops", "cli", "again from 3", {})
+    workflow.mark_reset("wf-2", 9, "ops", "cli", "again from 9")
     workflow.complete("triage", claim.claim_id)
     workflow.stop("operator")
     workflow.exceed_budget("spent")

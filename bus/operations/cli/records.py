@@ -141,6 +141,9 @@ def status(
         console.print("no workflow matches")
     for row in rows:
         waits = f"  waits for {row['waiting']}" if row["waiting"] else ""
+        waits += f"  why: {row['outcome']}" if row["outcome"] else ""
+        if row["last_fault"] and row["last_fault"] not in row["outcome"]:
+            waits += f"  last fault: {row['last_fault']}"
         console.print(
             f"{row['workflow_id']}  {row['status']:<10} {row['task']}  "
             f"agent {row['agent'] or '-'}  started {row['started_at'][:19]}Z  "
@@ -166,22 +169,31 @@ def add_age(rows: list[dict[str, Any]]) -> None:
 
 
 def add_waiting(settings: Settings, rows: list[dict[str, Any]]) -> None:
-    """Say why each open workflow waits: only open ones are folded from the ledger."""
+    """Say why each open workflow waits, and why one that did not complete ended (with the
+    last fault an agent reported): only those are folded from the ledger."""
     from projections import project
 
-    open_ones = [row for row in rows if row["status"] not in CLOSED_STATUSES]
+    unfinished = [row for row in rows if row["status"] != "completed"]
     histories = {}
-    if open_ones:
+    if unfinished:
         ledger = open_ledger(settings)
         try:
             histories = {
-                row["workflow_id"]: ledger.history(row["workflow_id"]) for row in open_ones
+                row["workflow_id"]: ledger.history(row["workflow_id"]) for row in unfinished
             }
         finally:
             ledger.close()
     for row in rows:
         history = histories.get(row["workflow_id"])
-        row["waiting"] = project(row["workflow_id"], history).waiting if history else ""
+        view = project(row["workflow_id"], history) if history else None
+        row["waiting"] = view.waiting if view else ""
+        row["outcome"] = view.outcome if view and row["status"] in CLOSED_STATUSES else ""
+        fault = view.faults[-1] if view and view.faults else None
+        row["last_fault"] = (
+            f"{fault['kind'].replace('_', ' ')}: {fault['error_type']}: {fault['message']}"
+            if fault
+            else ""
+        )
 
 
 @app.command()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from nats.aio.client import Client
@@ -109,15 +110,22 @@ def escalations_show(escalation_id: str, state_dir: StateDir = None) -> None:
 
 
 def resolve_escalation(
-    escalation_id: str, decision: str, approver: str, reason: str, state_dir: Path | None
+    escalation_id: str,
+    decision: str,
+    approver: str,
+    reason: str,
+    state_dir: Path | None,
+    corrections: dict[str, Any] | None = None,
 ) -> None:
     from bus.operations.operators import resolve
 
     result = run_as_operator(
         settings_for(state_dir),
-        lambda nc, subjects: resolve(nc, subjects, escalation_id, decision, approver, reason),
+        lambda nc, subjects: resolve(
+            nc, subjects, escalation_id, decision, approver, reason, corrections
+        ),
     )
-    done = PAST[decision]
+    done = PAST[decision] + (" with changes" if corrections else "")
     workflow, status = result["workflowId"], result["workflowStatus"]
     console.print(f"{done} {escalation_id}; workflow {workflow} is {status}")
 
@@ -128,10 +136,38 @@ Reason = Annotated[str, typer.Option("--reason", help="Why.")]
 
 @escalations_app.command("approve")
 def escalations_approve(
-    escalation_id: str, approver: Approver, reason: Reason = "", state_dir: StateDir = None
+    escalation_id: str,
+    approver: Approver,
+    reason: Reason = "",
+    changes: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--with",
+            help="Approve with a change to the held action's payload, FIELD=VALUE (repeatable); "
+            "the corrected action must pass the policy.",
+        ),
+    ] = None,
+    state_dir: StateDir = None,
 ) -> None:
-    """Approve: the held-back action runs with your grant, and the workflow resumes."""
-    resolve_escalation(escalation_id, "approve", approver, reason, state_dir)
+    """Approve: the held-back action runs with your grant (as corrected with --with), and the
+    workflow resumes."""
+    corrections = parse_changes(changes or [])
+    resolve_escalation(escalation_id, "approve", approver, reason, state_dir, corrections)
+
+
+def parse_changes(changes: list[str]) -> dict[str, Any]:
+    """``FIELD=VALUE`` pairs; a VALUE that reads as JSON (a number, true, a list) is taken
+    as that, anything else as text."""
+    corrections: dict[str, Any] = {}
+    for change in changes:
+        field, equals, value = change.partition("=")
+        if not equals or not field.strip():
+            raise fail(f"--with {change!r}: write it as FIELD=VALUE, like to=legal@acme.example")
+        try:
+            corrections[field.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            corrections[field.strip()] = value
+    return corrections
 
 
 @escalations_app.command("deny")
