@@ -93,7 +93,7 @@ def verify(
     )
 
 
-WORKFLOW_STATUSES = ("running", "escalated", *sorted(CLOSED_STATUSES))
+WORKFLOW_STATUSES = ("running", "waiting", "escalated", *sorted(CLOSED_STATUSES))
 
 
 @app.command()
