@@ -28,6 +28,7 @@ from bus.transport.subjects import Subjects
 from handoff_schemas import EventEnvelope
 from projections import WorkflowView
 from tests.conftest import claimcheck
+from tests.failures.test_faults import Faults
 
 POLICY = """
 [[rules]]
@@ -51,6 +52,8 @@ class Running:
     settings: Settings
     mailbox: Mailbox
     gates: Path
+    points: Faults
+    """Holds the agent at named points (``hold``, ``release``, ``reached``)."""
 
     @property
     def state_dir(self) -> Path:
@@ -92,17 +95,6 @@ class Running:
         finally:
             ledger.close()
 
-    def hold(self, point: str) -> None:
-        (self.gates / f"{point}.hold").touch()
-
-    def release(self, point: str) -> None:
-        (self.gates / f"{point}.hold").unlink()
-
-    async def reached(self, point: str, timeout: float = 30) -> None:
-        async with asyncio.timeout(timeout):
-            while not (self.gates / f"{point}.reached").exists():  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
-
 
 def status_is(*statuses: str) -> Callable[[WorkflowView], bool]:
     return lambda view: view.status in statuses
@@ -124,8 +116,8 @@ async def running(
     monkeypatch.setenv("CLAIMCHECK_POLICY", str(policy))
     settings = Settings(state_dir=tmp_path / "state", smtp_port=mailbox.port, policy=policy)
     agents = ("tests.operations.operator_agents:worker",)
-    async with Stack(settings, agents=agents):
-        yield Running(settings, mailbox, gates)
+    async with Stack(settings, agents=agents) as stack:
+        yield Running(settings, mailbox, gates, Faults(stack, mailbox, gates, tmp_path / "m.log"))
 
 
 async def test_faults_are_in_the_ledger_and_a_failed_workflow_is_retried(
@@ -175,14 +167,14 @@ async def test_faults_are_in_the_ledger_and_a_failed_workflow_is_retried(
 
 
 async def test_cancel_terminate_and_signal(running: Running) -> None:
-    running.hold("after-ticket")
+    running.points.hold("after-ticket")
     busy = await running.submit("order")
-    await running.reached("after-ticket")
+    await running.points.reached("after-ticket")
     cancelled = await running.cli(
         "workflows", "cancel", busy, "--reason", "customer withdrew", "--as", "dana"
     )
     assert f"cancelled workflow {busy}: now cancelled" in cancelled
-    running.release("after-ticket")  # the agent's next request (the email) is refused
+    running.points.release("after-ticket")  # the agent's next request (the email) is refused
     await asyncio.sleep(3)
     history = running.history(busy)
     [record] = of_type(history, "WorkflowCancelled")

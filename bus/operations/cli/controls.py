@@ -64,18 +64,23 @@ def request_of(kind: type[ControlRequest], **fields: Any) -> Any:
         raise fail(str(error)) from None
 
 
-@workflows_app.command("cancel")
-def cancel(workflow: str, reason: Why, by: By = "", state_dir: StateDir = None) -> None:
-    """Cancel: its agents are refused with `cancelled` at their next request, and stop."""
-    request = request_of(StopRequest, workflowId=workflow, by=default_name(by), reason=reason)
-    act("cancel", request, state_dir)
+def stopping(how: str, summary: str) -> None:
+    """Register ``cancel`` or ``terminate``: one command each, the same request."""
+
+    def stop(workflow: str, reason: Why, by: By = "", state_dir: StateDir = None) -> None:
+        request = request_of(StopRequest, workflowId=workflow, by=default_name(by), reason=reason)
+        act(how, request, state_dir)
+
+    stop.__doc__ = summary
+    workflows_app.command(how)(stop)
 
 
-@workflows_app.command("terminate")
-def terminate(workflow: str, reason: Why, by: By = "", state_dir: StateDir = None) -> None:
-    """Terminate: end it now, recorded as terminated; its agents are refused and stop."""
-    request = request_of(StopRequest, workflowId=workflow, by=default_name(by), reason=reason)
-    act("terminate", request, state_dir)
+stopping(
+    "cancel", "Cancel: its agents are refused with `cancelled` at their next request, and stop."
+)
+stopping(
+    "terminate", "Terminate: end it now, recorded as terminated; its agents are refused and stop."
+)
 
 
 @workflows_app.command("retry")
