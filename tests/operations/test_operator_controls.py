@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from agents.client import RuntimeClient, RuntimeRefused
 from bus.ledger import Ledger
 from bus.operations.mailbox import Mailbox
 from bus.operations.operators import submit, watch
@@ -25,7 +26,7 @@ from bus.operations.stack import Stack
 from bus.settings import Settings
 from bus.transport.connection import connect
 from bus.transport.subjects import Subjects
-from handoff_schemas import EventEnvelope
+from handoff_schemas import ControlReply, EventEnvelope, StopRequest
 from projections import WorkflowView
 from tests.conftest import claimcheck
 from tests.failures.test_faults import Faults
@@ -174,6 +175,19 @@ async def test_cancel_terminate_and_signal(running: Running) -> None:
         "workflows", "cancel", busy, "--reason", "customer withdrew", "--as", "dana"
     )
     assert f"cancelled workflow {busy}: now cancelled" in cancelled
+    # an agent cannot control a workflow: the runtime reads who asks from the connection
+    worker = running.settings.model_copy(
+        update={"credentials": running.points.stack.credentials["agent-worker"]}
+    )
+    nc = await connect(worker, "test-worker")
+    try:
+        client = RuntimeClient(nc, Subjects(worker.prefix), "worker", 10.0)
+        stop = StopRequest(workflow_id=busy, by="worker", reason="I decide")
+        with pytest.raises(RuntimeRefused, match="only the operator may terminate"):
+            await client.call("terminate", stop, ControlReply)
+    finally:
+        await nc.close()
+    assert not of_type(running.history(busy), "WorkflowTerminated")
     running.points.release("after-ticket")  # the agent's next request (the email) is refused
     await asyncio.sleep(3)
     history = running.history(busy)
