@@ -1,10 +1,13 @@
 """What an agent tells the runtime when its handler fails: the kind of fault, the message and
-the end of the stack trace, so the reason is in the ledger, not only in this process's log."""
+the end of the stack trace, so the reason is in the ledger, not only in this process's log.
+Secrets are taken out before anything leaves the process: the ledger is read by many."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import traceback
 
 import msgspec
@@ -29,6 +32,20 @@ def kind_of(error: BaseException) -> str:
     return "handler_exception"
 
 
+URL_PASSWORD = re.compile(r"(\w[\w+.-]*://[^:/@\s]*:)[^@\s]+@")
+SECRET_NAMES = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD)$", re.IGNORECASE)
+
+
+def redacted_text(text: str) -> str:
+    """``text`` without the secrets an exception may carry: a URL's password, and the value
+    of any environment variable named like a secret (``ANTHROPIC_API_KEY``, ``*_TOKEN``)."""
+    text = URL_PASSWORD.sub(r"\1***@", text)
+    for name, value in os.environ.items():
+        if SECRET_NAMES.search(name) and len(value) >= 8:
+            text = text.replace(value, f"<{name}>")
+    return text
+
+
 def bounded(text: str, keep: str = "end") -> str:
     """``text`` within the wire bound: a trace keeps its end (where it failed), a message
     its start."""
@@ -48,8 +65,8 @@ async def report_fault(client: RuntimeClient, ctx: Context, msg: Msg, error: Exc
         kind=kind_of(error),  # type: ignore[arg-type]
         handoff_id=ctx.incoming.handoff_id,
         error_type=type(error).__name__[:256],
-        message=bounded(str(error) or type(error).__name__, keep="start"),
-        trace=bounded("".join(traceback.format_exception(error))),
+        message=bounded(redacted_text(str(error) or type(error).__name__), keep="start"),
+        trace=bounded(redacted_text("".join(traceback.format_exception(error)))),
         delivery=delivery,
     )
     try:
