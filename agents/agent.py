@@ -29,6 +29,7 @@ from nats.js import JetStreamContext
 
 from agents.client import RuntimeClient, RuntimeRefused
 from agents.context import Context, WorkflowHalted
+from agents.faults import report_fault
 from agents.model import Model
 from bus import telemetry
 from bus.settings import Settings
@@ -155,11 +156,17 @@ class Agent:
             if refusal.code in RETRYABLE_REFUSALS:
                 await self._retry_later(msg, handoff, refusal)
                 return
-            log.warning("workflow %s ends for %s: %s", handoff.workflow_id, self.name, refusal)
+            if refusal.code == "waiting":
+                log.info("workflow %s waits for a signal: %s", handoff.workflow_id, refusal)
+            else:  # closed, cancelled or terminated by an operator, refused: stop handling it
+                log.warning("workflow %s ends for %s: %s", handoff.workflow_id, self.name, refusal)
         except WorkflowHalted as halted:
             log.warning("workflow %s halted for %s: %s", handoff.workflow_id, self.name, halted)
         except Exception as error:  # a handler bug must not kill the agent process
             log.exception("handler %s failed", handoff.task)
+            if await report_fault(client, ctx, msg, error) == "fail":
+                await msg.ack_sync()  # the runtime ended the workflow: nothing to redeliver
+                return
             await self._retry_later(msg, handoff, error)
             return
         await msg.ack_sync()

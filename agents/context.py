@@ -28,6 +28,7 @@ from handoff_schemas import (
     ArtifactPutRequest,
     ArtifactReply,
     AuditRequest,
+    AwaitSignalRequest,
     CheckpointRequest,
     ClaimAssertion,
     ClaimItem,
@@ -49,6 +50,7 @@ from handoff_schemas import (
     ReasoningRequest,
     Reply,
     RetryAdvice,
+    SignalReply,
     StateRequest,
     StepsReply,
     SummarizeRequest,
@@ -356,6 +358,16 @@ class Context:
             evidence_ids=[e.audit_id for e in evidence],
         )
         self.state.checkpoints[name] = data or {}
+
+    async def wait_for_signal(self, name: str) -> dict[str, Any]:
+        """The data of the next signal ``name`` an operator sends to this workflow.
+
+        Without one yet, the handling stops here (the runtime records that it waits) and
+        its handoff is delivered again when the signal comes: the steps before replay, and
+        this call returns the signal's data. The task's deadline still applies.
+        """
+        reply = await self._step("wait", AwaitSignalRequest, SignalReply, name=name)
+        return reply.data
 
     async def put_artifact(self, data: bytes) -> str:
         """Store ``data`` in this workflow through the runtime (agents cannot write the store)."""

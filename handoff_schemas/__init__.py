@@ -5,6 +5,15 @@ tool host can import it alone.
 """
 
 from handoff_schemas.base import WireStruct, wire_name
+from handoff_schemas.controls import (
+    CONTROLS,
+    ControlReply,
+    ControlRequest,
+    ResetRequest,
+    RetryRequest,
+    SignalRequest,
+    StopRequest,
+)
 from handoff_schemas.export import export_schemas, wire_types
 from handoff_schemas.messages import (
     DONE_STATUSES,
@@ -29,6 +38,7 @@ from handoff_schemas.runtime import (
     ArtifactPutRequest,
     ArtifactReply,
     AuditRequest,
+    AwaitSignalRequest,
     CheckpointRequest,
     ConfirmReply,
     ConfirmRequest,
@@ -40,6 +50,7 @@ from handoff_schemas.runtime import (
     ExecuteRequest,
     ExternalCheck,
     FailureRequest,
+    FaultReport,
     FieldError,
     HandoffReply,
     HandoffRequest,
@@ -53,6 +64,7 @@ from handoff_schemas.runtime import (
     ResolveReply,
     ResolveRequest,
     RetryAdvice,
+    SignalReply,
     StartReply,
     StartRequest,
     StateRequest,
@@ -65,6 +77,7 @@ from handoff_schemas.tools import ToolCall, ToolResult
 from handoff_schemas.validation import SchemaError, convert, decode, encode
 
 __all__ = [
+    "CONTROLS",
     "DONE_STATUSES",
     "OPERATIONS",
     "Ack",
@@ -74,6 +87,7 @@ __all__ = [
     "ArtifactPutRequest",
     "ArtifactReply",
     "AuditRequest",
+    "AwaitSignalRequest",
     "CheckedItem",
     "CheckpointRequest",
     "Claim",
@@ -82,6 +96,8 @@ __all__ = [
     "ConfirmReply",
     "ConfirmRequest",
     "ContextRequest",
+    "ControlReply",
+    "ControlRequest",
     "DeniedActionRequest",
     "ErrorInfo",
     "Escalation",
@@ -93,6 +109,7 @@ __all__ = [
     "ExecuteRequest",
     "ExternalCheck",
     "FailureRequest",
+    "FaultReport",
     "FieldError",
     "Handoff",
     "HandoffReply",
@@ -105,14 +122,19 @@ __all__ = [
     "ReasoningReply",
     "ReasoningRequest",
     "Reply",
+    "ResetRequest",
     "ResolveReply",
     "ResolveRequest",
     "RetryAdvice",
+    "RetryRequest",
     "SchemaError",
+    "SignalReply",
+    "SignalRequest",
     "StartReply",
     "StartRequest",
     "StateRequest",
     "StepsReply",
+    "StopRequest",
     "SummarizeRequest",
     "SummaryReply",
     "ToolCall",

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import msgspec
 
-from handoff_schemas import messages, runtime, tools
+from handoff_schemas import controls, messages, runtime, tools
 from handoff_schemas.base import WireStruct
 
 
 def wire_types() -> list[type[WireStruct]]:
     """Every public wire type, in a stable order."""
     found: dict[str, type[WireStruct]] = {}
-    for module in (messages, runtime, tools):
+    for module in (messages, runtime, controls, tools):
         for value in vars(module).values():
             if (
                 isinstance(value, type)

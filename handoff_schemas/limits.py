@@ -54,7 +54,10 @@ Label = Annotated[str, msgspec.Meta(max_length=256)]
 Resource = Annotated[str, msgspec.Meta(max_length=512)]
 """What an action acts on (``mailto:ops@acme.example``)."""
 
-Text = Annotated[str, msgspec.Meta(max_length=4096)]
+MAX_TEXT = 4096
+"""Characters of free text: a reason, a detail, a note, a fault's message or trace."""
+
+Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT)]
 """Free text: a reason, a detail, a note, a summary."""
 
 Fields = Annotated[dict[str, Any], msgspec.Meta(max_length=MAX_ITEMS)]

@@ -184,12 +184,16 @@ class Escalation(WireStruct):
 
 
 class EscalationResolution(WireStruct):
+    """A human's answer; ``correctedAction`` is what an approval with changes ran instead of
+    the held action (it passed the policy as corrected)."""
+
     escalation_id: str
     workflow_id: str
     decision: Literal["approve", "deny"]
     approver: str
     reason: str
     resolved_at: datetime
+    corrected_action: PendingAction | None = None
 
 
 class EventEnvelope(WireStruct):

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from handoff_schemas.base import WireStruct
+from handoff_schemas.controls import CONTROLS
 from handoff_schemas.limits import (
     MAX_ARTIFACT_BYTES,
     MAX_BUDGET_USD,
@@ -58,6 +59,10 @@ ErrorCode = Literal[
     "cost_budget_exceeded",
     "internal",
     "unavailable",  # NATS did not answer the runtime (a leader election): ask again
+    "cancelled",  # an operator cancelled the workflow: stop
+    "terminated",  # an operator terminated the workflow: stop
+    "unknown_escalation",
+    "waiting",  # the handling waits for a signal; its handoff comes again with one
 ]
 
 
@@ -234,14 +239,48 @@ class FailureRequest(StepRequest):
     retry_after_seconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] | None = None
 
 
+class FaultReport(StepRequest):
+    """An agent could not handle a handoff: what went wrong, for the ledger (not a log file).
+
+    ``handler_exception``: the handler raised; ``undecodable_input``: the input it was
+    handed does not decode (not JSON, not UTF-8); ``invalid_payload``: the input decodes but
+    fails the handler's validation. ``trace`` is the end of the stack trace (bounded: the
+    agent keeps its last lines), ``delivery`` which delivery of the handoff failed.
+    """
+
+    kind: Literal["handler_exception", "undecodable_input", "invalid_payload"]
+    handoff_id: Id
+    error_type: Label
+    message: Text
+    trace: Text = ""
+    delivery: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1
+
+
+class AwaitSignalRequest(StepRequest):
+    """``ctx.wait_for_signal(name)``: the next unread signal of that name an operator sent."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+
+
+class SignalReply(WireStruct):
+    name: str
+    data: dict[str, Any]
+    signal_id: str
+
+
 class ResolveRequest(WireStruct):
-    """A human's answer to an escalation (only the operator identity may send it)."""
+    """A human's answer to an escalation (only the operator identity may send it).
+
+    ``corrections`` approve with changes: fields of the held action's payload replaced
+    (``{"to": "legal@acme.example"}``); the corrected action must pass the policy itself.
+    """
 
     workflow_id: Id
     escalation_id: Id
     decision: Literal["approve", "deny"]
     approver: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
     reason: Text = ""
+    corrections: Fields = {}
 
 
 class ConfirmRequest(WireStruct):
@@ -364,9 +403,12 @@ OPERATIONS: dict[str, type[WireStruct]] = {
     "handoff": HandoffRequest,
     "summarize": SummarizeRequest,
     "failure": FailureRequest,
+    "fault": FaultReport,
+    "wait": AwaitSignalRequest,
     "resolve": ResolveRequest,
     "confirm": ConfirmRequest,
     "artifact_put": ArtifactPutRequest,
     "artifact_get": ArtifactGetRequest,
+    **CONTROLS,
 }
 """Operation name (the last subject token) to the request type it takes."""

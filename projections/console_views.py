@@ -19,6 +19,11 @@ STATUS_BY_EVENT = {
     "WorkflowFailed": "failed",
     "WorkflowStopped": "stopped",
     "BudgetExceeded": "stopped",
+    "WorkflowCancelled": "cancelled",
+    "WorkflowTerminated": "terminated",
+    "WorkflowReset": "reset",
+    "WorkflowRetried": "running",
+    "SignalAwaited": "waiting",
 }
 
 VERDICT_FILTERS = {
@@ -75,6 +80,8 @@ def console_statements(event: EventEnvelope) -> list[Statement]:
                 found.append(update(wf, "status = 'running'"))
     if event.type in STATUS_BY_EVENT:
         found.append(update(wf, "status = ?", STATUS_BY_EVENT[event.type]))
+    if event.type == "SignalReceived" and data.get("woke"):
+        found.append(update(wf, "status = 'running'"))
     if found and event.type != "WorkflowStarted":
         found.append(update(wf, "updated_at = ?", at))
     return found

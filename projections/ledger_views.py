@@ -24,6 +24,11 @@ STATUS_BY_EVENT = {
     "WorkflowFailed": "failed",
     "WorkflowStopped": "stopped",
     "BudgetExceeded": "stopped",
+    "WorkflowCancelled": "cancelled",
+    "WorkflowTerminated": "terminated",
+    "WorkflowReset": "reset",
+    "WorkflowRetried": "running",
+    "SignalAwaited": "waiting",
 }
 
 
@@ -160,6 +165,8 @@ def statements(event: EventEnvelope) -> list[Statement]:
                 found.append(set_status(wf, "running", at))
     if event.type in STATUS_BY_EVENT:
         found.append(set_status(wf, STATUS_BY_EVENT[event.type], at))
+    if event.type == "SignalReceived" and data.get("woke"):
+        found.append(set_status(wf, "running", at))
     found.extend(console_statements(event))  # the console's list row
     return found
 
@@ -220,15 +227,38 @@ def add_cost(
 # -- queries ----------------------------------------------------------------------------------
 
 
-def workflow_states(view: ViewStore, workflow_id: str | None = None) -> list[dict[str, Any]]:
-    where, params = ("WHERE w.workflow_id = ?", (workflow_id,)) if workflow_id else ("", ())
+def workflow_states(
+    view: ViewStore,
+    workflow_id: str | None = None,
+    *,
+    status: str | None = None,
+    agent: str | None = None,
+    task: str | None = None,
+    since: str | None = None,
+) -> list[dict[str, Any]]:
+    """Workflows (one, or those matching every filter given), oldest first.
+
+    ``agent`` is the agent a workflow is with now (its latest handoff's), ``since`` an ISO
+    time it started at or after; ``updated_at`` is its latest change, from the list view.
+    """
+    filters = {
+        "w.workflow_id = ?": workflow_id,
+        "w.status = ?": status,
+        "c.agent = ?": agent,
+        "w.task = ?": task,
+        "w.started_at >= ?": since,
+    }
+    given = {clause: value for clause, value in filters.items() if value is not None}
+    where = f"WHERE {' AND '.join(given)}" if given else ""
     rows = view.query(
         "SELECT w.workflow_id, w.task, w.status, w.current_step, w.budget_usd, w.started_at, "
-        "w.updated_at, (SELECT COUNT(*) FROM cc_steps s WHERE s.workflow_id = w.workflow_id) "
-        "AS completed_steps, (SELECT COALESCE(SUM(c.usd), 0) FROM cc_costs c "
-        f"WHERE c.workflow_id = w.workflow_id) AS cost_usd FROM cc_workflows w {where} "
+        "COALESCE(c.updated_at, w.updated_at) AS updated_at, COALESCE(c.agent, '') AS agent, "
+        "(SELECT COUNT(*) FROM cc_steps s WHERE s.workflow_id = w.workflow_id) "
+        "AS completed_steps, (SELECT COALESCE(SUM(k.usd), 0) FROM cc_costs k "
+        "WHERE k.workflow_id = w.workflow_id) AS cost_usd FROM cc_workflows w "
+        f"LEFT JOIN cc_console_workflows c ON c.workflow_id = w.workflow_id {where} "
         "ORDER BY w.started_at, w.workflow_id",
-        params,
+        tuple(given.values()),
     )
     for row in rows:
         checkpoints = view.query(

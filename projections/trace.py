@@ -20,6 +20,12 @@ def brief(value: Any, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def brief_text(text: str, limit: int = 300) -> str:
+    """The first line of a message, shortened: the timeline keeps one line per event."""
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return first if len(first) <= limit else first[: limit - 1] + "…"
+
+
 PAST = {"approve": "approved", "deny": "denied"}
 PREFIX = 4 + 1 + 15 + 2 + 18 + 1
 """The width of a timeline line's version, time and event type: where its text starts."""
@@ -102,10 +108,39 @@ DESCRIBE: dict[str, Callable[[dict[str, Any]], str]] = {
     ),
     "EscalationResolved": lambda d: (
         f"{d['resolution']['approver']} {d['resolution']['decision']}d: {d['resolution']['reason']}"
+        + (
+            f"; with changes: {d['resolution']['correctedAction']['tool']} on "
+            f"{d['resolution']['correctedAction']['resource']}"
+            if d["resolution"].get("correctedAction")
+            else ""
+        )
     ),
     "WorkflowResumed": lambda d: f"resumed: handoff {d['handoff']['handoffId']} delivered again",
     "HandoffDeadLettered": lambda d: f"handoff dead-lettered after {d['deliveries']} deliveries",
     "BudgetExceeded": lambda d: f"budget exceeded: {d['reason']}",
+    "FaultReported": lambda d: (
+        f"{d['agent']} failed handling {d['handoff_id']} (delivery {d['delivery']}), "
+        f"{d['kind'].replace('_', ' ')}: {d['error_type']}: {brief_text(d['message'])}"
+    ),
+    "WorkflowCancelled": lambda d: f"cancelled by {d['by']} ({d['role']}): {d['reason']}",
+    "WorkflowTerminated": lambda d: f"terminated by {d['by']} ({d['role']}): {d['reason']}",
+    "WorkflowRetried": lambda d: (
+        f"retried by {d['by']} ({d['role']}): {d['reason']}; handoff {d['handoff_id']} again, "
+        f"failed steps run again: {', '.join(d['cleared_steps']) or 'none'}"
+    ),
+    "SignalAwaited": lambda d: f"{d['agent']} waits for signal {d['name']!r}",
+    "SignalReceived": lambda d: (
+        f"signal {d['name']!r} from {d['by']} ({d['role']}): {brief(d['data'])}; {d['reason']}"
+        + (f"; handoff {d['woke']} delivered again" if d.get("woke") else "")
+    ),
+    "BranchStarted": lambda d: (
+        f"reset by {d['by']} ({d['role']}): continues workflow {d['source']} from its event "
+        f"{d['version']}: {d['reason']}"
+    ),
+    "WorkflowReset": lambda d: (
+        f"reset by {d['by']} ({d['role']}) to event {d['version']}: continues as workflow "
+        f"{d['branch']}: {d['reason']}"
+    ),
     "WorkflowCompleted": lambda d: f"completed (claim {d['claim_id']})",
     "WorkflowFailed": lambda d: f"failed: {d['reason']}",
     "WorkflowStopped": lambda d: f"stopped: {d['reason']}",

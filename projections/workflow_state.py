@@ -17,6 +17,10 @@ from handoff_schemas import EventEnvelope
 
 log = logging.getLogger(__name__)
 
+CLOSED = ("completed", "failed", "stopped", "cancelled", "terminated", "reset")
+"""Statuses after which a workflow takes no more actions."""
+OPERATOR_STATUS = {"WorkflowCancelled": "cancelled", "WorkflowTerminated": "terminated"}
+
 
 @dataclass
 class WorkflowView:
@@ -40,6 +44,13 @@ class WorkflowView:
     handoffs: list[dict[str, Any]] = field(default_factory=list)
     rejected_handoffs: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    faults: list[dict[str, Any]] = field(default_factory=list)
+    """What agents reported when a handler failed: kind, message, bounded stack trace."""
+    controls: list[dict[str, Any]] = field(default_factory=list)
+    """What operators did from outside (cancel, terminate, retry, signal, reset), with who
+    and why."""
+    reset_from: dict[str, Any] | None = None
+    reset_to: str = ""
     escalations: list[dict[str, Any]] = field(default_factory=list)
     resolutions: list[dict[str, Any]] = field(default_factory=list)
     outcome: str = ""
@@ -104,12 +115,40 @@ class WorkflowView:
             case "WorkflowFailed":
                 self.status = "failed"
                 self.outcome = data["reason"]
+            case "FaultReported":
+                self.faults.append(data)
+            case "WorkflowCancelled" | "WorkflowTerminated":
+                self.status = OPERATOR_STATUS[event.type]
+                self.outcome = f"{self.status} by {data['by']}: {data['reason']}"
+                self.controls.append({"event": event.type, **data})
+            case "WorkflowRetried":
+                self.status = "running"
+                self.controls.append({"event": event.type, **data})
+            case "SignalAwaited":
+                self.status = "waiting"
+            case "SignalReceived":
+                self.controls.append({"event": event.type, **data})
+                if data.get("woke"):
+                    self.status = "running"
+            case "BranchStarted":
+                self.reset_from = {"workflowId": data["source"], "version": data["version"]}
+                self.controls.append(
+                    {"event": event.type, **{k: v for k, v in data.items() if k != "state"}}
+                )
+            case "WorkflowReset":
+                self.status, self.reset_to = "reset", data["branch"]
+                self.outcome = (
+                    f"reset by {data['by']} to continue as {data['branch']}: {data['reason']}"
+                )
+                self.controls.append({"event": event.type, **data})
 
     @property
     def waiting(self) -> str:
         """Why an open workflow waits, and on whom: ``""`` once it is closed."""
-        if self.status in ("completed", "failed", "stopped"):
+        if self.status in CLOSED:
             return ""
+        if self.status == "waiting":
+            return f"an operator's signal (`claimcheck workflows signal {self.workflow_id} NAME`)"
         if self.status == "escalated":
             resolved = {r["escalationId"] for r in self.resolutions}
             return "; ".join(
@@ -135,13 +174,20 @@ class WorkflowView:
             )
         if self.handoffs:
             handoff = self.handoffs[-1]
-            return f"agent {handoff['to']} (handoff {handoff['handoffId']}) since {since}"
+            faults = [f for f in self.faults if f["handoff_id"] == handoff["handoffId"]]
+            failed = (
+                f"; delivery {faults[-1]['delivery']} failed: {faults[-1]['error_type']}: "
+                f"{faults[-1]['message']}"
+                if faults
+                else ""
+            )
+            return f"agent {handoff['to']} (handoff {handoff['handoffId']}) since {since}{failed}"
         return f"an agent since {since}"
 
     @property
     def settled(self) -> bool:
         """Nothing more happens without outside input: closed, or waiting for a human."""
-        return self.status in ("completed", "failed", "stopped", "escalated")
+        return self.status in CLOSED or self.status in ("escalated", "waiting")
 
 
 def project(workflow_id: str, events: Iterable[EventEnvelope]) -> WorkflowView:

@@ -17,6 +17,18 @@ class WorkflowClosed(LedgerError):
     code = "workflow_closed"
 
 
+class Cancelled(WorkflowClosed):
+    """An operator cancelled the workflow: its agents stop at their next request."""
+
+    code = "cancelled"
+
+
+class Terminated(WorkflowClosed):
+    """An operator terminated the workflow: its agents stop at their next request."""
+
+    code = "terminated"
+
+
 class InvalidHandoff(LedgerError):
     code = "invalid_handoff"
 

@@ -7,8 +7,8 @@ The invariants enforced here, each by the method named:
 - a workflow with an unanswered escalation waits for a human (``open_escalations``, read by
   ``Workflow.require_open``); the last answer lets it run again;
 - a human's approval of a refused action is that step's permission (``resolve_escalation``);
-- a handoff that failed every delivery is parked and fails its workflow, once
-  (``dead_letter``).
+- a handoff that failed every delivery is parked and fails its workflow, once, naming the
+  last fault its agent reported (``dead_letter``).
 
 Kept here because the runtime decides from it: the failures so far (the failure table
 counts them, :mod:`bus.runtime.governance`).
@@ -41,6 +41,8 @@ class Escalations(Aggregate):
         permissions: dict[str, dict[str, str]]
 
         def fail(self, reason: str) -> None: ...
+
+        def last_fault(self, handoff_id: str) -> str: ...
 
     def open_escalations(self) -> list[str]:
         return [eid for eid, esc in self.escalations.items() if "decision" not in esc]
@@ -82,8 +84,15 @@ class Escalations(Aggregate):
         self.status = "escalated"
 
     def resolve_escalation(
-        self, escalation_id: str, decision: str, approver: str, reason: str
+        self,
+        escalation_id: str,
+        decision: str,
+        approver: str,
+        reason: str,
+        corrected: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """Record a human's answer; ``corrected`` is the action an approval with changes
+        runs instead of the held one (the runtime checked it against the policy)."""
         escalation = self.escalations.get(escalation_id)
         if escalation is None:
             raise UnknownEscalation(f"workflow {self.id} has no escalation {escalation_id!r}")
@@ -98,6 +107,9 @@ class Escalations(Aggregate):
             approver=approver,
             reason=reason,
             resolved_at=datetime.now(UTC),
+            corrected_action=None
+            if corrected is None
+            else msgspec.convert(corrected, PendingAction),
         )
         self._escalation_resolved(msgspec.to_builtins(resolution))
         return escalation
@@ -107,6 +119,8 @@ class Escalations(Aggregate):
         escalation = self.escalations[resolution["escalationId"]]
         escalation["decision"] = resolution["decision"]
         escalation["approver"] = resolution["approver"]
+        if resolution.get("correctedAction"):
+            escalation["corrected"] = resolution["correctedAction"]
         if resolution["decision"] == "approve":
             if escalation["action"] is not None:  # the human's grant is the step's permission
                 self.permissions[escalation["stepKey"]] = {
@@ -126,10 +140,12 @@ class Escalations(Aggregate):
         if self.closed:
             return  # already ended (or another replica recorded this first)
         self._handoff_dead_lettered(handoff, deliveries)
+        fault = self.last_fault(handoff["handoffId"])
         self.fail(
             f"handoff {handoff['handoffId']} to {handoff['to']} failed {deliveries} deliveries"
+            + (f"; the last: {fault}" if fault else "")
         )
 
     @event("HandoffDeadLettered")
     def _handoff_dead_lettered(self, handoff: dict[str, Any], deliveries: int) -> None:
-        pass
+        self.__dict__.setdefault("dead_letters", []).append(handoff["handoffId"])

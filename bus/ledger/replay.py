@@ -89,5 +89,5 @@ def summary(workflow: Workflow) -> dict[str, Any]:
         "evidence": [record["hash"] for record in workflow.evidence.values()],
         "claims": {cid: claim["verdict"] for cid, claim in workflow.claims.items()},
         "escalations": {eid: esc.get("decision") for eid, esc in workflow.escalations.items()},
-        "cost_usd": round(workflow.cost_usd, 9),
+        "costUsd": round(workflow.cost_usd, 9),
     }

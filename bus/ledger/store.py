@@ -21,6 +21,7 @@ from eventsourcing.persistence import IntegrityError, Notification
 from eventsourcing.utils import get_topic
 
 from bus.ledger.errors import LedgerError, UnknownWorkflow
+from bus.ledger.replay import replay
 from bus.ledger.workflow import LEGACY_TOPIC, Workflow
 from handoff_schemas import EventEnvelope
 
@@ -28,6 +29,27 @@ T = TypeVar("T")
 
 STARTED_TOPICS = [get_topic(Workflow.WorkflowStarted), f"{LEGACY_TOPIC}.WorkflowStarted"]  # type: ignore[attr-defined]
 """How a workflow's first event is named, today and in ledgers written before."""
+
+
+def reset_point(
+    history: list[EventEnvelope], to_event: int | None, to_checkpoint: str | None
+) -> int:
+    """The event a reset continues after: ``to_event``, or the last checkpoint so named."""
+    if to_checkpoint is not None:
+        reached = [
+            e.version
+            for e in history
+            if e.type == "CheckpointReached" and e.data.get("name") == to_checkpoint
+        ]
+        if not reached:
+            raise LedgerError(f"the workflow never reached a checkpoint {to_checkpoint!r}")
+        return reached[-1]
+    assert to_event is not None
+    if not 1 <= to_event <= len(history):
+        raise LedgerError(
+            f"event {to_event} is outside this workflow's events (1 to {len(history)})"
+        )
+    return to_event
 
 
 def sqlite_or_postgres_env(url: str) -> dict[str, str]:
@@ -94,6 +116,45 @@ class Ledger(Application[UUID]):
                 raise
             return self.workflow(str(workflow.id))  # another replica started it just now
         return workflow
+
+    def branch(
+        self,
+        workflow_id: str,
+        to_event: int | None,
+        to_checkpoint: str | None,
+        by: str,
+        role: str,
+        reason: str,
+    ) -> Workflow:
+        """Reset: continue a workflow from one of its events as a new workflow (a branch).
+
+        The branch starts with the state the workflow had after that event (or after the
+        last time it reached the checkpoint), and its open handlings are delivered again:
+        the steps recorded up to there replay, the rest run again. The old workflow is
+        closed as ``reset`` and links to the branch; both are saved in one commit.
+        """
+        old = self.workflow(workflow_id)
+        if old.status == "reset":
+            raise LedgerError(f"workflow {workflow_id} was already reset: see {old.reset_to}")
+        history = self.history(workflow_id)
+        version = reset_point(history, to_event, to_checkpoint)
+        past = replay(history, version)
+        new = Workflow(
+            old.task,
+            old.agent,
+            old.artifact_id,
+            old.scope,
+            old.started_by,
+            old.budget_usd,
+            old.trace_id,
+        )
+        new.start_branch(workflow_id, version, by, role, reason, past.carried_state(str(new.id)))
+        for handling in new.open_handlings():
+            new.resume(new.handoffs[handling], f"reset-{workflow_id}-{version}")
+        old.mark_reset(str(new.id), version, by, role, reason)
+        self.save(old, new)
+        self._evict(workflow_id)  # the runtime's cached copy is behind the commit
+        return new
 
     def workflow(self, workflow_id: str) -> Workflow:
         try:

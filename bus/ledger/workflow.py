@@ -12,9 +12,12 @@ it enforces where it enforces them:
 - :mod:`bus.ledger.escalations`: failures, escalations and the dead letter;
 - :mod:`bus.ledger.audits`: the relay's quarantines and what the tools' own systems said
   of the recorded side effects (``verify --external``);
+- :mod:`bus.ledger.controls`: agents' faults, and operators' cancel, terminate, retry,
+  signals and resets;
 - :mod:`bus.ledger.participation`: who may act in and read a workflow, and own a step;
-- here: a closed workflow (completed, failed or stopped) takes no more actions, and one
-  that waits for a human takes none until the human answers (``require_open``).
+- here: a closed workflow (completed, failed, stopped, cancelled, terminated or reset)
+  takes no more actions, and one that waits for a human takes none until the human
+  answers (``require_open``).
 
 What is counted from this state to decide (rule uses, failure attempts, affordability)
 is the runtime's, in :mod:`bus.runtime.governance`; views of it are in ``projections``.
@@ -35,13 +38,19 @@ from eventsourcing.domain import Aggregate, DecoratedFuncCaller, event
 from eventsourcing.utils import get_topic, register_topic
 
 from bus.ledger.audits import Audits
-from bus.ledger.errors import WorkflowClosed, WorkflowEscalated
+from bus.ledger.controls import Controls
+from bus.ledger.errors import Cancelled, Terminated, WorkflowClosed, WorkflowEscalated
 from bus.ledger.escalations import Escalations
 from bus.ledger.handoffs import Handoffs
 from bus.ledger.participation import Participation
 from bus.ledger.pipeline import GENESIS_HASH, Pipeline
 
-CLOSED_STATUSES = frozenset({"completed", "failed", "stopped"})
+CLOSED_STATUSES = frozenset({"completed", "failed", "stopped", "cancelled", "terminated", "reset"})
+STOPPED_BY_OPERATOR: dict[str, type[WorkflowClosed]] = {
+    "cancelled": Cancelled,
+    "terminated": Terminated,
+}
+"""The refusal an agent gets from a workflow an operator stopped, by its status."""
 LEGACY_TOPIC = "bus.ledger:Workflow"
 """Where the aggregate lived before ``bus/`` had subpackages: ledgers written then name it."""
 REQUEST_NAMESPACE = UUID("6f1c7a52-5d0e-4c4b-9a57-0c1a1ec1a1ec")
@@ -50,7 +59,7 @@ REQUEST_NAMESPACE = UUID("6f1c7a52-5d0e-4c4b-9a57-0c1a1ec1a1ec")
 __all__ = ["CLOSED_STATUSES", "GENESIS_HASH", "LEGACY_TOPIC", "Workflow"]
 
 
-class Workflow(Pipeline, Handoffs, Escalations, Audits, Participation):
+class Workflow(Pipeline, Handoffs, Escalations, Audits, Controls, Participation):
     """One workflow's history: what was asked, believed, allowed, done and claimed."""
 
     @staticmethod
@@ -101,6 +110,12 @@ class Workflow(Pipeline, Handoffs, Escalations, Audits, Participation):
 
     def require_open(self) -> None:
         """Agents act only in a running workflow: not a closed one, nor one a human holds."""
+        if self.status in STOPPED_BY_OPERATOR:
+            raise STOPPED_BY_OPERATOR[self.status](
+                f"workflow {self.id} was {self.status}{self.stop_note()}: stop handling it"
+            )
+        if self.status == "reset":
+            raise WorkflowClosed(f"workflow {self.id} was reset: it continues as {self.reset_to}")
         if self.closed:
             raise WorkflowClosed(f"workflow {self.id} is {self.status}")
         if self.status == "escalated":
@@ -134,5 +149,5 @@ def keep_stored_topics(aggregate: type[Aggregate], *parts: type[Aggregate]) -> N
                 setattr(aggregate, name, event_class)
 
 
-keep_stored_topics(Workflow, Pipeline, Handoffs, Escalations, Audits)
+keep_stored_topics(Workflow, Pipeline, Handoffs, Escalations, Audits, Controls)
 register_topic(LEGACY_TOPIC, Workflow)  # old events and snapshots resolve to today's class

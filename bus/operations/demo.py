@@ -22,6 +22,7 @@ from rich.console import Console
 
 from bus.operations.mailbox import Mailbox
 from bus.operations.operators import submit, watch
+from bus.operations.progress import Progress
 from bus.operations.stack import Stack
 from bus.settings import Settings
 from bus.transport.connection import connect
@@ -102,9 +103,24 @@ async def run_complaints(settings: Settings, console: Console) -> list[WorkflowV
                 f"submitted {complaint['customer']}'s complaint as workflow {reply.workflow_id}"
             )
             started.append(reply.workflow_id)
-        return list(await asyncio.gather(*(watch(nc, subjects, wf) for wf in started)))
+        async with Progress(console, "workflows", len(started)) as progress:
+            return list(
+                await asyncio.gather(
+                    *(progress.track(watch(nc, subjects, wf), settled_note) for wf in started)
+                )
+            )
     finally:
         await nc.close()
+
+
+def settled_note(view: WorkflowView) -> str:
+    """A line as each workflow settles: it says what happened before the full report."""
+    how = {
+        "escalated": "waits for a human",
+        "completed": "completed",
+        "running": "did not settle in time",
+    }.get(view.status)
+    return f"workflow {view.workflow_id} {how or f'{view.status}: {view.outcome}'}"
 
 
 def show(console: Console, views: list[WorkflowView], emails: list[str]) -> None:

@@ -23,6 +23,8 @@ from handoff_schemas import (
     ArtifactPutReply,
     ArtifactPutRequest,
     ArtifactReply,
+    ControlReply,
+    ControlRequest,
     EventEnvelope,
     Reply,
     ResolveReply,
@@ -181,6 +183,11 @@ async def find_escalation(
     return escalation
 
 
+async def control(nc: Client, subjects: Subjects, op: str, request: ControlRequest) -> ControlReply:
+    """Cancel, terminate, retry, reset or signal a workflow (``op``); the runtime records it."""
+    return await ask_runtime(nc, subjects, op, request, ControlReply)
+
+
 async def resolve(
     nc: Client,
     subjects: Subjects,
@@ -188,8 +195,10 @@ async def resolve(
     decision: str,
     approver: str,
     reason: str = "",
+    corrections: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Approve or deny an open escalation; return it with the workflow's new status."""
+    """Approve (with ``corrections`` to the held action's payload, if any) or deny an open
+    escalation; return it with the workflow's new status."""
     escalation = await find_escalation(nc, subjects, escalation_id)
     if escalation["resolution"] is not None:
         raise OperatorError(
@@ -202,6 +211,7 @@ async def resolve(
         decision=decision,
         approver=approver,
         reason=reason,
+        corrections=corrections or {},
     )
     try:
         reply = await ask_runtime(nc, subjects, "resolve", request, ResolveReply)

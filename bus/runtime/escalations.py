@@ -12,17 +12,20 @@ is open.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from pydantic import ValidationError
 
 from bus.ledger import LedgerError, Workflow
 from bus.runtime.execution import ToolExecution
-from bus.runtime.governance import after_failure, granted, handoff_of
+from bus.runtime.governance import after_failure, granted, handoff_of, rule_uses
 from bus.runtime.policy import Policy
 from bus.runtime.protocol import Handler, Refusal
 from bus.runtime.steps import Steps
+from bus.runtime.tool_host import pydantic_field_errors
 from bus.settings import Settings
 from bus.transport.subjects import OPERATOR
 from handoff_schemas import (
@@ -79,10 +82,19 @@ class EscalationHandlers:
             raise Refusal(
                 "permission_denied", f"only the operator may resolve escalations, not {agent!r}"
             )
+        corrected = None
+        if request.corrections:
+            corrected = await self.steps.read(
+                request.workflow_id, lambda wf: self._corrected(wf, request)
+            )
         escalation = await self.steps.command(
             request.workflow_id,
             lambda wf: wf.resolve_escalation(
-                request.escalation_id, request.decision, request.approver, request.reason
+                request.escalation_id,
+                request.decision,
+                request.approver,
+                request.reason,
+                corrected,
             ),
         )
         if request.decision == "deny":
@@ -103,9 +115,49 @@ class EscalationHandlers:
         status = await self.steps.read(request.workflow_id, lambda wf: wf.status)
         return ResolveReply(workflow_status=status)
 
+    def _corrected(self, workflow: Workflow, request: ResolveRequest) -> dict[str, Any]:
+        """The held action with the human's corrections, if the policy allows it as corrected.
+
+        A plain approval is the human's grant over the policy's denial; a correction makes a
+        new action nobody has checked, so it must pass the policy on its own.
+        """
+        if request.decision != "approve":
+            raise Refusal("invalid_request", "only an approval carries corrections")
+        escalation = workflow.escalations.get(request.escalation_id)
+        held = None if escalation is None else escalation["action"]
+        if held is None:
+            raise Refusal(
+                "invalid_request",
+                f"escalation {request.escalation_id} holds no action to correct",
+            )
+        tool = self.execution.tools.get(held["tool"])
+        if tool is None:
+            raise Refusal("invalid_request", f"no tool {held['tool']!r} to correct")
+        payload = {**held["payload"], **request.corrections}
+        try:
+            resource = tool.resource(tool.payload.model_validate(payload))
+        except ValidationError as error:
+            raise Refusal(
+                "invalid_tool_payload",
+                f"the corrected {held['tool']} payload is invalid",
+                pydantic_field_errors(error),
+            ) from None
+        decision = self.policy.decide(
+            escalation["agent"], held["tool"], resource, rule_uses(workflow)
+        )
+        if not decision.allowed:
+            raise Refusal(
+                "permission_denied",
+                f"the corrected action ({held['tool']} on {resource}) is {decision.outcome} "
+                f"by rule {decision.rule}: {decision.reason}; the escalation stays open",
+            )
+        return {"tool": held["tool"], "resource": resource, "payload": payload}
+
     async def _carry_out_approval(self, request: ResolveRequest, escalation: dict) -> None:
-        """Run the held action (or grant one more attempt), then hand the work back."""
-        step_key, action = escalation["stepKey"], escalation["action"]
+        """Run the held action (as corrected, if it was), or grant one more attempt, then
+        hand the work back."""
+        step_key = escalation["stepKey"]
+        action = escalation.get("corrected") or escalation["action"]
         if action is not None:
             try:
                 await self.execution.run_tool(

@@ -13,6 +13,8 @@ concern; every outcome, a crash included, becomes a structured reply.
 - :mod:`bus.runtime.confirmation`: asking the tools' own systems whether recorded side
   effects exist as recorded (``verify --external``);
 - :mod:`bus.runtime.artifacts`: storing and reading artifacts for who may not touch the store;
+- :mod:`bus.runtime.faults`: agents' reports of handlers that failed, and why;
+- :mod:`bus.runtime.controls`: the operator's cancel, terminate, retry, reset and signal;
 - :mod:`bus.runtime.sweeper`: workflows past their deadline or stalled, which send nothing.
 
 Every request that changes a workflow carries a step key (:mod:`bus.runtime.steps`):
@@ -39,8 +41,10 @@ from bus.runtime.artifacts import ArtifactHandlers
 from bus.runtime.catalogue import CATALOGUE, Tool
 from bus.runtime.claims import ClaimHandlers
 from bus.runtime.confirmation import ConfirmationHandlers
+from bus.runtime.controls import ControlHandlers
 from bus.runtime.escalations import EscalationHandlers
 from bus.runtime.execution import ToolExecution
+from bus.runtime.faults import FaultHandlers
 from bus.runtime.permissions import PermissionHandlers
 from bus.runtime.pipeline import PipelineHandlers
 from bus.runtime.policy import Policy
@@ -98,6 +102,8 @@ class Runtime:
                 self.steps, {name: cls(settings) for name, cls in (tools or CATALOGUE).items()}
             ).operations(),
             **ArtifactHandlers(self.steps, artifacts, self.security).operations(),
+            **FaultHandlers(self.steps).operations(),
+            **ControlHandlers(self.steps).operations(),
         }
         self._tasks: set[asyncio.Task[None]] = set()
         self.sweeper = Sweeper(self.steps, policy, settings.sweep_interval)

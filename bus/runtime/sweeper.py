@@ -15,7 +15,8 @@ so the finding, the decision and its consequence are events committed together.
 Each action is a ledger command that checks the condition again on the
 workflow's latest state: two replicas sweeping at once act once (the ledger's
 optimistic concurrency makes the second see the first's events). Escalated
-workflows are left alone: they wait for a human, and say so.
+workflows are left alone: they wait for a human, and say so. A workflow waiting for an
+operator's signal has no step lease, but its deadline still holds.
 """
 
 from __future__ import annotations
@@ -34,8 +35,16 @@ from bus.runtime.steps import Steps
 
 log = logging.getLogger(__name__)
 
-OPENING = ("WorkflowStarted",)
-CLOSING = ("WorkflowCompleted", "WorkflowFailed", "WorkflowStopped", "BudgetExceeded")
+OPENING = ("WorkflowStarted", "WorkflowRetried")  # an operator's retry reopens a failed one
+CLOSING = (
+    "WorkflowCompleted",
+    "WorkflowFailed",
+    "WorkflowStopped",
+    "BudgetExceeded",
+    "WorkflowCancelled",
+    "WorkflowTerminated",
+    "WorkflowReset",
+)
 
 
 def topics(names: tuple[str, ...]) -> list[str]:
@@ -103,7 +112,7 @@ class Sweeper:
 
     def finding(self, workflow: Workflow) -> tuple[str, str] | None:
         """``(kind, detail)`` when the sweeper must act on ``workflow`` now, else ``None``."""
-        if workflow.status != "running":
+        if workflow.status not in ("running", "waiting"):
             return None
         now = datetime.now(UTC)
         deadlines = self.policy.deadlines
@@ -116,6 +125,8 @@ class Sweeper:
                 f"task {workflow.task!r} passed its deadline of {deadline:g} s "
                 f"(started {workflow.created_on.isoformat(timespec='seconds')})",
             )
+        if workflow.status == "waiting":  # for a signal: no step is leased, the deadline holds
+            return None
         idle = (now - workflow.modified_on).total_seconds()
         if idle > deadlines.step_lease_seconds:
             handoff = waiting_on(workflow)

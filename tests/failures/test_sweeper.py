@@ -129,3 +129,25 @@ async def test_a_workflow_past_its_deadline_fails_with_the_reason(bus: Bus) -> N
     assert view.outcome.startswith("deadline_exceeded after 1 of 1 attempts: task 't' passed")
     assert [f["kind"] for f in view.failures] == ["deadline_exceeded"]
     assert ended == ["workflow_closed"]
+
+
+async def test_a_workflow_waiting_for_a_signal_is_not_stalled_but_fails_at_its_deadline(
+    bus: Bus,
+) -> None:
+    bus.runtime.sweeper.policy = bus.runtime.sweeper.policy.model_copy(
+        update={"deadlines": Deadlines(tasks={"t": 3.0}, step_lease_seconds=0.5)}
+    )
+
+    async def waits(ctx: Context) -> None:
+        await ctx.wait_for_signal("go")
+
+    waiting = await run_workflow(
+        bus, waits, ScriptedModel([]), until=lambda view: view.status == "waiting"
+    )
+    await asyncio.sleep(1.5)  # three step leases: a running workflow would be stalled by now
+    assert types(bus, waiting.workflow_id)[-1] == "SignalAwaited"
+    view = await watch(
+        bus.nc, bus.subjects, waiting.workflow_id, 10, lambda view: view.status == "failed"
+    )
+    assert view.status == "failed"
+    assert [f["kind"] for f in view.failures] == ["deadline_exceeded"]

@@ -69,6 +69,16 @@ def every_kind_of_event(ledger: Ledger) -> str:
          "outcome": "confirmed", "checkedAt": "2030-01-01T00:00:00+00:00", "problems": []}
     )  # fmt: skip
     workflow.dead_letter(workflow.handoffs["ho-2"], 5)  # HandoffDeadLettered, WorkflowFailed
+    workflow.report_fault(
+        "notifier", "handler_exception", "ho-2", "ValueError", "x", "", 1, "ho-2/f"
+    )
+    workflow.await_signal("notifier", "go", "ho-2/2")
+    workflow.receive_signal("go", {"ok": True}, "ops", "cli", "go on", "sig-1")
+    workflow.stop_by_operator("cancel", "ops", "cli", "not needed")
+    workflow.stop_by_operator("terminate", "ops", "cli", "really not")
+    workflow.retry_handling("ho-2", "ops", "cli", "try again")  # WorkflowRetried, Resumed
+    workflow.start_branch("wf-0", 3, "ops", "cli", "again from 3", {})
+    workflow.mark_reset("wf-2", 9, "ops", "cli", "again from 9")
     workflow._completed("triage", claim.claim_id)  # the event alone: ho-2 is still open
     workflow.stop("operator")
     workflow.exceed_budget("spent")

@@ -116,6 +116,9 @@ def test_the_demo_command_runs_and_stops_everything(tmp_path: Path) -> None:
     assert result.stdout.count(": escalated") == 1
     assert "permission=denied status=denied" in result.stdout
     assert "claimcheck escalations approve esc-" in result.stdout
+    # progress while the workflows ran: one line as each settled, before the report
+    assert "[3/3] workflow " in result.stdout
+    assert result.stdout.index("waits for a human") < result.stdout.index("SMTP server received")
     leftover = subprocess.run(
         ["pgrep", "-f", str(tmp_path / "demo")], capture_output=True, text=True
     )

@@ -1,6 +1,16 @@
 """The ``claimcheck`` command line: one typer app, its commands grouped by what they do."""
 
-from bus.operations.cli import console, deploy, processes, records, workflows
+from bus.operations.cli import console, controls, deploy, processes, records, show, workflows
 from bus.operations.cli.common import app, main
 
-__all__ = ["app", "console", "deploy", "main", "processes", "records", "workflows"]
+__all__ = [
+    "app",
+    "console",
+    "controls",
+    "deploy",
+    "main",
+    "processes",
+    "records",
+    "show",
+    "workflows",
+]

@@ -4,7 +4,6 @@ and the two ways in (as the operator over NATS, or straight to the ledger)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable
@@ -191,10 +190,6 @@ def fresh_views(settings: Settings):  # type: ignore[no-untyped-def]
     finally:
         ledger.close()
     return views
-
-
-def show_json(value: object) -> None:
-    print(json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
 def ledger_histories(settings: Settings, workflow: str | None = None) -> dict[str, list]:

@@ -4,13 +4,14 @@ the auditor."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import msgspec
 import typer
 from nats.aio.client import Client
 
 from bus.ledger import LedgerError
+from bus.ledger.workflow import CLOSED_STATUSES
 from bus.operations.cli.common import (
     StateDir,
     app,
@@ -23,9 +24,9 @@ from bus.operations.cli.common import (
     ledger_history,
     open_ledger,
     settings_for,
-    show_json,
     views_app,
 )
+from bus.operations.cli.output import age, events_json, parse_since, show_json
 from bus.settings import Settings
 from bus.transport.subjects import Subjects
 
@@ -46,7 +47,7 @@ def events(
     finally:
         ledger.close()
     if as_json:
-        print(msgspec.json.encode(history).decode())
+        show_json(events_json(history))
         return
     for item in history:
         details = json.dumps(item.data, sort_keys=True)
@@ -158,29 +159,62 @@ def confirm_externally(settings: Settings, histories: dict[str, list]) -> None:
     )
 
 
+WORKFLOW_STATUSES = ("running", "waiting", "escalated", *sorted(CLOSED_STATUSES))
+
+
 @app.command()
 def status(
     workflow: Annotated[str | None, typer.Argument(help="One workflow; all by default.")] = None,
+    only: Annotated[
+        str | None,
+        typer.Option(
+            "--status", help=f"Only workflows in this status: {', '.join(WORKFLOW_STATUSES)}."
+        ),
+    ] = None,
+    agent: Annotated[
+        str | None, typer.Option("--agent", help="Only workflows with this agent now.")
+    ] = None,
+    task: Annotated[str | None, typer.Option("--task", help="Only workflows of this task.")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Only workflows started since: 15m, 2h, 7d or an ISO time."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     state_dir: StateDir = None,
 ) -> None:
-    """Workflow state: status, current step, steps, checkpoints, cost, why an open one waits,
-    and its claims with the verdict on each claimed item."""
+    """Workflow state: status, times, current step, steps, checkpoints, cost, why an open one
+    waits, and its claims with the verdict on each claimed item."""
     from projections.claim_text import claim_lines, world_text
     from projections.ledger_views import workflow_states
 
+    if only is not None and only not in WORKFLOW_STATUSES:
+        raise fail(f"--status {only!r} is not a status: one of {', '.join(WORKFLOW_STATUSES)}")
+    try:
+        started = None if since is None else parse_since(since).isoformat()
+    except ValueError as error:
+        raise fail(str(error)) from None
     settings = settings_for(state_dir)
-    rows = workflow_states(fresh_views(settings), workflow)
+    rows = workflow_states(
+        fresh_views(settings), workflow, status=only, agent=agent, task=task, since=started
+    )
     if workflow and not rows:
         raise fail(f"no workflow {workflow!r}")
     add_waiting(settings, rows)
+    add_age(rows)
     if as_json:
         show_json(rows)
         return
+    if not rows:
+        console.print("no workflow matches")
     for row in rows:
         waits = f"  waits for {row['waiting']}" if row["waiting"] else ""
+        waits += f"  why: {row['outcome']}" if row["outcome"] else ""
+        if row["last_fault"] and row["last_fault"] not in row["outcome"]:
+            waits += f"  last fault: {row['last_fault']}"
         console.print(
             f"{row['workflow_id']}  {row['status']:<10} {row['task']}  "
+            f"agent {row['agent'] or '-'}  started {row['started_at'][:19]}Z  "
+            f"age {age(row['age_seconds'])}  updated {age(row['idle_seconds'])} ago  "
             f"steps {row['completed_steps']}  now {row['current_step'] or '-'}  "
             f"cost {row['cost_usd']:.6f}/{row['budget_usd']} USD  "
             f"checkpoints {checkpoint_text(row['checkpoint_evidence']) or '-'}{waits}",
@@ -204,25 +238,43 @@ def checkpoint_text(backing: dict[str, list[str]]) -> str:
         else f"{name} (declared; no evidence backs it)"
         for name, ids in backing.items()
     )
+def add_age(rows: list[dict[str, Any]]) -> None:
+    """How long each workflow has run (to now, or to its end) and since its latest change."""
+    now = datetime.now(UTC)
+    for row in rows:
+        started = datetime.fromisoformat(row["started_at"])
+        updated = datetime.fromisoformat(row["updated_at"])
+        end = updated if row["status"] in CLOSED_STATUSES else now
+        row["age_seconds"] = round((end - started).total_seconds(), 3)
+        row["idle_seconds"] = round((now - updated).total_seconds(), 3)
 
 
 def add_waiting(settings: Settings, rows: list[dict[str, Any]]) -> None:
-    """Say why each open workflow waits: only open ones are folded from the ledger."""
+    """Say why each open workflow waits, and why one that did not complete ended (with the
+    last fault an agent reported): only those are folded from the ledger."""
     from projections import project
 
-    open_ones = [row for row in rows if row["status"] not in ("completed", "failed", "stopped")]
+    unfinished = [row for row in rows if row["status"] != "completed"]
     histories = {}
-    if open_ones:
+    if unfinished:
         ledger = open_ledger(settings)
         try:
             histories = {
-                row["workflow_id"]: ledger.history(row["workflow_id"]) for row in open_ones
+                row["workflow_id"]: ledger.history(row["workflow_id"]) for row in unfinished
             }
         finally:
             ledger.close()
     for row in rows:
         history = histories.get(row["workflow_id"])
-        row["waiting"] = project(row["workflow_id"], history).waiting if history else ""
+        view = project(row["workflow_id"], history) if history else None
+        row["waiting"] = view.waiting if view else ""
+        row["outcome"] = view.outcome if view and row["status"] in CLOSED_STATUSES else ""
+        fault = view.faults[-1] if view and view.faults else None
+        row["last_fault"] = (
+            f"{fault['kind'].replace('_', ' ')}: {fault['error_type']}: {fault['message']}"
+            if fault
+            else ""
+        )
 
 
 @app.command()

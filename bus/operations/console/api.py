@@ -30,7 +30,11 @@ def console_of(request: Request) -> Console:
 
 
 class ListFilters(BaseModel):
-    status: str | None = Field(None, description="running, escalated, completed, failed, stopped")
+    status: str | None = Field(
+        None,
+        description="running, waiting, escalated, completed, failed, stopped, cancelled, "
+        "terminated, reset",
+    )
     agent: str | None = Field(None, description="the agent the workflow is with now")
     verdict: str | None = Field(
         None, description="flagged, unverified, contradicted, denied or escalated"
