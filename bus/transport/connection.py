@@ -49,12 +49,7 @@ async def connect(settings: Settings, name: str, patient: bool = True) -> Client
     require_named(settings)
     options: dict[str, object] = {}
     if settings.credentials:
-        credentials = Credentials.load(settings.credentials)
-        options = {
-            "user": credentials.user,
-            "password": credentials.password,
-            "inbox_prefix": credentials.inbox_prefix,
-        }
+        options = Credentials.load(settings.credentials).connect_options()
     if patient:
         watch = ConnectionLog(name)
         options.update(error_cb=watch.error, reconnected_cb=watch.regained)
