@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from nats.errors import Error as NatsError
 from bus.ledger.setup import init_ledger
 from bus.ledger.view_runner import open_views
 from bus.settings import Settings
-from bus.transport.auth import agent_role
+from bus.transport.auth import agent_role, write_secret
 from bus.transport.connection import connect, ensure_streams
 from bus.transport.identities import ACCOUNT_SEED, Identities
 from bus.transport.subjects import OPERATOR, Subjects
@@ -59,7 +60,19 @@ def issue_identities(settings: Settings, directory: Path, agents: list[str]) -> 
     """``claimcheck auth init``: the deployment's operator, account and users (idempotent:
     existing keys and credentials are kept, missing ones added)."""
     roles = [*SERVICE_ROLES, *(agent_role(check_agent_name(agent)) for agent in agents)]
-    return Identities(directory, Subjects(settings.prefix)).issue(roles)
+    issued = Identities(directory, Subjects(settings.prefix)).issue(roles)
+    ensure_ledger_password(directory)
+    return issued
+
+
+def ensure_ledger_password(directory: Path) -> None:
+    """The ledger database's password, for PostgreSQL (``ledger.password``, its
+    ``POSTGRES_PASSWORD_FILE``) and for the runtimes as a libpq password file
+    (``ledger.pgpass``, their ``PGPASSFILE``), so no URL or environment holds it."""
+    path = directory / "ledger.password"
+    if not path.exists():
+        write_secret(path, secrets.token_urlsafe(24))
+    write_secret(directory / "ledger.pgpass", f"*:*:*:*:{path.read_text().strip()}\n")
 
 
 def add_agent(settings: Settings, directory: Path, agent: str, policies: Path) -> AddedAgent:
