@@ -134,6 +134,7 @@ def permissions(role: str, subjects: Subjects) -> dict[str, Any]:
                 f"{JS}.>",
                 "$JS.FC.>",
                 *write_artifacts,  # each tool call's full input and output (evidence artifacts)
+                f"$KV.{subjects.lease_bucket}.>",  # which relay replica publishes
             ],
             "subscribe": [f"{p}.rt.>", f"{p}.events.>", "$JS.EVENT.ADVISORY.>", inbox],
             "allow_responses": True,

@@ -26,6 +26,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 
 from bus.settings import Settings
 from bus.transport.auth import Credentials
+from bus.transport.lease import ensure_lease_bucket
 from bus.transport.subjects import Subjects
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,8 @@ async def check_streams(js: JetStreamContext, subjects: Subjects) -> None:
             await js.stream_info(config.name)
         except NotFoundError:
             missing.append(config.name)
-    for bucket in (f"OBJ_{subjects.artifact_bucket}", f"KV_{subjects.journal_bucket}"):
+    buckets = [subjects.journal_bucket, subjects.lease_bucket]
+    for bucket in (f"OBJ_{subjects.artifact_bucket}", *(f"KV_{kv}" for kv in buckets)):
         try:
             await js.stream_info(bucket)
         except NotFoundError:
@@ -181,6 +183,7 @@ async def ensure_streams(js: JetStreamContext, subjects: Subjects, replicas: int
             subjects.artifact_bucket, storage=StorageType.FILE, replicas=replicas
         )
     await ensure_journal(js, subjects.journal_bucket, replicas)
+    await ensure_lease_bucket(js, subjects.lease_bucket, replicas)
     await ensure_audit_feeds(js, subjects)
 
 
