@@ -6,7 +6,9 @@ at start-up and the first one to arrive creates them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import ssl
 import time
 
 import nats
@@ -31,6 +33,9 @@ from bus.transport.subjects import Subjects
 
 log = logging.getLogger(__name__)
 
+IMPATIENT_CONNECT_SECONDS = 10.0
+"""The longest a command a person waits for may take to connect."""
+
 DUPLICATE_WINDOW_SECONDS = 3600.0
 """How long JetStream remembers a ``Nats-Msg-Id``: longer than any relay restart."""
 
@@ -45,29 +50,40 @@ async def connect(settings: Settings, name: str, patient: bool = True) -> Client
     A patient client (a service) reconnects for ever: a restarted nats-server is a
     pause, not a crash. An impatient one (a command a person waits for) gives up after
     a second try. With credentials, it authenticates as their role and takes replies on
-    that role's own inbox prefix, the only one its permissions let it read.
+    that role's own inbox prefix, the only one its permissions let it read. With a CA
+    (``CLAIMCHECK_NATS_CA``), it speaks TLS and accepts only servers that CA certified.
     """
     require_named(settings)
     options: dict[str, object] = {}
     if settings.credentials:
         options = Credentials.load(settings.credentials).connect_options()
+    if settings.nats_ca:  # TLS, verified against the deployment's own CA
+        options["tls"] = ssl.create_default_context(cafile=str(settings.nats_ca))
     if patient:
         watch = ConnectionLog(name)
         options.update(error_cb=watch.error, reconnected_cb=watch.regained)
     else:
         options["error_cb"] = _quiet  # the caller reports the failure itself
     try:
-        nc = await nats.connect(
-            servers=settings.nats_url.split(","),
-            name=name,
-            max_reconnect_attempts=-1 if patient else 1,
-            reconnect_time_wait=0.2,
-            **options,
-        )
+        # nats-py can wait for ever on a TLS handshake that failed: a person does not.
+        async with asyncio.timeout(None if patient else IMPATIENT_CONNECT_SECONDS):
+            nc = await nats.connect(
+                servers=settings.nats_url.split(","),
+                name=name,
+                max_reconnect_attempts=-1 if patient else 1,
+                reconnect_time_wait=0.2,
+                **options,
+            )
     except NoServersError:
         raise NoDeployment(
             f"nothing answers at {settings.nats_url}: is the stack for {settings.state_dir} "
             "running? (`claimcheck up` starts it)"
+        ) from None
+    except TimeoutError:
+        raise NoDeployment(
+            f"no server at {settings.nats_url} completed a connection within "
+            f"{IMPATIENT_CONNECT_SECONDS:.0f} s (does it require TLS with a certificate that "
+            "CLAIMCHECK_NATS_CA does not vouch for?)"
         ) from None
     await _check_identity(nc, settings)
     return nc
