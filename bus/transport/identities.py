@@ -15,10 +15,10 @@ small, and ``nkeys`` already signs for us (:mod:`bus.transport.signing`).
 
 Directory layout (secrets mode 0600, the directory 0700)::
 
-    operator.nk  account.nk         the signing seeds: keep them offline after issuing
-    nats-auth.conf                  public: include it in every nats-server's config
-    <role>.creds                    one per role: mount each only where that role runs
-    runtime.nk runtime.pub          the runtime's message-signing key and its public half
+    operator.nk account.nk system.nk  the signing seeds: keep them offline after issuing
+    nats-auth.conf                    public: include it in every nats-server's config
+    <role>.creds                      one per role: mount each only where that role runs
+    runtime.nk runtime.pub            the runtime's message-signing key and its public half
 """
 
 from __future__ import annotations
