@@ -77,7 +77,11 @@ class Settings(BaseSettings):
         30.0, gt=0, description="Seconds an agent waits for the runtime."
     )
     credentials: Path | None = Field(
-        None, description="This process's NATS credentials (JSON: user, password)."
+        None,
+        description="This process's NATS credentials: a .creds file (auth init), or JSON.",
+    )
+    nats_ca: Path | None = Field(
+        None, description="CA certificate(s) the NATS servers' TLS certificates must chain to."
     )
     signing_key: Path | None = Field(
         None, description="The runtime's signing key (nkeys seed); <state>/credentials/runtime.nk."

@@ -34,6 +34,7 @@ from bus.runtime.policy import Policy
 from bus.runtime.service import Runtime
 from bus.runtime.tool_host import ToolHost
 from bus.settings import Settings
+from bus.transport.auth import Credentials
 from bus.transport.connection import connect, ensure_streams
 from bus.transport.server import EmbeddedNats
 from bus.transport.subjects import Subjects
@@ -108,13 +109,17 @@ def cluster_config(name: str, route_ports: list[int], own: int) -> str:
 
 
 async def start_nats_cluster(
-    where: Path, extra_config: str = "", user: str | None = None, password: str | None = None
+    where: Path,
+    extra_config: str = "",
+    user: str | None = None,
+    password: str | None = None,
+    creds: Path | None = None,
 ) -> list[EmbeddedNats]:
     """Three nats-server processes forming one JetStream cluster (streams may have 3 replicas).
 
     Returns once the cluster has a JetStream meta leader. ``extra_config`` (an
-    ``authorization`` block) goes into every node; ``user`` and ``password`` are for the
-    readiness check then.
+    ``authorization`` block, or ``nats-auth.conf``) goes into every node; ``user`` and
+    ``password``, or a ``.creds`` file, are for the readiness check then.
     """
     import nats
 
@@ -130,8 +135,12 @@ async def start_nats_cluster(
         for n in range(3)
     ]
     await asyncio.gather(*(node.start() for node in nodes))
-    inbox = {"inbox_prefix": f"_INBOX_{user}"} if user else {}  # per-role inboxes
-    nc = await nats.connect([node.url for node in nodes], user=user, password=password, **inbox)
+    if creds is not None:
+        options = Credentials.load(creds).connect_options()
+    else:
+        inbox = {"inbox_prefix": f"_INBOX_{user}"} if user else {}  # per-role inboxes
+        options = {"user": user, "password": password, **inbox}
+    nc = await nats.connect([node.url for node in nodes], **options)
     try:
         deadline = time.monotonic() + 30
         while True:

@@ -15,9 +15,12 @@ Each message's ``Nats-Msg-Id`` is derived from the ledger position, so a
 republish after a crash is dropped by JetStream's duplicate window. The relay
 records its position with eventsourcing's tracking recorder after each batch
 and resumes from it; at worst it republishes one batch, which deduplicates.
-Several runtime replicas may each run a relay on a shared ledger: they publish
-the same ids, JetStream keeps the first of each, and the tracking table keeps
-the furthest position.
+Several runtime replicas each run a relay on a shared ledger, but only the holder of
+the relay's lease (:mod:`bus.transport.lease`, job :data:`RELAY_JOB`) publishes; the
+others stand by and one takes over within seconds when the holder dies. Should two
+ever publish at once (a holder cut off from NATS for a lease), they publish the same
+ids, JetStream keeps the first of each, and the tracking table keeps the furthest
+position.
 
 No one event can stop the relay: one it can never publish (larger than the server's
 ``max_payload``, refused by the stream, unreadable) is quarantined with an alert and an
@@ -79,6 +82,8 @@ async def publish_once(
 
 
 TRACKING_NAME = "relay"
+RELAY_JOB = "relay"
+"""The relay's lease key: one replica publishes at a time."""
 
 AfterQuarantine = Callable[[Workflow, str, dict[str, Any], str], None]
 """Called in the command that records a quarantine, with the workflow, the quarantined

@@ -10,12 +10,13 @@ recorded steps replay).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
 
 from bus import telemetry
-from bus.ledger.relay import Relay
+from bus.ledger.relay import RELAY_JOB, Relay
 from bus.ledger.setup import NotInitialised, open_ledger
 from bus.ledger.view_runner import ViewRunner, open_views
 from bus.runtime.governance import after_quarantine
@@ -24,6 +25,7 @@ from bus.runtime.service import Runtime
 from bus.runtime.tool_host import ToolHost
 from bus.settings import Settings, redacted
 from bus.transport.connection import InboxConfig, check_streams, connect
+from bus.transport.lease import Lease
 from bus.transport.subjects import Subjects
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,9 @@ async def run_runtime(settings: Settings, policy: Policy, stop: asyncio.Event) -
     )
     runtime = Runtime(settings, ledger, policy, nc, on_commit=relay.wake)
     await runtime.serve()
-    relay_task = asyncio.create_task(relay.run())
+    # One replica's relay publishes at a time; the others stand by to take over.
+    lease = await Lease.open(js, subjects.lease_bucket, RELAY_JOB)
+    relay_task = asyncio.create_task(lease.run_while_held(relay.run))
     views = ViewRunner(ledger, open_views(settings, create=False))
     views_task = asyncio.create_task(views.run(nc, subjects))
     where = redacted(settings.ledger_url())
@@ -83,9 +87,11 @@ async def run_runtime(settings: Settings, policy: Policy, stop: asyncio.Event) -
     try:
         await stop.wait()
     finally:
+        relay_task.cancel()  # first, so the lease is released while NATS is still there
+        with contextlib.suppress(asyncio.CancelledError):
+            await relay_task
         await nc.drain()
         telemetry.shutdown()
-        relay_task.cancel()
         views_task.cancel()
         await relay.close()
         await views.close()

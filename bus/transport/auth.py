@@ -11,10 +11,16 @@ reads the evidence stream through a push consumer the runtime prepared.
 
 Replies go to per-role inbox prefixes (``_INBOX_<role>.``), so no role can read
 the replies meant for another.
+
+Two credential formats carry these permissions: a deployment's NATS users with JWTs in
+``.creds`` files (:mod:`bus.transport.identities`, ``claimcheck auth init``), and, for the
+embedded server of ``claimcheck up``, one random password per role in a JSON file, which
+the server's configuration holds only as a bcrypt hash.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -22,24 +28,72 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import bcrypt
+
 from bus.transport.subjects import Subjects
 
 JS = "$JS.API"
 
 
+RESPONSES = {"max": 1000, "expires_seconds": 600}
+"""Responses a role with ``allow_responses`` may send per request: a runtime replica's
+"still working" messages (:mod:`bus.transport.retry`) and then its reply, within a long
+tool call."""
+
+BCRYPT_ROUNDS = 8
+"""The passwords are 192 random bits, which no guessing reaches at any cost factor; the
+hash only keeps them out of the server's configuration, and each connection pays for it."""
+
+
 @dataclass(frozen=True)
 class Credentials:
+    """One role's NATS identity: a user JWT's ``.creds`` file, or a user and password."""
+
     user: str
-    password: str
+    password: str = ""
+    creds_file: Path | None = None
 
     @property
     def inbox_prefix(self) -> str:
         return f"_INBOX_{self.user}"
 
+    def connect_options(self) -> dict[str, Any]:
+        """What ``nats.connect`` needs to authenticate as this role."""
+        if self.creds_file is not None:
+            secret: dict[str, Any] = {"user_credentials": str(self.creds_file)}
+        else:
+            secret = {"user": self.user, "password": self.password}
+        return {**secret, "inbox_prefix": self.inbox_prefix}
+
     @classmethod
     def load(cls, path: Path) -> Credentials:
+        if path.suffix == ".creds":
+            return cls(user=creds_user(path), creds_file=path)
         document = json.loads(path.read_text())
         return cls(user=document["user"], password=document["password"])
+
+
+def decode_claims(token: str) -> dict[str, Any]:
+    """The claims of a JWT, unverified (the server verifies; we only read a user's name)."""
+    body = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+
+
+def creds_user(path: Path) -> str:
+    """The role a ``.creds`` file's user JWT names."""
+    lines = path.read_text().splitlines()
+    try:
+        token = lines[lines.index("-----BEGIN NATS USER JWT-----") + 1]
+        return decode_claims(token)["name"]
+    except (ValueError, IndexError, KeyError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not a NATS user credentials file: {error}") from None
+
+
+def write_secret(path: Path, text: str) -> None:
+    """Write ``text`` to a file only its owner may read (mode 0600 from the start)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
 
 
 def agent_role(agent: str) -> str:
@@ -72,6 +126,7 @@ def permissions(role: str, subjects: Subjects) -> dict[str, Any]:
                 f"{JS}.>",
                 "$JS.FC.>",
                 f"$O.{subjects.artifact_bucket}.>",  # artifacts: the runtime alone stores them
+                f"$KV.{subjects.lease_bucket}.>",  # which relay replica publishes
             ],
             "subscribe": [f"{p}.rt.>", f"{p}.events.>", "$JS.EVENT.ADVISORY.>", inbox],
             "allow_responses": True,
@@ -135,16 +190,13 @@ def ensure_credentials(directory: Path, roles: list[str]) -> dict[str, Path]:
     for role in roles:
         path = directory / f"{role}.json"
         if not path.exists():
-            secret = json.dumps({"user": role, "password": secrets.token_urlsafe(24)})
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "w") as file:
-                file.write(secret)
+            write_secret(path, json.dumps({"user": role, "password": secrets.token_urlsafe(24)}))
         paths[role] = path
     return paths
 
 
 def authorization_config(credentials: dict[str, Path], subjects: Subjects) -> str:
-    """The nats-server ``authorization`` block for these roles."""
+    """The nats-server ``authorization`` block for these roles, with bcrypt-hashed passwords."""
     users = []
     for role, path in sorted(credentials.items()):
         creds = Credentials.load(path)
@@ -152,8 +204,8 @@ def authorization_config(credentials: dict[str, Path], subjects: Subjects) -> st
         publish = {"allow": allowed["publish"]} if allowed["publish"] else {"deny": [">"]}
         rules: dict[str, Any] = {"publish": publish, "subscribe": {"allow": allowed["subscribe"]}}
         if allowed.get("allow_responses"):
-            # Many responses per request: a runtime replica's "still working" messages
-            # (:mod:`bus.transport.retry`) and then its reply, within a long tool call.
-            rules["allow_responses"] = {"max": 1000, "expires": "10m"}
-        users.append({"user": creds.user, "password": creds.password, "permissions": rules})
+            expires = f"{RESPONSES['expires_seconds']}s"
+            rules["allow_responses"] = {"max": RESPONSES["max"], "expires": expires}
+        hashed = bcrypt.hashpw(creds.password.encode(), bcrypt.gensalt(BCRYPT_ROUNDS)).decode()
+        users.append({"user": creds.user, "password": hashed, "permissions": rules})
     return "authorization " + json.dumps({"users": users}, indent=2) + "\n"

@@ -6,7 +6,9 @@ at start-up and the first one to arrive creates them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import ssl
 import time
 from dataclasses import dataclass
 
@@ -27,9 +29,13 @@ from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableErr
 
 from bus.settings import Settings
 from bus.transport.auth import Credentials, agent_role
+from bus.transport.lease import ensure_lease_bucket
 from bus.transport.subjects import Subjects
 
 log = logging.getLogger(__name__)
+
+IMPATIENT_CONNECT_SECONDS = 10.0
+"""The longest a command a person waits for may take to connect."""
 
 DUPLICATE_WINDOW_SECONDS = 3600.0
 """How long JetStream remembers a ``Nats-Msg-Id``: longer than any relay restart."""
@@ -45,34 +51,40 @@ async def connect(settings: Settings, name: str, patient: bool = True) -> Client
     A patient client (a service) reconnects for ever: a restarted nats-server is a
     pause, not a crash. An impatient one (a command a person waits for) gives up after
     a second try. With credentials, it authenticates as their role and takes replies on
-    that role's own inbox prefix, the only one its permissions let it read.
+    that role's own inbox prefix, the only one its permissions let it read. With a CA
+    (``CLAIMCHECK_NATS_CA``), it speaks TLS and accepts only servers that CA certified.
     """
     require_named(settings)
     options: dict[str, object] = {}
     if settings.credentials:
-        credentials = Credentials.load(settings.credentials)
-        options = {
-            "user": credentials.user,
-            "password": credentials.password,
-            "inbox_prefix": credentials.inbox_prefix,
-        }
+        options = Credentials.load(settings.credentials).connect_options()
+    if settings.nats_ca:  # TLS, verified against the deployment's own CA
+        options["tls"] = ssl.create_default_context(cafile=str(settings.nats_ca))
     if patient:
         watch = ConnectionLog(name)
         options.update(error_cb=watch.error, reconnected_cb=watch.regained)
     else:
         options["error_cb"] = _quiet  # the caller reports the failure itself
     try:
-        nc = await nats.connect(
-            servers=settings.nats_url.split(","),
-            name=name,
-            max_reconnect_attempts=-1 if patient else 1,
-            reconnect_time_wait=0.2,
-            **options,
-        )
+        # nats-py can wait for ever on a TLS handshake that failed: a person does not.
+        async with asyncio.timeout(None if patient else IMPATIENT_CONNECT_SECONDS):
+            nc = await nats.connect(
+                servers=settings.nats_url.split(","),
+                name=name,
+                max_reconnect_attempts=-1 if patient else 1,
+                reconnect_time_wait=0.2,
+                **options,
+            )
     except NoServersError:
         raise NoDeployment(
             f"nothing answers at {settings.nats_url}: is the stack for {settings.state_dir} "
             "running? (`claimcheck up` starts it)"
+        ) from None
+    except TimeoutError:
+        raise NoDeployment(
+            f"no server at {settings.nats_url} completed a connection within "
+            f"{IMPATIENT_CONNECT_SECONDS:.0f} s (does it require TLS with a certificate that "
+            "CLAIMCHECK_NATS_CA does not vouch for?)"
         ) from None
     await _check_identity(nc, settings)
     return nc
@@ -168,7 +180,8 @@ async def check_streams(js: JetStreamContext, subjects: Subjects) -> None:
             await js.stream_info(config.name)
         except NotFoundError:
             missing.append(config.name)
-    for bucket in (f"OBJ_{subjects.artifact_bucket}", f"KV_{subjects.journal_bucket}"):
+    buckets = [subjects.journal_bucket, subjects.lease_bucket]
+    for bucket in (f"OBJ_{subjects.artifact_bucket}", *(f"KV_{kv}" for kv in buckets)):
         try:
             await js.stream_info(bucket)
         except NotFoundError:
@@ -188,6 +201,7 @@ async def ensure_streams(js: JetStreamContext, subjects: Subjects, replicas: int
             await js.update_stream(config)
     await ensure_artifact_bucket(js, subjects.artifact_bucket, replicas)
     await ensure_journal(js, subjects.journal_bucket, replicas)
+    await ensure_lease_bucket(js, subjects.lease_bucket, replicas)
     await ensure_audit_feeds(js, subjects)
 
 

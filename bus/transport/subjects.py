@@ -65,3 +65,8 @@ class Subjects:
     def journal_bucket(self) -> str:
         """The key-value bucket every tool host shares as its idempotency journal."""
         return f"{self.prefix}-tool-journal"
+
+    @property
+    def lease_bucket(self) -> str:
+        """The key-value bucket of leases: which replica does a job only one should do."""
+        return f"{self.prefix}-leases"

@@ -1,9 +1,14 @@
-"""NATS enforces the trust boundaries: a real nats-server with the generated configuration."""
+"""NATS enforces the trust boundaries: a real nats-server with the generated configuration.
+
+Every test runs twice: with the deployment identities of ``claimcheck auth init`` (operator
+mode, user JWTs in ``.creds`` files) and with the embedded stack's bcrypt-hashed passwords.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import stat
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,7 +20,8 @@ from nats.errors import TimeoutError as NatsTimeout
 from bus.settings import Settings
 from bus.transport.auth import Credentials, authorization_config, ensure_credentials
 from bus.transport.connection import connect, ensure_inbox_consumer, ensure_streams
-from bus.transport.server import EmbeddedNats
+from bus.transport.identities import AUTH_CONFIG, Identities
+from bus.transport.server import EmbeddedNats, nats_server_binary
 from bus.transport.subjects import Subjects
 
 ROLES = ["runtime", "tools", "cli", "auditor", "agent-triage", "agent-notifier"]
@@ -34,14 +40,8 @@ class Session:
             if "permissions violation" in str(error):
                 self.violations.append(str(error))
 
-        creds = Credentials.load(credentials)
-        self.nc = await nats.connect(
-            url,
-            user=creds.user,
-            password=creds.password,
-            inbox_prefix=creds.inbox_prefix,
-            error_cb=on_error,
-        )
+        options = Credentials.load(credentials).connect_options()
+        self.nc = await nats.connect(url, error_cb=on_error, **options)
         return self
 
     async def publish(self, subject: str) -> None:
@@ -54,10 +54,23 @@ class Session:
         return self.violations
 
 
-@pytest.fixture
-async def secured(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedNats, dict[str, Path]]]:
-    credentials = ensure_credentials(tmp_path / "credentials", ROLES)
-    server = EmbeddedNats(tmp_path, authorization=authorization_config(credentials, SUBJECTS))
+def server_with(tmp_path: Path, kind: str) -> tuple[EmbeddedNats, dict[str, Path]]:
+    """A server configured for ``kind`` of credentials, and the credentials of every role."""
+    if kind == "jwt":
+        identities = Identities(tmp_path / "auth", SUBJECTS)
+        credentials = identities.issue(ROLES)
+        authorization = (tmp_path / "auth" / AUTH_CONFIG).read_text()
+    else:
+        credentials = ensure_credentials(tmp_path / "credentials", ROLES)
+        authorization = authorization_config(credentials, SUBJECTS)
+    return EmbeddedNats(tmp_path / "nats", authorization=authorization), credentials
+
+
+@pytest.fixture(params=["jwt", "password"])
+async def secured(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[EmbeddedNats, dict[str, Path]]]:
+    server, credentials = server_with(tmp_path, request.param)
     await server.start()
     runtime = await connect(Settings(nats_url=server.url, credentials=credentials["runtime"]), "rt")
     await ensure_streams(runtime.jetstream(), SUBJECTS)
@@ -77,24 +90,74 @@ def test_credentials_and_configuration_are_private(
     server, credentials = secured
     for path in [*credentials.values(), server.config_path]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
-    assert (
-        Credentials.load(credentials["agent-triage"]).password not in credentials["cli"].read_text()
-    )
+    triage = credentials["agent-triage"].read_text()
+    assert triage not in credentials["cli"].read_text()
+    configuration = server.config_path.read_text()
+    for role, path in credentials.items():
+        creds = Credentials.load(path)
+        assert creds.user == role
+        secret = creds.password or seed_of(path)
+        assert secret not in configuration  # a hash or a public JWT only
+
+
+def seed_of(path: Path) -> str:
+    lines = path.read_text().splitlines()
+    return lines[lines.index("-----BEGIN USER NKEY SEED-----") + 1]
+
+
+async def refused(url: str, **options: object) -> None:
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        await nats.connect(
+            url, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=2, **options
+        )
 
 
 async def test_an_unknown_user_cannot_connect(
     secured: tuple[EmbeddedNats, dict[str, Path]],
 ) -> None:
     server, _ = secured
-    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
-        await nats.connect(
-            server.url,
-            user="agent-triage",
-            password="guess",
-            allow_reconnect=False,
-            max_reconnect_attempts=0,
-            connect_timeout=2,
+    await refused(server.url, user="agent-triage", password="guess")
+    await refused(server.url)  # anonymous
+
+
+async def test_a_user_of_another_account_cannot_connect(tmp_path: Path) -> None:
+    """Only users the deployment's own account signed get in: not another deployment's."""
+    server, _ = server_with(tmp_path, "jwt")
+    stranger = Identities(tmp_path / "other", SUBJECTS).issue(["runtime"])["runtime"]
+    await server.start()
+    try:
+        await refused(server.url, user_credentials=str(stranger))
+    finally:
+        await server.stop()
+
+
+async def test_an_agent_added_later_connects_without_a_server_change(tmp_path: Path) -> None:
+    server, _ = server_with(tmp_path, "jwt")
+    await server.start()
+    try:
+        added = Identities(tmp_path / "auth", SUBJECTS).add_user("agent-billing")
+        agent = await Session().open(server.url, added)
+        await agent.publish("cc.rt.billing.state")  # its own subjects
+        await agent.publish("cc.rt.triage.state")  # another agent's name
+        await agent.publish("cc.tool.send_email")
+        assert len(await agent.settle()) == 2
+    finally:
+        await server.stop()
+
+
+def test_the_generated_server_configuration_passes_the_servers_own_check(
+    tmp_path: Path,
+) -> None:
+    for kind in ("jwt", "password"):
+        server, _ = server_with(tmp_path / kind, kind)
+        server.write_config()
+        checked = subprocess.run(
+            [nats_server_binary(), "-t", "-c", str(server.config_path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
+        assert checked.returncode == 0, checked.stderr
 
 
 @pytest.mark.parametrize(
