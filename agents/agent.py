@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Context], Awaitable[None]]
 
+INBOX_LOOK_INTERVAL = 0.2
+"""Seconds between looks for an inbox consumer the runtime has not made yet: a fraction of
+the time a first handoff waits for it."""
+
 RETRYABLE_REFUSALS = frozenset({"internal"})
 """Refusals a redelivery may change. Any other refusal is recorded as its step's
 reply, so a re-run would meet it again: the handoff is acknowledged instead."""
@@ -101,8 +105,8 @@ class Agent:
         except NatsTimeout:
             return []
         except INBOX_MISSING:
-            # Made by the runtime before this agent's first handoff: nothing to do till then.
-            await asyncio.sleep(1.0)
+            # Made by the runtime just before this agent's first handoff: look again soon.
+            await asyncio.sleep(INBOX_LOOK_INTERVAL)
         except NatsError as error:  # disconnected: the client reconnects by itself
             log.warning("inbox fetch failed (%s); retrying", error)
             await asyncio.sleep(0.5)
