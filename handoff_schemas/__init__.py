@@ -54,7 +54,7 @@ from handoff_schemas.runtime import (
     SummaryReply,
     Usage,
 )
-from handoff_schemas.tools import ToolCall, ToolResult
+from handoff_schemas.tools import FactSource, ToolCall, ToolDescription, ToolResult
 from handoff_schemas.validation import SchemaError, convert, decode, encode
 
 __all__ = [
@@ -78,6 +78,7 @@ __all__ = [
     "EvidenceReply",
     "ExecuteReply",
     "ExecuteRequest",
+    "FactSource",
     "FailureRequest",
     "FieldError",
     "Handoff",
@@ -102,6 +103,7 @@ __all__ = [
     "SummarizeRequest",
     "SummaryReply",
     "ToolCall",
+    "ToolDescription",
     "ToolResult",
     "Usage",
     "WireStruct",

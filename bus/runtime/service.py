@@ -32,7 +32,6 @@ from nats.errors import Error as NatsError
 from bus import telemetry
 from bus.ledger import Ledger, LedgerError
 from bus.ledger.errors import NotAParticipant
-from bus.runtime.catalogue import CATALOGUE, Tool
 from bus.runtime.claims import ClaimHandlers
 from bus.runtime.escalations import EscalationHandlers
 from bus.runtime.execution import ToolExecution
@@ -40,6 +39,7 @@ from bus.runtime.permissions import PermissionHandlers
 from bus.runtime.pipeline import PipelineHandlers
 from bus.runtime.policy import Policy
 from bus.runtime.protocol import INCOMING_TRACE, Handler, as_reply, error_reply
+from bus.runtime.registry import ToolRegistry
 from bus.runtime.security import SecurityLog, reply_allowed
 from bus.runtime.steps import Steps
 from bus.runtime.sweeper import Sweeper
@@ -64,7 +64,6 @@ class Runtime:
         policy: Policy,
         nc: Client,
         on_commit: Callable[[], None] = lambda: None,
-        tools: dict[str, type[Tool]] | None = None,
     ) -> None:
         self.subjects = Subjects(settings.prefix)
         self.nc = nc
@@ -73,7 +72,8 @@ class Runtime:
         self.steps = Steps(ledger, on_commit)
         artifacts = ArtifactStore(nc.jetstream(), self.subjects.artifact_bucket)
         signer = runtime_signer(settings)  # tool calls and evidence carry its signature
-        execution = ToolExecution(self.steps, policy, tools or CATALOGUE, nc, settings, signer)
+        tools = ToolRegistry(nc.jetstream(), self.subjects)  # learned from the tool hosts
+        execution = ToolExecution(self.steps, policy, tools, nc, settings, signer)
         self.workflows = WorkflowHandlers(self.steps, policy, artifacts, self.security)
         self.escalations = EscalationHandlers(self.steps, policy, execution, settings)
         self._handlers: dict[str, Handler] = {

@@ -161,7 +161,8 @@ async def check_streams(js: JetStreamContext, subjects: Subjects) -> None:
             await js.stream_info(config.name)
         except NotFoundError:
             missing.append(config.name)
-    for bucket in (f"OBJ_{subjects.artifact_bucket}", f"KV_{subjects.journal_bucket}"):
+    buckets = [f"KV_{subjects.journal_bucket}", f"KV_{subjects.registry_bucket}"]
+    for bucket in (f"OBJ_{subjects.artifact_bucket}", *buckets):
         try:
             await js.stream_info(bucket)
         except NotFoundError:
@@ -185,21 +186,26 @@ async def ensure_streams(js: JetStreamContext, subjects: Subjects, replicas: int
         await js.create_object_store(
             subjects.artifact_bucket, storage=StorageType.FILE, replicas=replicas
         )
-    await ensure_journal(js, subjects.journal_bucket, replicas)
+    # The tool hosts' idempotency journal (bus.runtime.journal) and the tool registry
+    # they describe their tools in (bus.runtime.registry).
+    await ensure_key_value(js, subjects.journal_bucket, "claimcheck tool journal", replicas)
+    await ensure_key_value(js, subjects.registry_bucket, "claimcheck tool registry", replicas)
     await ensure_audit_feeds(js, subjects)
 
 
-async def ensure_journal(js: JetStreamContext, bucket: str, replicas: int = 1) -> None:
-    """The tool hosts' shared idempotency journal (:mod:`bus.runtime.journal`), a KV bucket.
+async def ensure_key_value(
+    js: JetStreamContext, bucket: str, description: str, replicas: int = 1
+) -> None:
+    """A key-value bucket the services share, keeping one value per key.
 
-    Only the runtime creates it: tool hosts may read and write its keys, nothing else.
+    Only the runtime creates these: tool hosts may read and write their keys, nothing else.
     """
     try:
         await js.key_value(bucket)
     except nats.js.errors.BucketNotFoundError:
         await js.create_key_value(
             bucket=bucket,
-            description="claimcheck tool hosts' idempotency journal",
+            description=description,
             history=1,
             storage=StorageType.FILE,
             replicas=replicas,

@@ -65,3 +65,8 @@ class Subjects:
     def journal_bucket(self) -> str:
         """The key-value bucket every tool host shares as its idempotency journal."""
         return f"{self.prefix}-tool-journal"
+
+    @property
+    def registry_bucket(self) -> str:
+        """The key-value bucket where tool hosts describe the tools they serve, by name."""
+        return f"{self.prefix}-tool-registry"

@@ -4,7 +4,6 @@ the benchmark."""
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
 import signal
 import time
@@ -22,10 +21,12 @@ from bus.operations.cli.common import (
     app,
     configure_logging,
     console,
+    current_project,
     fail,
     schemas_app,
     settings_for,
     tools_app,
+    with_role_credentials,
 )
 from bus.runtime import Policy, PolicyError
 from bus.settings import Settings
@@ -40,7 +41,7 @@ def runtime(state_dir: StateDir = None) -> None:
     from bus.operations.services import run_runtime
 
     configure_logging()
-    settings = settings_for(state_dir)
+    settings = with_role_credentials(settings_for(state_dir), "runtime")
     try:
         policy = Policy.load(settings.policy)  # a bad policy stops the runtime before it serves
     except PolicyError as error:
@@ -49,13 +50,27 @@ def runtime(state_dir: StateDir = None) -> None:
 
 
 @tools_app.command("serve")
-def tools_serve(state_dir: StateDir = None) -> None:
-    """Run a tool host serving send_email and create_ticket."""
+def tools_serve(
+    targets: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="MODULE:CATALOGUE to serve, e.g. my_tools:catalogue (modules in the current "
+            "directory are found); default: the project's catalogues."
+        ),
+    ] = None,
+    state_dir: StateDir = None,
+) -> None:
+    """Run a tool host: register its tools' schemas with the deployment, then serve them."""
     from bus.operations.services import run_tool_host
+    from bus.runtime.catalogue import CatalogueNotFound, ToolDeclarationError, load_catalogue
 
     configure_logging()
-    settings = settings_for(state_dir)
-    serve(lambda stop: run_tool_host(settings, stop), settings)
+    try:
+        catalogues = [load_catalogue(t) for t in targets or current_project().tools]
+    except (CatalogueNotFound, ToolDeclarationError) as error:
+        raise fail(str(error)) from None
+    settings = with_role_credentials(settings_for(state_dir), "tools")
+    serve(lambda stop: run_tool_host(settings, catalogues, stop), settings)
 
 
 @agent_app.command("run")
@@ -63,15 +78,17 @@ def agent_run(
     target: Annotated[str, typer.Argument(help="MODULE:OBJECT, e.g. agents.complaints:triage")],
     state_dir: StateDir = None,
 ) -> None:
-    """Run one agent as this process."""
-    configure_logging()
-    module_name, _, attribute = target.partition(":")
-    try:
-        agent = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as error:
-        raise fail(f"cannot load {target}: {error}") from None
+    """Run one agent as this process (with the credentials `claimcheck up` made for it)."""
+    from bus.runtime.catalogue import CatalogueNotFound, load_object
+    from bus.transport.auth import agent_role
 
-    settings = settings_for(state_dir)
+    configure_logging()
+    try:
+        agent = load_object(target)
+    except CatalogueNotFound as error:
+        raise fail(str(error)) from None
+
+    settings = with_role_credentials(settings_for(state_dir), agent_role(agent.name))
 
     async def main(stop: asyncio.Event) -> None:
         telemetry.setup(f"claimcheck-agent-{agent.name}")
@@ -105,7 +122,8 @@ def up(
         int, typer.Option("--ui-port", help="The web console's port; 0 for no console.")
     ] = 8280,
 ) -> None:
-    """Start nats-server, the runtime, a tool host, the example agents and the web console."""
+    """Start nats-server, the runtime, and the tool hosts and agents of the project
+    (claimcheck.toml here, else the example), and the web console."""
     from bus.operations.mailbox import Mailbox
     from bus.operations.services import serve_until_stopped
     from bus.operations.stack import STACK_STOP_SECONDS, Stack
@@ -118,8 +136,10 @@ def up(
         ),
     )
 
+    project = current_project()
+
     async def main(stop: asyncio.Event) -> None:
-        async with Stack(settings) as stack:
+        async with Stack.for_project(settings, project) as stack:
             console.print(
                 f"claimcheck is up: NATS at {settings.nats_url}, state in {settings.state_dir}"
             )
