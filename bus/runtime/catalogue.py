@@ -130,7 +130,12 @@ def tool(
 
 
 def _types(name: str, function: Function) -> tuple[type[BaseModel], type[BaseModel]]:
-    hints = get_type_hints(function)
+    try:
+        hints = get_type_hints(function)
+    except NameError as error:
+        raise ToolDeclarationError(
+            f"tool {name!r}: {error}; declare its input and output models at module level"
+        ) from None
     parameters = list(inspect.signature(function).parameters)
     source = hints.get(parameters[0]) if parameters else None
     output = hints.get("return")
