@@ -15,6 +15,7 @@ import asyncio
 import fcntl
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,17 @@ def agent_name(target: str) -> str:
 def replica(name: str, index: int) -> str:
     """The process name of a role's ``index``-th replica: the first keeps the plain name."""
     return name if index == 1 else f"{name}-{index}"
+
+
+async def stop_process(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM, and SIGKILL if it has not stopped within ``PROCESS_STOP_SECONDS``."""
+    if process.returncode is None:
+        process.terminate()
+    try:
+        await asyncio.wait_for(process.wait(), PROCESS_STOP_SECONDS)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
 
 
 class StackBusy(RuntimeError):
@@ -222,9 +234,30 @@ class Stack:
             process.kill()
         await process.wait()
 
-    async def restart(self, name: str) -> None:
-        await self.kill(name)
+    async def restart(self, name: str, graceful: bool = False) -> None:
+        """Start ``name`` afresh: after a SIGKILL (a crash), or after SIGTERM (a reload)."""
+        if graceful:
+            await stop_process(self.processes[name])
+        else:
+            await self.kill(name)
         await self.start_process(name)
+
+    def code_processes(self) -> list[str]:
+        """The processes that run the project's own code: its tool hosts and agents."""
+        return [name for name in self.processes if name.startswith(("tools", "agent-"))]
+
+    async def reload_on_change(
+        self, directory: Path, stop: asyncio.Event, reloaded: Callable[[list[str]], None]
+    ) -> None:
+        """Developer mode: when a Python file under ``directory`` changes, restart every tool
+        host and agent (each stops cleanly first); ``reloaded`` hears which, once started."""
+        from watchfiles import PythonFilter, awatch
+
+        async for _ in awatch(directory, watch_filter=PythonFilter(), stop_event=stop):
+            names = self.code_processes()
+            for name in names:
+                await self.restart(name, graceful=True)
+            reloaded(names)
 
     async def wait_until_serving(self, timeout: float = 30.0) -> None:
         """Wait until the runtime answers the operator and each catalogue's tool host answers
@@ -258,15 +291,7 @@ class Stack:
                 raise RuntimeError(f"{name} exited with code {process.returncode}:\n{tail}")
 
     async def stop(self) -> None:
-        for process in self.processes.values():
-            if process.returncode is None:
-                process.terminate()
-        for process in self.processes.values():
-            try:
-                await asyncio.wait_for(process.wait(), PROCESS_STOP_SECONDS)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        await asyncio.gather(*(stop_process(p) for p in self.processes.values()))
         if self.nats:
             await self.nats.stop()
             for found_by in ("nats.url", "nats.server"):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import string
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -278,3 +279,16 @@ def tool_schemas(catalogues: Sequence[Catalogue]) -> dict[str, dict[str, Any]]:
         for spec in catalogue
         for description in [spec.describe(catalogue.name)]
     }
+
+
+def export_tool_schemas(catalogues: Sequence[Catalogue], directory: Path) -> list[Path]:
+    """Write ``tools/<name>.input.schema.json`` and ``.output.schema.json`` per tool."""
+    written = []
+    for name, schemas in tool_schemas(catalogues).items():
+        for side, schema in schemas.items():
+            path = directory / "tools" / f"{name}.{side}.schema.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            document = {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+            path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+            written.append(path)
+    return written

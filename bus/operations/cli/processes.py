@@ -33,6 +33,7 @@ from bus.settings import Settings
 
 if TYPE_CHECKING:
     from bus.operations.services import Service
+    from bus.operations.stack import Stack
 
 
 @app.command()
@@ -121,6 +122,12 @@ def up(
     ui_port: Annotated[
         int, typer.Option("--ui-port", help="The web console's port; 0 for no console.")
     ] = 8280,
+    reload: Annotated[
+        bool,
+        typer.Option(
+            "--reload", help="Developer mode: restart the agents and tool hosts on code changes."
+        ),
+    ] = False,
 ) -> None:
     """Start nats-server, the runtime, and the tool hosts and agents of the project
     (claimcheck.toml here, else the example), and the web console."""
@@ -146,7 +153,7 @@ def up(
             console.print(f"processes: {', '.join(stack.processes)}; Ctrl-C stops them all")
             if local_smtp:
                 console.print(f"local SMTP server on 127.0.0.1:{settings.smtp_port}")
-            async with web_console(settings, ui_port):
+            async with web_console(settings, ui_port), reloading(stack, reload, stop):
                 await stop.wait()
 
     if local_smtp:
@@ -187,6 +194,28 @@ async def web_console(settings: Settings, port: int) -> AsyncIterator[None]:
     finally:
         stop_server(server)
         await asyncio.gather(serving, return_exceptions=True)
+
+
+@asynccontextmanager
+async def reloading(stack: Stack, enabled: bool, stop: asyncio.Event) -> AsyncIterator[None]:
+    """With ``--reload``, the stack's code processes restart when the code here changes."""
+    if not enabled:
+        yield
+        return
+
+    def pids(names: list[str]) -> str:
+        return ", ".join(f"{name} (pid {stack.processes[name].pid})" for name in names)
+
+    here = Path.cwd()
+    console.print(f"watching {here} for code changes: {pids(stack.code_processes())}")
+    watcher = asyncio.create_task(
+        stack.reload_on_change(here, stop, lambda names: console.print(f"reloaded {pids(names)}"))
+    )
+    try:
+        yield
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
 
 
 @app.command()
@@ -259,11 +288,29 @@ def demo(state_dir: StateDir = None) -> None:
 
 
 @schemas_app.command("export")
-def schemas_export(directory: Path) -> None:
-    """Write one JSON Schema file per wire type."""
+def schemas_export(
+    directory: Path,
+    tools: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tools", help="MODULE:CATALOGUE whose tools to export; default: the project's."
+        ),
+    ] = None,
+) -> None:
+    """Write one JSON Schema file per wire type, and each tool's input and output schema."""
+    from bus.runtime.catalogue import (
+        CatalogueNotFound,
+        ToolDeclarationError,
+        export_tool_schemas,
+        load_catalogue,
+    )
     from handoff_schemas import export_schemas
 
     if directory.exists() and not directory.is_dir():
         raise fail(f"{directory} is a file: give a directory to write the schemas into")
-    for path in export_schemas(directory):
+    try:
+        catalogues = [load_catalogue(t) for t in tools or current_project().tools]
+    except (CatalogueNotFound, ToolDeclarationError) as error:
+        raise fail(str(error)) from None
+    for path in [*export_schemas(directory), *export_tool_schemas(catalogues, directory)]:
         console.print(str(path))
