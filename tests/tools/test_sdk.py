@@ -6,6 +6,7 @@ Real nats-server, runtime, tool host processes and SMTP."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -281,3 +282,22 @@ async def test_an_unknown_outcome_without_a_way_to_recognise_a_retry_is_not_run_
     result = await host._run(retriable, call, unknown)
     assert result.status == "succeeded" and result.output == {"ref": "r"} and ran == ["k"]
 
+
+
+def test_schemas_export_writes_each_tools_input_and_output_schema(tmp_path: Path) -> None:
+    exported = claimcheck("schemas", "export", str(tmp_path / "out"))
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    tools = tmp_path / "out" / "tools"
+    assert sorted(p.name for p in tools.iterdir()) == [
+        "create_ticket.input.schema.json",
+        "create_ticket.output.schema.json",
+        "send_email.input.schema.json",
+        "send_email.output.schema.json",
+    ]
+    ticket = json.loads((tools / "create_ticket.input.schema.json").read_text())
+    assert ticket["properties"]["severity"]["enum"] == ["low", "medium", "high", "critical"]
+    filed = json.loads((tools / "create_ticket.output.schema.json").read_text())
+    assert filed["required"] == ["ticketId"]  # the wire's camelCase
+    assert (tmp_path / "out" / "ToolDescription.schema.json").exists()
+    refused = claimcheck("schemas", "export", str(tmp_path / "x"), "--tools", "nope:catalogue")
+    assert refused.returncode == 1 and "cannot load nope:catalogue" in refused.stdout
