@@ -38,6 +38,7 @@ from handoff_schemas import (
     ExecuteRequest,
     FieldError,
     RetryAdvice,
+    ToolDescription,
 )
 
 
@@ -99,15 +100,14 @@ class ToolExecution:
         self.settings = settings  # read per call: the tool timeout may be tuned while serving
         self.subjects = Subjects(settings.prefix)
         self._running: InFlight[ExecuteReply] = InFlight()
+        self._registering: InFlight[ToolDescription] = InFlight()
         self.artifacts = ArtifactStore(nc.jetstream(), self.subjects.artifact_bucket)
 
     def operations(self) -> dict[str, Handler]:
         return {"execute": self.execute}
 
     async def execute(self, agent: str, request: ExecuteRequest) -> ExecuteReply:
-        tool = await self.tools.get(request.tool)
-        if tool is None:
-            await self._unknown_tool(agent, request)
+        tool = await self._described(agent, request)
         problems = payload_problems(tool.input_schema, request.payload)
         if problems:
             await self._invalid_payload(agent, request, problems)
@@ -137,17 +137,45 @@ class ToolExecution:
             rule=decision.rule,
         )
 
+    async def _described(self, agent: str, request: ExecuteRequest) -> ToolDescription:
+        """The tool as its host registered it. One not registered (yet: a host may be starting)
+        is waited for within the availability window, each look a ``ToolUnavailable`` event;
+        then the call is refused."""
+        tool = await self.tools.get(request.tool)
+        if tool is not None:
+            return tool
+        await self.steps.command(request.workflow_id, lambda wf: wf.require_participant(agent))
+        action = {"tool": request.tool, "resource": "", "payload": request.payload}
+        caller = ToolCaller(
+            self.nc,
+            self.steps,
+            self.settings,
+            agent,
+            request.workflow_id,
+            request.step_key,
+            action,
+            self.signer,
+        )
+        try:  # an agent asking again while the runtime waits joins the same wait
+            return await self._registering.join(
+                f"{request.workflow_id}/{request.step_key}",
+                lambda: caller.registered(lambda: self.tools.get(request.tool)),
+            )
+        except ToolUnavailable:
+            await self._unknown_tool(agent, request)
+
     async def _unknown_tool(self, agent: str, request: ExecuteRequest) -> NoReturn:
         """Refuse, and record as the step's reply, a call to a tool no tool host serves."""
         served = await self.tools.names()
+        waited = self.settings.tool_availability_window
         refusal = Refusal(
             "invalid_request",
-            f"no tool host serves {request.tool!r}; served: {', '.join(served) or 'none'}",
+            f"no tool host serves {request.tool!r} (waited {waited:g}s for one to register); "
+            f"served: {', '.join(served) or 'none'}",
             [FieldError(field="tool", message=f"unknown tool {request.tool!r}")],
         )
 
         def refuse(workflow: Workflow) -> None:
-            workflow.require_participant(agent)
             raise refusal
 
         await self.steps.step(agent, "execute", request.workflow_id, request.step_key, refuse)

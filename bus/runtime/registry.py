@@ -75,7 +75,7 @@ class ToolRegistry:
         self.js = js
         self.subjects = subjects
         self._kv: KeyValue | None = None
-        self._read: dict[str, tuple[float, ToolDescription | None]] = {}
+        self._read: dict[str, tuple[float, ToolDescription]] = {}
 
     async def _bucket(self) -> KeyValue:
         if self._kv is None:
@@ -96,7 +96,8 @@ class ToolRegistry:
             if kept is not None:  # NATS is away: what we read last is still the best answer
                 return kept[1]
             raise
-        self._read[name] = (time.monotonic(), description)
+        if description is not None:  # a tool not registered yet is looked up again next time
+            self._read[name] = (time.monotonic(), description)
         return description
 
     async def names(self) -> list[str]:

@@ -192,6 +192,7 @@ async def test_a_payload_that_breaks_the_learned_schema_is_refused_and_recorded(
 async def test_a_tool_no_host_serves_is_refused_with_the_served_ones(
     bus: Bus, notes_host: Path
 ) -> None:
+    bus.settings.tool_availability_window = 1.0  # how long a host may take to register it
     refused: list[RuntimeRefused] = []
 
     async def calls_a_stranger(ctx: Context) -> None:
@@ -208,6 +209,8 @@ async def test_a_tool_no_host_serves_is_refused_with_the_served_ones(
     assert "save_note" in str(error) and "send_email" in str(error)
     assert [f.field for f in error.error.fields] == ["tool"]
     assert view.evidence == []
+    # it was waited for (a host may have been starting), each look an event
+    assert {w["kind"] for w in view.tool_unavailable} == {"not_registered"}
     # recorded as the step's reply: the refusal is in the ledger, not only in a log
     history = bus.ledger.history(view.workflow_id)
     assert any("launch_rocket" in str(event.data) for event in history)
