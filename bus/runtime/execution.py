@@ -1,8 +1,8 @@
 """Tool execution: the permission check, the call to a tool host, and the evidence.
 
-Read top to bottom, this is the path of one ``execute`` request: the payload is
-validated against the input schema the tool's host registered (:mod:`bus.runtime.registry`;
-a tool no host registered is refused); the runtime reads the resource from the payload
+Read top to bottom, this is the path of one ``execute`` request: the call is admitted
+(:mod:`bus.runtime.admission`: the tool as its host registered it, a payload that fits
+its schema); the runtime reads the resource from the payload
 and decides with its own policy (recorded with the rule and the reason); a denied
 action becomes evidence and an escalation; an allowed one goes to a tool host with the
 step's idempotency key, is retried as the failure table says, and ends in a recorded
@@ -22,12 +22,13 @@ from nats.aio.client import Client
 
 from bus.ledger import Workflow
 from bus.ledger.errors import NotAParticipant
+from bus.runtime.admission import Admission
 from bus.runtime.availability import InFlight, ToolCaller, ToolUnavailable
 from bus.runtime.catalogue import declared_facts, fill_resource
 from bus.runtime.governance import after_failure, rule_uses
 from bus.runtime.policy import Decision, Policy
 from bus.runtime.protocol import Handler, Refusal
-from bus.runtime.registry import ToolRegistry, payload_problems
+from bus.runtime.registry import ToolRegistry
 from bus.runtime.steps import Steps
 from bus.settings import Settings
 from bus.transport.artifacts import ArtifactStore
@@ -38,7 +39,6 @@ from handoff_schemas import (
     ExecuteRequest,
     FieldError,
     RetryAdvice,
-    ToolDescription,
 )
 
 
@@ -100,17 +100,14 @@ class ToolExecution:
         self.settings = settings  # read per call: the tool timeout may be tuned while serving
         self.subjects = Subjects(settings.prefix)
         self._running: InFlight[ExecuteReply] = InFlight()
-        self._registering: InFlight[ToolDescription] = InFlight()
+        self.admission = Admission(steps, policy, tools, nc, settings, signer)
         self.artifacts = ArtifactStore(nc.jetstream(), self.subjects.artifact_bucket)
 
     def operations(self) -> dict[str, Handler]:
         return {"execute": self.execute}
 
     async def execute(self, agent: str, request: ExecuteRequest) -> ExecuteReply:
-        tool = await self._described(agent, request)
-        problems = payload_problems(tool.input_schema, request.payload)
-        if problems:
-            await self._invalid_payload(agent, request, problems)
+        tool = await self.admission.admit(agent, request)
         resource = fill_resource(tool.resource, request.payload)
         action = {"tool": request.tool, "resource": resource, "payload": request.payload}
         decision = await self.steps.command(
@@ -136,70 +133,6 @@ class ToolExecution:
             permission="allowed",
             rule=decision.rule,
         )
-
-    async def _described(self, agent: str, request: ExecuteRequest) -> ToolDescription:
-        """The tool as its host registered it. One not registered (yet: a host may be starting)
-        is waited for within the availability window, each look a ``ToolUnavailable`` event;
-        then the call is refused."""
-        tool = await self.tools.get(request.tool)
-        if tool is not None:
-            return tool
-        await self.steps.command(request.workflow_id, lambda wf: wf.require_participant(agent))
-        action = {"tool": request.tool, "resource": "", "payload": request.payload}
-        caller = ToolCaller(
-            self.nc,
-            self.steps,
-            self.settings,
-            agent,
-            request.workflow_id,
-            request.step_key,
-            action,
-            self.signer,
-        )
-        try:  # an agent asking again while the runtime waits joins the same wait
-            return await self._registering.join(
-                f"{request.workflow_id}/{request.step_key}",
-                lambda: caller.registered(lambda: self.tools.get(request.tool)),
-            )
-        except ToolUnavailable:
-            await self._unknown_tool(agent, request)
-
-    async def _unknown_tool(self, agent: str, request: ExecuteRequest) -> NoReturn:
-        """Refuse, and record as the step's reply, a call to a tool no tool host serves."""
-        served = await self.tools.names()
-        waited = self.settings.tool_availability_window
-        refusal = Refusal(
-            "invalid_request",
-            f"no tool host serves {request.tool!r} (waited {waited:g}s for one to register); "
-            f"served: {', '.join(served) or 'none'}",
-            [FieldError(field="tool", message=f"unknown tool {request.tool!r}")],
-        )
-
-        def refuse(workflow: Workflow) -> None:
-            raise refusal
-
-        await self.steps.step(agent, "execute", request.workflow_id, request.step_key, refuse)
-        raise AssertionError("unreachable: step() re-raises the refusal")
-
-    async def _invalid_payload(
-        self, agent: str, request: ExecuteRequest, fields: list[FieldError]
-    ) -> NoReturn:
-        """Record an invalid payload as the step's reply, with the runtime's advice (repair?)."""
-        detail = "; ".join(f"{f.field}: {f.message}" for f in fields)
-
-        def refuse(workflow: Workflow) -> None:
-            advice = after_failure(
-                workflow, self.policy, agent, "invalid_tool_payload", detail, request.step_key
-            )
-            raise Refusal(
-                "invalid_tool_payload",
-                f"invalid {request.tool} payload: {detail}",
-                fields,
-                retry=advice,
-            )
-
-        await self.steps.step(agent, "execute", request.workflow_id, request.step_key, refuse)
-        raise AssertionError("unreachable: step() re-raises the refusal")
 
     def _authorize(
         self, workflow: Workflow, agent: str, request: ExecuteRequest, resource: str
