@@ -20,6 +20,7 @@ from bus.operations.project import EXAMPLE, ProjectError, find_project
 from bus.settings import Settings
 from tests.conftest import CLI, claimcheck
 from tests.operations.test_lifecycle import alive
+from tests.tools.test_sdk import SCRIPT
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -138,7 +139,7 @@ def test_an_agent_run_by_hand_joins_the_stack_with_the_credentials_up_made(
     environment = {k: v for k, v in os.environ.items() if not k.startswith("CLAIMCHECK_")}
     with log.open("w") as out:
         by_hand = subprocess.Popen(
-            [*CLI, "agent", "run", "hello_bot.agents:greeter", "--state-dir", str(state_dir)],
+            [SCRIPT, "agent", "run", "hello_bot.agents:greeter", "--state-dir", str(state_dir)],
             cwd=project,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -24,6 +24,8 @@ from bus.settings import Settings
 from handoff_schemas import ToolCall, ToolDescription
 from tests.conftest import Bus, claimcheck, run_workflow
 
+SCRIPT = str(Path(sys.executable).with_name("claimcheck"))
+
 POLICY = """
 [[rules]]
 name = "notes"
@@ -110,10 +112,8 @@ async def notes_host(bus: Bus, tmp_path: Path) -> AsyncIterator[Path]:
     )
     with log.open("ab") as out:
         process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bus.operations.cli",
-            "tools",
+            SCRIPT,  # the installed script: no `python -m`, so the current directory is not
+            "tools",  # on sys.path unless the command puts it there
             "serve",
             "notes_tools:catalogue",
             cwd=project,
