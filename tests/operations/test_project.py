@@ -189,3 +189,22 @@ def test_the_demo_is_a_project_file_too() -> None:
     """``examples/complaints/claimcheck.toml`` lists what runs without a project file."""
     demo = find_project(REPO / "examples" / "complaints")
     assert (demo.agents, demo.tools) == (EXAMPLE.agents, EXAMPLE.tools)
+
+
+def test_an_agent_the_stack_has_no_credentials_for_is_told_what_to_do(project: Path) -> None:
+    state_dir = project / ".claimcheck"
+    (state_dir / "credentials").mkdir(parents=True)  # as `up` leaves it, without this agent
+    refused = subprocess.run(
+        [SCRIPT, "agent", "run", "hello_bot.agents:greeter", "--state-dir", str(state_dir)],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "COLUMNS": "400"},
+    )
+    assert refused.returncode == 1
+    assert "agent 'greeter' has no credentials" in refused.stdout
+    assert "list hello_bot.agents:greeter in claimcheck.toml" in refused.stdout
+    (project / "claimcheck.toml").write_text("tools = []\n")
+    served = claimcheck("tools", "serve", state_dir=state_dir, cwd=project)
+    assert served.returncode == 1 and "no tool catalogues" in served.stdout

@@ -70,6 +70,8 @@ def tools_serve(
         catalogues = [load_catalogue(t) for t in targets or current_project().tools]
     except (CatalogueNotFound, ToolDeclarationError) as error:
         raise fail(str(error)) from None
+    if not catalogues:
+        raise fail("no tool catalogues: give MODULE:CATALOGUE, or list tools in claimcheck.toml")
     settings = with_role_credentials(settings_for(state_dir), "tools")
     serve(lambda stop: run_tool_host(settings, catalogues, stop), settings)
 
@@ -89,7 +91,14 @@ def agent_run(
     except CatalogueNotFound as error:
         raise fail(str(error)) from None
 
-    settings = with_role_credentials(settings_for(state_dir), agent_role(agent.name))
+    role = agent_role(agent.name)
+    settings = with_role_credentials(settings_for(state_dir), role)
+    made = settings.state_dir / "credentials"
+    if settings.credentials is None and made.is_dir():  # a stack runs here, without this agent
+        raise fail(
+            f"agent {agent.name!r} has no credentials in {made}: list {target} in "
+            "claimcheck.toml and restart `claimcheck up`"
+        )
 
     async def main(stop: asyncio.Event) -> None:
         telemetry.setup(f"claimcheck-agent-{agent.name}")
