@@ -141,6 +141,10 @@ class ToolHost:
         except ToolFailure as failure:
             log.warning("%s failed for %s: %s", tool.name, call.idempotency_key, failure)
             return ToolResult(status="failed", error=str(failure), transient=failure.transient)
+        except Exception as error:  # a bug in the tool: said, not retried in a loop
+            log.exception("%s raised for %s", tool.name, call.idempotency_key)
+            problem = f"{tool.name} raised {type(error).__name__}: {error}"[:500]
+            return ToolResult(status="failed", error=f"{problem} (outcome unknown)")
         dumped = output.model_dump(mode="json", by_alias=True)
         refs = {key: value for key, value in dumped.items() if isinstance(value, str)}
         log.info("%s executed for %s: %s", tool.name, call.idempotency_key, refs)

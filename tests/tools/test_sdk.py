@@ -286,6 +286,18 @@ async def test_an_unknown_outcome_without_a_way_to_recognise_a_retry_is_not_run_
     assert result.status == "succeeded" and result.output == {"ref": "r"} and ran == ["k"]
 
 
+async def test_a_tool_that_raises_is_a_failure_with_its_message(tmp_path: Path) -> None:
+    async def buggy(ask: Ask, call: Call) -> Done:
+        raise KeyError("customer")
+
+    spec = tool(name="buggy", resource="x:{to}")(buggy)
+    host = ToolHost(Settings(state_dir=tmp_path), [Catalogue("c", [spec])])
+    call = ToolCall(idempotency_key="k", workflow_id="wf", actor="a", payload={"to": "x"})
+    result = await host._run(spec, call, "")
+    assert (result.status, result.transient) == ("failed", False)
+    assert result.error == "buggy raised KeyError: 'customer' (outcome unknown)"
+
+
 
 def test_schemas_export_writes_each_tools_input_and_output_schema(tmp_path: Path) -> None:
     exported = claimcheck("schemas", "export", str(tmp_path / "out"))
