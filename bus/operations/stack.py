@@ -117,7 +117,7 @@ class Stack:
     """Tool catalogues (``MODULE:CATALOGUE``), each served by its own tool hosts."""
     tool_hosts: int = 1
     """Tool hosts per catalogue: ``tools``, ``tools-2``, ... (they share the idempotency
-    journal); with several catalogues, ``tools-<catalogue>``, ``tools-<catalogue>-2``, ..."""
+    journal); with several catalogues, ``tools-<catalogue name>``, ``tools-<name>-2``, ..."""
     agent_replicas: int = 1
     """Processes per agent: ``agent-triage``, ``agent-triage-2``, ... (one work queue)."""
     replicas: dict[str, int] = field(default_factory=dict)
@@ -144,7 +144,7 @@ class Stack:
         """Catalogue target -> the process name of its first tool host."""
         if len(self.tools) == 1:
             return {self.tools[0]: "tools"}
-        return {target: f"tools-{target.rpartition(':')[2]}" for target in self.tools}
+        return {target: f"tools-{load_catalogue(target).name}" for target in self.tools}
 
     def commands(self) -> dict[str, tuple[str, list[str]]]:
         """Process name -> (role, command line)."""

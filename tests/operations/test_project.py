@@ -5,6 +5,7 @@ clear message. Real processes throughout."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import signal
@@ -17,12 +18,15 @@ from pathlib import Path
 import pytest
 
 from bus.operations.project import EXAMPLE, ProjectError, find_project
+from bus.runtime.catalogue import Catalogue
 from bus.settings import Settings
+from bus.tools import send_email
 from tests.conftest import CLI, claimcheck
 from tests.operations.test_lifecycle import alive
 from tests.tools.test_sdk import SCRIPT
 
 REPO = Path(__file__).resolve().parents[2]
+NOTES = Catalogue("notes", [dataclasses.replace(send_email, name="send_note")])
 
 
 @pytest.fixture
@@ -208,3 +212,27 @@ def test_an_agent_the_stack_has_no_credentials_for_is_told_what_to_do(project: P
     (project / "claimcheck.toml").write_text("tools = []\n")
     served = claimcheck("tools", "serve", state_dir=state_dir, cwd=project)
     assert served.returncode == 1 and "no tool catalogues" in served.stdout
+
+
+def test_the_stack_runs_each_agents_replicas_and_a_host_per_catalogue(tmp_path: Path) -> None:
+    from bus.operations.project import AgentEntry, Project
+    from bus.operations.stack import Stack
+
+    project = Project(
+        agents=[
+            AgentEntry(target="agents.complaints:triage", replicas=2),
+            AgentEntry(target="agents.complaints:notifier"),
+        ],
+        tools=["bus.tools:complaints", "tests.operations.test_project:NOTES"],
+    )
+    commands = Stack.for_project(Settings(state_dir=tmp_path), project).commands()
+    assert {name: role for name, (role, _) in commands.items()} == {
+        "runtime": "runtime",
+        "tools-complaints": "tools",
+        "tools-notes": "tools",
+        "agent-triage": "agent-triage",
+        "agent-triage-2": "agent-triage",
+        "agent-notifier": "agent-notifier",
+    }
+    serve = ["tools", "serve", "tests.operations.test_project:NOTES"]
+    assert commands["tools-notes"][1][-3:] == serve
