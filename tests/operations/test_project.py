@@ -21,6 +21,7 @@ from bus.operations.project import EXAMPLE, ProjectError, find_project
 from bus.runtime.catalogue import Catalogue
 from bus.settings import Settings
 from bus.tools import send_email
+from bus.transport.auth import ensure_credentials
 from tests.conftest import CLI, claimcheck
 from tests.operations.test_lifecycle import alive
 from tests.tools.test_sdk import SCRIPT
@@ -197,7 +198,7 @@ def test_the_demo_is_a_project_file_too() -> None:
 
 def test_an_agent_the_stack_has_no_credentials_for_is_told_what_to_do(project: Path) -> None:
     state_dir = project / ".claimcheck"
-    (state_dir / "credentials").mkdir(parents=True)  # as `up` leaves it, without this agent
+    ensure_credentials(state_dir / "credentials", ["cli", "runtime"])  # `up`'s, not this agent's
     refused = subprocess.run(
         [SCRIPT, "agent", "run", "hello_bot.agents:greeter", "--state-dir", str(state_dir)],
         cwd=project,

@@ -94,8 +94,8 @@ def agent_run(
     role = agent_role(agent.name)
     settings = with_role_credentials(settings_for(state_dir), role)
     made = settings.state_dir / "credentials"
-    if settings.credentials is None and made.is_dir():  # a stack runs here, without this agent
-        raise fail(
+    if settings.credentials is None and (made / "cli.json").exists():  # `up` made credentials,
+        raise fail(  # but none for this agent: it could only loop on authorization errors
             f"agent {agent.name!r} has no credentials in {made}: list {target} in "
             "claimcheck.toml and restart `claimcheck up`"
         )
