@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from agents.client import RuntimeClient, RuntimeRefused, unwrap
 from agents.model import Model, ModelFailure, ModelRequest, ModelResult
 from bus import telemetry
-from bus.runtime.catalogue import CATALOGUE
+from bus.runtime.catalogue import ToolSpec
 from handoff_schemas import (
     Ack,
     ArtifactDigest,
@@ -223,9 +223,22 @@ class Context:
             await self._report("bad_reasoning", problem)
             note, repair = f"\n\nAn earlier plan was rejected: {problem}. Plan again.", []
 
-    async def act(self, tool: str, instructions: str, context: dict[str, Any]) -> ExecuteReply:
-        """Let the model write a tool's payload, and repair it when the runtime rejects it."""
-        payload_type = CATALOGUE[tool].payload
+    async def act(
+        self,
+        tool: ToolSpec | str,
+        instructions: str,
+        context: dict[str, Any],
+        payload_type: type[BaseModel] | None = None,
+    ) -> ExecuteReply:
+        """Let the model write a tool's payload, and repair it when the runtime rejects it.
+
+        ``tool`` is the declared tool (its input type is what the model writes), or a
+        tool's name with the ``payload_type`` to ask the model for.
+        """
+        if isinstance(tool, ToolSpec):
+            tool, payload_type = tool.name, tool.input
+        if payload_type is None:
+            raise TypeError(f"act({tool!r}): give the tool itself, or its payload_type")
         repair: list[str] = []
         while True:
             request = ModelRequest(self._system_prompt, instructions, context, payload_type, repair)

@@ -3,11 +3,24 @@ that run them. What a user deploys or configures is importable from here."""
 
 from bus.ledger import Ledger, Workflow
 from bus.operations.stack import Stack
-from bus.runtime import Decision, Policy, PolicyError, Runtime, Tool, ToolFailure, ToolHost
+from bus.runtime import (
+    Call,
+    Catalogue,
+    Decision,
+    Policy,
+    PolicyError,
+    Runtime,
+    ToolFailure,
+    ToolHost,
+    ToolSpec,
+    tool,
+)
 from bus.settings import Settings
 from bus.transport.subjects import Subjects
 
 __all__ = [
+    "Call",
+    "Catalogue",
     "Decision",
     "Ledger",
     "Policy",
@@ -16,8 +29,9 @@ __all__ = [
     "Settings",
     "Stack",
     "Subjects",
-    "Tool",
     "ToolFailure",
     "ToolHost",
+    "ToolSpec",
     "Workflow",
+    "tool",
 ]

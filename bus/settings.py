@@ -5,6 +5,10 @@ environment describes one deployment. Defaults give the embedded single-machine
 stack; pointing ``CLAIMCHECK_NATS_URL`` and ``CLAIMCHECK_LEDGER`` elsewhere
 scales it out without code changes.
 
+A project file, ``claimcheck.toml`` in the current directory, gives defaults: its
+top-level keys are settings (``policy = "policy.toml"``, ``ledger = "postgresql://..."``),
+and an environment variable overrides each of them.
+
 There is no default NATS server: a process talks to the one its settings name, or
 to the one ``claimcheck up`` started for its state directory (``nats.url``, with the
 server's name in ``nats.server`` so that a stale file is caught), never to whatever
@@ -17,11 +21,33 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+PROJECT_FILE = "claimcheck.toml"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CLAIMCHECK_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="CLAIMCHECK_", extra="ignore", toml_file=PROJECT_FILE
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then the environment, then the project file, then the defaults."""
+        project = TomlConfigSettingsSource(settings_cls)
+        return init_settings, env_settings, dotenv_settings, file_secret_settings, project
 
     state_dir: Path = Field(Path(".claimcheck"), description="Where local state lives.")
     nats_url: str = Field("", description="NATS server(s), comma separated; none by default.")

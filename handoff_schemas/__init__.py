@@ -73,7 +73,7 @@ from handoff_schemas.runtime import (
     SummaryReply,
     Usage,
 )
-from handoff_schemas.tools import ToolCall, ToolResult
+from handoff_schemas.tools import FactSource, ToolCall, ToolDescription, ToolResult
 from handoff_schemas.validation import SchemaError, convert, decode, encode
 
 __all__ = [
@@ -108,6 +108,7 @@ __all__ = [
     "ExecuteReply",
     "ExecuteRequest",
     "ExternalCheck",
+    "FactSource",
     "FailureRequest",
     "FaultReport",
     "FieldError",
@@ -138,6 +139,7 @@ __all__ = [
     "SummarizeRequest",
     "SummaryReply",
     "ToolCall",
+    "ToolDescription",
     "ToolResult",
     "Usage",
     "WireStruct",

@@ -36,3 +36,31 @@ class ToolResult(WireStruct):
     reconciled: str = ""
     """Set when an earlier attempt with this key ended with its outcome unknown (its host died
     mid-effect) and this result came from running it again under the tool's own idempotency."""
+
+
+class FactSource(WireStruct):
+    """Where one declared fact is read: a field of the call's ``input`` or of its ``output``."""
+
+    side: Literal["input", "output"]
+    field: str
+
+
+class ToolDescription(WireStruct):
+    """What a tool host registers for each tool it serves (the runtime learns tools from these).
+
+    ``resource`` is a template over input fields (``mailto:{to}``): the runtime fills it
+    from the payload it validated, so the policy sees the real target. ``idempotency``
+    says how the external system recognises a retry: ``key`` (the tool hands it the
+    idempotency key, so running a call again is harmless) or ``none`` (a call whose
+    outcome is unknown is not run again unless ``reconcilable`` says the tool can ask).
+    """
+
+    name: str
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any]
+    resource: str
+    facts: dict[str, FactSource] = {}
+    idempotency: Literal["key", "none"] = "key"
+    reconcilable: bool = False
+    description: str = ""
+    catalogue: str = ""

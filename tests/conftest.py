@@ -29,11 +29,12 @@ from bus.ledger import Ledger
 from bus.ledger.relay import Relay
 from bus.operations.mailbox import Mailbox
 from bus.operations.operators import submit, watch
-from bus.runtime.catalogue import CATALOGUE, Tool
+from bus.runtime.catalogue import Catalogue
 from bus.runtime.policy import Policy
 from bus.runtime.service import Runtime
 from bus.runtime.tool_host import ToolHost
 from bus.settings import Settings
+from bus.tools import complaints
 from bus.transport.auth import Credentials
 from bus.transport.connection import connect, ensure_streams
 from bus.transport.server import EmbeddedNats
@@ -219,9 +220,10 @@ def policy(request: pytest.FixtureRequest, tmp_path: Path) -> Policy:
 
 
 @pytest.fixture
-def tool_classes() -> dict[str, type[Tool]]:
-    """The tools the runtime knows and the tool host runs; a test module may override this."""
-    return dict(CATALOGUE)
+def catalogue() -> Catalogue:
+    """The tools the tool host serves (and so the runtime learns); a test module may override
+    this."""
+    return complaints
 
 
 @dataclass
@@ -237,16 +239,16 @@ class Bus:
 
 @pytest.fixture
 async def bus(
-    settings: Settings, ledger: Ledger, policy: Policy, tool_classes: dict[str, type[Tool]]
+    settings: Settings, ledger: Ledger, policy: Policy, catalogue: Catalogue
 ) -> AsyncIterator[Bus]:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     nc = await connect(settings, "test-bus")
     subjects = Subjects(settings.prefix)
     await ensure_streams(nc.jetstream(), subjects)
     relay = Relay(ledger, nc.jetstream(), subjects, poll_interval=0.2)
-    runtime = Runtime(settings, ledger, policy, nc, on_commit=relay.wake, tools=tool_classes)
+    runtime = Runtime(settings, ledger, policy, nc, on_commit=relay.wake)
     await runtime.serve()
-    await ToolHost(settings, [tool(settings) for tool in tool_classes.values()]).serve(nc)
+    await ToolHost(settings, [catalogue]).serve(nc)
     relay_task = asyncio.create_task(relay.run())
     yield Bus(settings, nc, ledger, runtime, subjects)
     relay_task.cancel()

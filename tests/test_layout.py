@@ -20,6 +20,7 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "bus.ledger": (*FOUNDATION, "bus.transport", "bus.ledger", "projections"),
     "bus.runtime": (*FOUNDATION, "bus.transport", "bus.ledger", "bus.runtime"),
     "bus.operations": (*FOUNDATION, "bus", "projections"),
+    "bus.tools": (*FOUNDATION, "bus.runtime.catalogue", "bus.tools"),  # examples, on the SDK
     "bus": (*FOUNDATION, "bus"),  # the package's __init__: the public API
     "agents": (*FOUNDATION, "agents", "bus.transport", "bus.runtime.catalogue"),
 }

@@ -19,6 +19,7 @@ from bus import telemetry
 from bus.ledger.relay import RELAY_JOB, Relay
 from bus.ledger.setup import NotInitialised, open_ledger
 from bus.ledger.view_runner import ViewRunner, open_views
+from bus.runtime.catalogue import Catalogue
 from bus.runtime.governance import after_quarantine
 from bus.runtime.policy import Policy
 from bus.runtime.service import Runtime
@@ -100,10 +101,12 @@ async def run_runtime(settings: Settings, policy: Policy, stop: asyncio.Event) -
         telemetry.shutdown()
 
 
-async def run_tool_host(settings: Settings, stop: asyncio.Event) -> None:
+async def run_tool_host(
+    settings: Settings, catalogues: list[Catalogue], stop: asyncio.Event
+) -> None:
     telemetry.setup("claimcheck-tools")
     nc = await connect(settings, "claimcheck-tools")
-    host = ToolHost(settings)
+    host = ToolHost(settings, catalogues)
     await host.serve(nc)
     log.info("tool host serving %s", sorted(host.tools))
     try:

@@ -13,22 +13,25 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import importlib
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
+from bus.operations.project import EXAMPLE, Project
+from bus.runtime.catalogue import load_catalogue, load_object
 from bus.settings import Settings
 from bus.transport.auth import agent_role, authorization_config, ensure_credentials
 from bus.transport.connection import connect
 from bus.transport.server import EmbeddedNats, die_with_parent, free_port
 from bus.transport.subjects import OPERATOR, Subjects
 
-EXAMPLE_AGENTS = ("agents.complaints:triage", "agents.complaints:notifier")
+EXAMPLE_AGENTS = tuple(entry.target for entry in EXAMPLE.agents)
+EXAMPLE_TOOLS = tuple(EXAMPLE.tools)
 PROCESS_STOP_SECONDS = 10.0
 """How long a child may take to stop on SIGTERM before it is killed."""
 STACK_STOP_SECONDS = 2 * PROCESS_STOP_SECONDS + 10.0
@@ -37,13 +40,23 @@ STACK_STOP_SECONDS = 2 * PROCESS_STOP_SECONDS + 10.0
 
 def agent_name(target: str) -> str:
     """The name of the agent object at ``MODULE:OBJECT`` (its NATS identity)."""
-    module, _, attribute = target.partition(":")
-    return getattr(importlib.import_module(module), attribute).name
+    return load_object(target).name
 
 
 def replica(name: str, index: int) -> str:
     """The process name of a role's ``index``-th replica: the first keeps the plain name."""
     return name if index == 1 else f"{name}-{index}"
+
+
+async def stop_process(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM, and SIGKILL if it has not stopped within ``PROCESS_STOP_SECONDS``."""
+    if process.returncode is None:
+        process.terminate()
+    try:
+        await asyncio.wait_for(process.wait(), PROCESS_STOP_SECONDS)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
 
 
 class StackBusy(RuntimeError):
@@ -100,10 +113,15 @@ class Stack:
     embedded_nats: bool = True
     runtimes: int = 1
     """Runtime replicas: ``runtime``, ``runtime-2``, ... (they share the ledger)."""
+    tools: tuple[str, ...] = EXAMPLE_TOOLS
+    """Tool catalogues (``MODULE:CATALOGUE``), each served by its own tool hosts."""
     tool_hosts: int = 1
-    """Tool hosts: ``tools``, ``tools-2``, ... (they share the idempotency journal)."""
+    """Tool hosts per catalogue: ``tools``, ``tools-2``, ... (they share the idempotency
+    journal); with several catalogues, ``tools-<catalogue name>``, ``tools-<name>-2``, ..."""
     agent_replicas: int = 1
     """Processes per agent: ``agent-triage``, ``agent-triage-2``, ... (one work queue)."""
+    replicas: dict[str, int] = field(default_factory=dict)
+    """Processes of particular agents (by target), instead of ``agent_replicas``."""
     extra_roles: tuple[str, ...] = ()
     """Roles to make credentials for without starting a process (an agent run elsewhere)."""
     nats: EmbeddedNats | None = None
@@ -111,17 +129,35 @@ class Stack:
     credentials: dict[str, Path] = field(default_factory=dict)
     lock: StateLock | None = None
 
+    @classmethod
+    def for_project(cls, settings: Settings, project: Project, **options: object) -> Stack:
+        """The stack that runs what ``project`` lists (``options``: the other fields)."""
+        return cls(
+            settings,
+            agents=tuple(entry.target for entry in project.agents),
+            tools=tuple(project.tools),
+            replicas={entry.target: entry.replicas for entry in project.agents},
+            **options,  # type: ignore[arg-type]
+        )
+
+    def tool_host_names(self) -> dict[str, str]:
+        """Catalogue target -> the process name of its first tool host."""
+        if len(self.tools) == 1:
+            return {self.tools[0]: "tools"}
+        return {target: f"tools-{load_catalogue(target).name}" for target in self.tools}
+
     def commands(self) -> dict[str, tuple[str, list[str]]]:
         """Process name -> (role, command line)."""
         cli = [sys.executable, "-m", "bus.operations.cli"]
         commands: dict[str, tuple[str, list[str]]] = {}
         for index in range(1, self.runtimes + 1):
             commands[replica("runtime", index)] = ("runtime", [*cli, "runtime"])
-        for index in range(1, self.tool_hosts + 1):
-            commands[replica("tools", index)] = ("tools", [*cli, "tools", "serve"])
+        for target, name in self.tool_host_names().items():
+            for index in range(1, self.tool_hosts + 1):
+                commands[replica(name, index)] = ("tools", [*cli, "tools", "serve", target])
         for target in self.agents:
             name = agent_name(target)
-            for index in range(1, self.agent_replicas + 1):
+            for index in range(1, self.replicas.get(target, self.agent_replicas) + 1):
                 commands[replica(f"agent-{name}", index)] = (
                     agent_role(name),
                     [*cli, "agent", "run", target],
@@ -198,16 +234,40 @@ class Stack:
             process.kill()
         await process.wait()
 
-    async def restart(self, name: str) -> None:
-        await self.kill(name)
+    async def restart(self, name: str, graceful: bool = False) -> None:
+        """Start ``name`` afresh: after a SIGKILL (a crash), or after SIGTERM (a reload)."""
+        if graceful:
+            await stop_process(self.processes[name])
+        else:
+            await self.kill(name)
         await self.start_process(name)
 
+    def code_processes(self) -> list[str]:
+        """The processes that run the project's own code: its tool hosts and agents."""
+        return [name for name in self.processes if name.startswith(("tools", "agent-"))]
+
+    async def reload_on_change(
+        self, directory: Path, stop: asyncio.Event, reloaded: Callable[[list[str]], None]
+    ) -> None:
+        """Developer mode: when a Python file under ``directory`` changes, restart every tool
+        host and agent (each stops cleanly first); ``reloaded`` hears which, once started."""
+        from watchfiles import PythonFilter, awatch
+
+        async for _ in awatch(directory, watch_filter=PythonFilter(), stop_event=stop):
+            names = self.code_processes()
+            for name in names:
+                await self.restart(name, graceful=True)
+            reloaded(names)
+
     async def wait_until_serving(self, timeout: float = 30.0) -> None:
-        """Wait until the runtime answers the operator and the tool host answers the runtime."""
+        """Wait until the runtime answers the operator and each catalogue's tool host answers
+        the runtime (having registered its tools first)."""
         subjects = Subjects(self.settings.prefix)
         async with asyncio.timeout(timeout):
             await self._wait_for_answer(OPERATOR, subjects.runtime(OPERATOR, "state"))
-            await self._wait_for_answer("runtime", subjects.tool("create_ticket"))
+            for target in self.tools:
+                for spec in load_catalogue(target).tools[:1]:
+                    await self._wait_for_answer("runtime", subjects.tool(spec.name))
 
     async def _wait_for_answer(self, role: str, subject: str) -> None:
         probe = self.settings.model_copy(update={"credentials": self.credentials.get(role)})
@@ -231,15 +291,7 @@ class Stack:
                 raise RuntimeError(f"{name} exited with code {process.returncode}:\n{tail}")
 
     async def stop(self) -> None:
-        for process in self.processes.values():
-            if process.returncode is None:
-                process.terminate()
-        for process in self.processes.values():
-            try:
-                await asyncio.wait_for(process.wait(), PROCESS_STOP_SECONDS)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        await asyncio.gather(*(stop_process(p) for p in self.processes.values()))
         if self.nats:
             await self.nats.stop()
             for found_by in ("nats.url", "nats.server"):

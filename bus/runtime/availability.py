@@ -126,6 +126,24 @@ class ToolCaller:
 
     async def call(self, permission: str) -> ToolResult:
         """An answer from a tool host; :class:`ToolUnavailable` once the window is over."""
+        return await self._within_window(lambda: self._call_once(permission))
+
+    async def registered(self, lookup: Callable[[], Awaitable[T | None]]) -> T:
+        """What ``lookup`` finds once a tool host has registered the tool (one may be
+        starting); each look that finds nothing is a ``ToolUnavailable`` event, and after
+        the window, :class:`ToolUnavailable`."""
+
+        async def look() -> T:
+            self.attempts += 1
+            found = await lookup()
+            if found is None:
+                tool = self.action["tool"]
+                raise ToolUnavailable("tool_error", "not_registered", f"no tool host serves {tool}")
+            return found
+
+        return await self._within_window(look)
+
+    async def _within_window(self, attempt_once: Callable[[], Awaitable[T]]) -> T:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(ToolUnavailable),
             stop=stop_before_delay(max(0.0, self.window_ends - time.monotonic())),
@@ -137,7 +155,7 @@ class ToolCaller:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._call_once(permission)
+                return await attempt_once()
         raise AssertionError("unreachable: tenacity re-raises the last ToolUnavailable")
 
     async def _call_once(self, permission: str) -> ToolResult:

@@ -1,29 +1,37 @@
-"""The tool catalogue: each tool's payload schema, the resource it touches, and its side effect.
+"""The tool SDK: a tool is a typed async function declared with :func:`tool`.
 
-The runtime uses a tool's payload model and :meth:`Tool.resource` to validate a
-call and to ask the policy about the real target (the address an email goes to
-is read from the payload, never taken from the agent's word). Only a tool host
-calls :meth:`Tool.run`, the one place a side effect happens. :meth:`Tool.confirm`
-asks the tool's own system, after the fact, whether a recorded side effect exists as
-recorded (``claimcheck verify --external``).
+A tool takes one pydantic input and returns one pydantic output. Its declaration
+says what the runtime needs to govern it without running any of its code: the
+resource the policy sees (a template over input fields, ``mailto:{to}``), the facts
+its evidence records (fields of the input or the output), how the external system
+recognises a retry (``idempotency``) and, where it can, how to find out whether a
+call whose outcome is unknown took effect (``reconcile``) and whether a recorded side
+effect still exists as recorded (``confirm``, for ``claimcheck verify --external``).
+
+A :class:`Catalogue` is a named collection of tools; ``claimcheck tools serve
+MODULE:CATALOGUE`` serves one. The tool host registers each tool's
+:class:`~handoff_schemas.ToolDescription` in the deployment's registry, from which
+the runtime learns its schema; only a tool host ever calls the function.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import mailbox
-import smtplib
-import sqlite3
-from abc import ABC, abstractmethod
-from email.message import EmailMessage
+import importlib
+import inspect
+import json
+import string
+import sys
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from bus.settings import Settings
-from handoff_schemas import Evidence
+from handoff_schemas import Evidence, FactSource, ToolDescription
+
+Idempotency = Literal["key", "none"]
 
 
 class ToolFailure(Exception):
@@ -34,11 +42,31 @@ class ToolFailure(Exception):
         self.transient = transient
 
 
+class ToolDeclarationError(TypeError):
+    """A tool declared wrongly (says which tool and what to change), raised at import."""
+
+
+@dataclass(frozen=True)
+class Call:
+    """What a tool function knows of the call besides its input.
+
+    ``idempotency_key`` is the same on every retry of one step: hand it to the external
+    system (a unique column, a request id header) so that it recognises a retry.
+    """
+
+    idempotency_key: str
+    workflow_id: str
+    actor: str
+    settings: Settings
+
+
 class CannotConfirm(Exception):
     """The tool cannot ask its system about a side effect (none configured, unreachable)."""
 
 
-def differences(facts: dict[str, Any], found: dict[str, Any], fields: dict[str, str]) -> list[str]:
+def differences(
+    facts: Mapping[str, Any], found: Mapping[str, Any], fields: Mapping[str, str]
+) -> list[str]:
     """Each recorded fact the system shows otherwise (``fields``: fact -> the system's field)."""
     return [
         f"{fact} is {found.get(field)!r} in the system, {facts[fact]!r} in the evidence"
@@ -47,170 +75,244 @@ def differences(facts: dict[str, Any], found: dict[str, Any], fields: dict[str, 
     ]
 
 
-class Payload(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+Function = Callable[[Any, Call], Awaitable[BaseModel]]
+Reconcile = Callable[[Any, Call], Awaitable[BaseModel | None]]
+Confirm = Callable[[Evidence, Settings], Awaitable[list[str]]]
+"""Ask the tool's own system whether the side effect a ``succeeded`` evidence record
+describes (its ``refs`` and ``facts``) exists as recorded: what differs (``[]``: it does;
+a missing one is a difference too), or :class:`CannotConfirm` when it cannot be asked."""
 
 
-class SendEmailPayload(Payload):
-    to: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", description="Recipient address.")
-    subject: str = Field(min_length=1, max_length=200)
-    body: str = Field(min_length=1)
+@dataclass(frozen=True)
+class ToolSpec:
+    """One declared tool: its function, its types and what the runtime must know of it."""
+
+    name: str
+    function: Function
+    input: type[BaseModel]
+    output: type[BaseModel]
+    resource: str
+    facts: dict[str, FactSource]
+    idempotency: Idempotency = "key"
+    reconcile: Reconcile | None = None
+    description: str = ""
+    confirm: Confirm | None = None
+
+    async def __call__(self, payload: BaseModel, call: Call) -> BaseModel:
+        return await self.function(payload, call)
+
+    def describe(self, catalogue: str = "") -> ToolDescription:
+        """What a tool host registers: the JSON Schemas and the declaration, no code."""
+        return ToolDescription(
+            name=self.name,
+            input_schema=self.input.model_json_schema(),
+            output_schema=self.output.model_json_schema(by_alias=True),
+            resource=self.resource,
+            facts=self.facts,
+            idempotency=self.idempotency,
+            reconcilable=self.reconcile is not None,
+            description=self.description,
+            catalogue=catalogue,
+        )
 
 
-class CreateTicketPayload(Payload):
-    customer: str = Field(min_length=1)
-    title: str = Field(min_length=1, max_length=200)
-    severity: Literal["low", "medium", "high", "critical"]
+def tool(
+    *,
+    name: str,
+    resource: str,
+    facts: Sequence[str] | Mapping[str, str] = (),
+    idempotency: Idempotency = "key",
+    reconcile: Reconcile | None = None,
+    confirm: Confirm | None = None,
+) -> Callable[[Function], ToolSpec]:
+    """Declare ``async def f(payload: Input, call: Call) -> Output`` as the tool ``name``.
+
+    ``facts`` names the fields the evidence records: a list of field names, or a
+    mapping of fact name to field name (``{"recipient": "to"}``); each is looked up in
+    the input, then in the output. ``reconcile(payload, call)`` returns the output of
+    the earlier attempt if it took effect, else None; ``confirm(evidence, settings)`` asks
+    the tool's system about a recorded side effect (see :data:`Confirm`).
+    """
+
+    def declare(function: Function) -> ToolSpec:
+        if not inspect.iscoroutinefunction(function):
+            raise ToolDeclarationError(f"tool {name!r}: {function.__name__} must be async def")
+        source, output = _types(name, function)
+        return ToolSpec(
+            name=name,
+            function=function,
+            input=source,
+            output=output,
+            resource=_checked_resource(name, resource, source),
+            facts=_fact_sources(name, facts, source, output),
+            idempotency=idempotency,
+            reconcile=reconcile,
+            description=inspect.getdoc(function) or "",
+            confirm=confirm,
+        )
+
+    return declare
 
 
-class Tool(ABC):
-    name: ClassVar[str]
-    payload: ClassVar[type[Payload]]
-    input_facts: ClassVar[dict[str, str]] = {}
-    """Fact name -> payload field: what the call asked for that a claim may assert."""
-    output_facts: ClassVar[dict[str, str]] = {}
-    """Fact name -> key of the tool's refs: what the call produced that a claim may assert."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-    @classmethod
-    def facts(cls, payload: dict[str, Any], refs: dict[str, str]) -> dict[str, Any]:
-        """The declared facts of one call, as the runtime saw them (never the agent's word).
-
-        Read from the raw payload the runtime validated and the refs the tool host
-        returned; a fact absent from either (a failed call has no ``ticketId``) is left
-        out rather than recorded empty, so a claim asserting it is unsupported.
-        """
-        found = {name: payload[key] for name, key in cls.input_facts.items() if key in payload}
-        found.update({name: refs[key] for name, key in cls.output_facts.items() if key in refs})
-        return found
-
-    @staticmethod
-    @abstractmethod
-    def resource(payload: Any) -> str:
-        """What the call touches, as the policy sees it."""
-
-    @abstractmethod
-    async def run(self, payload: Any, idempotency_key: str) -> dict[str, str]:
-        """Perform the side effect once; return the tool's references (ids)."""
-
-    async def confirm(self, evidence: Evidence) -> list[str]:
-        """Ask the tool's own system whether the side effect ``evidence`` records (a
-        ``succeeded`` record: its ``refs`` and ``facts``) exists as recorded.
-
-        Returns what differs (``[]``: it exists as recorded; a missing one is a
-        difference too). Raises :class:`CannotConfirm` when the system cannot be asked;
-        a tool without a way to ask keeps this default.
-        """
-        raise CannotConfirm(f"{self.name} has no way to ask its system")
+def _types(name: str, function: Function) -> tuple[type[BaseModel], type[BaseModel]]:
+    try:
+        hints = get_type_hints(function)
+    except NameError as error:
+        raise ToolDeclarationError(
+            f"tool {name!r}: {error}; declare its input and output models at module level"
+        ) from None
+    parameters = list(inspect.signature(function).parameters)
+    source = hints.get(parameters[0]) if parameters else None
+    output = hints.get("return")
+    for what, found in (("its first parameter", source), ("its return type", output)):
+        if not (isinstance(found, type) and issubclass(found, BaseModel)):
+            raise ToolDeclarationError(f"tool {name!r}: {what} must be a pydantic model")
+    return source, output  # type: ignore[return-value]
 
 
-class SendEmail(Tool):
-    name = "send_email"
-    payload = SendEmailPayload
-    input_facts = {"recipient": "to", "subject": "subject"}
-    sender = "claimcheck@acme.example"
-
-    @staticmethod
-    def resource(payload: SendEmailPayload) -> str:
-        return f"mailto:{payload.to}"
-
-    async def run(self, payload: SendEmailPayload, idempotency_key: str) -> dict[str, str]:
-        # The Message-ID derives from the idempotency key, so even a duplicate
-        # that slipped through would be recognisable downstream.
-        message_id = f"<{hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]}@claimcheck>"
-        message = EmailMessage()
-        message["From"] = self.sender
-        message["To"] = payload.to
-        message["Subject"] = payload.subject
-        message["Message-ID"] = message_id
-        message.set_content(payload.body)
-        try:
-            await asyncio.to_thread(self._deliver, message)
-        except (OSError, smtplib.SMTPException) as error:
-            transient = not isinstance(error, smtplib.SMTPRecipientsRefused)
-            raise ToolFailure(f"SMTP delivery failed: {error}", transient) from None
-        return {"messageId": message_id}
-
-    def _deliver(self, message: EmailMessage) -> None:
-        with smtplib.SMTP(self.settings.smtp_host, self.settings.smtp_port, timeout=10) as smtp:
-            smtp.send_message(message)
-
-    async def confirm(self, evidence: Evidence) -> list[str]:
-        """The message with the recorded Message-ID, in the Maildir the mail server delivers
-        to (``CLAIMCHECK_MAILDIR``), with the recorded recipient and subject."""
-        message_id = evidence.refs.get("messageId", "")
-        found = await asyncio.to_thread(self._find, message_id)
-        if found is None:
-            return [f"no message {message_id} at the mail server"]
-        return differences(evidence.facts, found, {"recipient": "To", "subject": "Subject"})
-
-    def _find(self, message_id: str) -> dict[str, str] | None:
-        path = self.settings.maildir_path()
-        if not (path / "cur").is_dir():
-            raise CannotConfirm(f"no Maildir at {path}: the mail server's store is not readable")
-        for message in mailbox.Maildir(path, create=False).values():
-            if message["Message-ID"] == message_id:
-                return {"To": message["To"], "Subject": message["Subject"]}
-        return None
+def fields_of(model: type[BaseModel]) -> set[str]:
+    """The names a model's JSON uses (aliases where set)."""
+    return {info.alias or field_name for field_name, info in model.model_fields.items()}
 
 
-class CreateTicket(Tool):
-    name = "create_ticket"
-    payload = CreateTicketPayload
-    input_facts = {"customer": "customer", "title": "title", "severity": "severity"}
-    output_facts = {"ticketId": "ticketId"}
+def template_fields(template: str) -> list[str]:
+    """The field names a resource template fills in (``{to}``); no attribute or index access."""
+    found = [part[1] for part in string.Formatter().parse(template) if part[1] is not None]
+    for name in found:
+        if not name.isidentifier():
+            raise ValueError(f"resource template {template!r}: {{{name}}} is not a field name")
+    return found
 
-    @staticmethod
-    def resource(payload: CreateTicketPayload) -> str:
-        return f"ticket:{payload.customer}"
 
-    async def run(self, payload: CreateTicketPayload, idempotency_key: str) -> dict[str, str]:
-        ticket_id = await asyncio.to_thread(self._insert, payload, idempotency_key)
-        return {"ticketId": ticket_id}
+def fill_resource(template: str, payload: Mapping[str, Any]) -> str:
+    """The resource of one call: the template filled from the validated payload."""
+    parts = []
+    for literal, name, _, _ in string.Formatter().parse(template):
+        parts.append(literal)
+        if name is not None:
+            parts.append(str(payload.get(name, "")))
+    return "".join(parts)
 
-    async def confirm(self, evidence: Evidence) -> list[str]:
-        """The ticket with the recorded id, in the ticket store, with the recorded facts."""
-        ticket_id = evidence.refs.get("ticketId", "")
-        found = await asyncio.to_thread(self._find, ticket_id)
-        if found is None:
-            return [f"ticket {ticket_id} is not in the ticket store"]
-        return differences(evidence.facts, found, self.input_facts)
 
-    def _find(self, ticket_id: str) -> dict[str, Any] | None:
-        path = Path(self.settings.tickets_path())
-        if not path.exists():
-            raise CannotConfirm(f"no ticket store at {path}")
-        number = ticket_id.removeprefix("T-")
-        if not number.isdigit():
-            return None
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-            db.row_factory = sqlite3.Row
-            row = db.execute(
-                "SELECT customer, title, severity FROM tickets WHERE id = ?", (int(number),)
-            ).fetchone()
-        return None if row is None else dict(row)
+def _checked_resource(name: str, template: str, source: type[BaseModel]) -> str:
+    try:
+        missing = set(template_fields(template)) - fields_of(source)
+    except ValueError as error:
+        raise ToolDeclarationError(f"tool {name!r}: {error}") from None
+    if missing:
+        raise ToolDeclarationError(f"tool {name!r}: resource names unknown fields {missing}")
+    return template
 
-    def _insert(self, payload: CreateTicketPayload, idempotency_key: str) -> str:
-        path = Path(self.settings.tickets_path())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with sqlite3.connect(path) as db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS tickets (id INTEGER PRIMARY KEY, "
-                "idempotency_key TEXT UNIQUE, customer TEXT, title TEXT, severity TEXT, "
-                "created_at TEXT DEFAULT CURRENT_TIMESTAMP)"
+
+def _fact_sources(
+    name: str,
+    facts: Sequence[str] | Mapping[str, str],
+    source: type[BaseModel],
+    output: type[BaseModel],
+) -> dict[str, FactSource]:
+    pairs = facts.items() if isinstance(facts, Mapping) else ((f, f) for f in facts)
+    found = {}
+    for fact, field_name in pairs:
+        if field_name in fields_of(source):
+            found[fact] = FactSource(side="input", field=field_name)
+        elif field_name in fields_of(output):
+            found[fact] = FactSource(side="output", field=field_name)
+        else:
+            raise ToolDeclarationError(
+                f"tool {name!r}: fact {fact!r} names {field_name!r}, "
+                "a field of neither its input nor its output"
             )
-            # UNIQUE(idempotency_key) makes the insert itself idempotent.
-            db.execute(
-                "INSERT OR IGNORE INTO tickets (idempotency_key, customer, title, severity) "
-                "VALUES (?, ?, ?, ?)",
-                (idempotency_key, payload.customer, payload.title, payload.severity),
-            )
-            (ticket_id,) = db.execute(
-                "SELECT id FROM tickets WHERE idempotency_key = ?", (idempotency_key,)
-            ).fetchone()
-        return f"T-{ticket_id}"
+    return found
 
 
-CATALOGUE: dict[str, type[Tool]] = {tool.name: tool for tool in (SendEmail, CreateTicket)}
+def declared_facts(
+    description: ToolDescription | None, payload: Mapping[str, Any], output: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The declared facts of one call, as the runtime saw them (never the agent's word).
+
+    Read from the raw payload the runtime validated and the output the tool host
+    returned; a fact absent from either (a failed call has no ``ticketId``) is left out
+    rather than recorded empty, so a claim asserting it is unsupported. A tool no
+    longer registered (a human approved its call later) declares none.
+    """
+    if description is None:
+        return {}
+    sides = {"input": payload, "output": output}
+    return {
+        fact: sides[where.side][where.field]
+        for fact, where in description.facts.items()
+        if where.field in sides[where.side]
+    }
+
+
+@dataclass
+class Catalogue:
+    """A named collection of tools, served together by ``claimcheck tools serve``."""
+
+    name: str
+    tools: list[ToolSpec] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        names = [spec.name for spec in self.tools]
+        twice = {n for n in names if names.count(n) > 1}
+        if twice:
+            raise ToolDeclarationError(f"catalogue {self.name!r} declares {twice} twice")
+
+    def __iter__(self) -> Iterator[ToolSpec]:
+        return iter(self.tools)
+
+    def __getitem__(self, name: str) -> ToolSpec:
+        return next(spec for spec in self.tools if spec.name == name)
+
+    def schemas(self) -> dict[str, ToolDescription]:
+        """Each tool's description, its input and output JSON Schemas included, by name."""
+        return {spec.name: spec.describe(self.name) for spec in self.tools}
+
+
+class CatalogueNotFound(LookupError):
+    """``MODULE:CATALOGUE`` names nothing loadable (the message says what was wrong)."""
+
+
+def load_object(target: str) -> Any:
+    """The object at ``MODULE:OBJECT``, importing the module from the current directory too."""
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise CatalogueNotFound(f"{target!r}: give MODULE:OBJECT, e.g. my_tools:catalogue")
+    here = str(Path.cwd())
+    if here not in sys.path:  # a user's module beside claimcheck.toml, without PYTHONPATH
+        sys.path.insert(0, here)
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise CatalogueNotFound(f"cannot load {target}: {error}") from None
+
+
+def load_catalogue(target: str) -> Catalogue:
+    """The :class:`Catalogue` at ``MODULE:CATALOGUE``."""
+    found = load_object(target)
+    if not isinstance(found, Catalogue):
+        raise CatalogueNotFound(f"{target} is a {type(found).__name__}, not a tool Catalogue")
+    return found
+
+
+def tool_schemas(catalogues: Sequence[Catalogue]) -> dict[str, dict[str, Any]]:
+    """Tool name -> its input and output JSON Schemas (for the AsyncAPI document)."""
+    return {
+        spec.name: {"input": description.input_schema, "output": description.output_schema}
+        for catalogue in catalogues
+        for spec in catalogue
+        for description in [spec.describe(catalogue.name)]
+    }
+
+
+def export_tool_schemas(catalogues: Sequence[Catalogue], directory: Path) -> list[Path]:
+    """Write ``tools/<name>.input.schema.json`` and ``.output.schema.json`` per tool."""
+    written = []
+    for name, schemas in tool_schemas(catalogues).items():
+        for side, schema in schemas.items():
+            path = directory / "tools" / f"{name}.{side}.schema.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            document = {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+            path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+            written.append(path)
+    return written

@@ -1,11 +1,14 @@
 """Checking recorded side effects against the real systems: each succeeded evidence record
-is put to its tool's own system (:meth:`~bus.runtime.catalogue.Tool.confirm`), and the
-answer is recorded beside the evidence (``claimcheck verify --external``).
+is put to its tool's own system (the tool's ``confirm`` hook, see
+:data:`~bus.runtime.catalogue.Confirm`), and the answer is recorded beside the evidence
+(``claimcheck verify --external``).
 
-The evidence itself never changes: a ticket deleted since, a severity changed in the
-ticket store, a message that never reached the mail server are recorded as
-``contradicted`` checks, evidence whose system cannot be asked as ``unconfirmable``, and
-the views show either beside the claimed items that rest on it.
+The runtime holds no tool code, so it asks the tool's host (``<prefix>.tool.<name>.confirm``),
+which runs the hook; with the stack down, the CLI runs the project's hooks itself. The
+evidence itself never changes: a ticket deleted since, a severity changed in the ticket
+store, a message that never reached the mail server are recorded as ``contradicted``
+checks, evidence whose system cannot be asked as ``unconfirmable``, and the views show
+either beside the claimed items that rest on it.
 """
 
 from __future__ import annotations
@@ -16,40 +19,80 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
 
 from bus.ledger import Workflow
-from bus.runtime.catalogue import CannotConfirm, Tool
+from bus.runtime.catalogue import CannotConfirm, ToolSpec
 from bus.runtime.protocol import Handler, Refusal
 from bus.runtime.steps import Steps
-from bus.transport.subjects import OPERATOR
-from handoff_schemas import ConfirmReply, ConfirmRequest, Evidence, ExternalCheck
+from bus.settings import Settings
+from bus.transport.subjects import OPERATOR, Subjects
+from handoff_schemas import (
+    ConfirmReply,
+    ConfirmRequest,
+    Evidence,
+    ExternalCheck,
+    SchemaError,
+    decode,
+    encode,
+)
 
 CONFIRM_TIMEOUT = 10.0
 """Seconds one tool's system has to answer; one that does not is ``unconfirmable``."""
 
 
-async def check(tools: Mapping[str, Tool], record: dict[str, Any]) -> ExternalCheck:
-    """What the tool's own system says of one recorded side effect."""
-    evidence = msgspec.convert(record, Evidence)
-    name = evidence.tool or evidence.action
-    tool = tools.get(name)
+def tool_of(evidence: Evidence) -> str:
+    return evidence.tool or evidence.action
+
+
+def external_check(evidence: Evidence, outcome: str, problems: list[str]) -> ExternalCheck:
+    return ExternalCheck(
+        evidence_id=evidence.audit_id,
+        workflow_id=evidence.workflow_id,
+        tool=tool_of(evidence),
+        outcome=outcome,  # type: ignore[arg-type]
+        checked_at=datetime.now(UTC).isoformat(),
+        problems=problems,
+    )
+
+
+async def check(spec: ToolSpec | None, settings: Settings, evidence: Evidence) -> ExternalCheck:
+    """What the tool's own system says of one recorded side effect (run where the code is)."""
     try:
-        if tool is None:
-            raise CannotConfirm(f"no tool {name!r} here to ask")
-        problems = await asyncio.wait_for(tool.confirm(evidence), CONFIRM_TIMEOUT)
+        if spec is None or spec.confirm is None:
+            raise CannotConfirm(f"{tool_of(evidence)} has no way to ask its system")
+        problems = await asyncio.wait_for(spec.confirm(evidence, settings), CONFIRM_TIMEOUT)
         outcome = "contradicted" if problems else "confirmed"
     except CannotConfirm as why:
         outcome, problems = "unconfirmable", [str(why)]
     except Exception as error:  # a system that fails to answer confirms nothing
         outcome, problems = "unconfirmable", [f"asking failed: {type(error).__name__}: {error}"]
-    return ExternalCheck(
-        evidence_id=evidence.audit_id,
-        workflow_id=evidence.workflow_id,
-        tool=name,
-        outcome=outcome,  # type: ignore[arg-type]
-        checked_at=datetime.now(UTC).isoformat(),
-        problems=problems,
+    return external_check(evidence, outcome, problems)
+
+
+async def check_here(
+    tools: Mapping[str, ToolSpec], settings: Settings, records: Iterable[dict[str, Any]]
+) -> list[ExternalCheck]:
+    """Every record checked by tool code in this process (the CLI, with the stack down)."""
+    found = [msgspec.convert(record, Evidence) for record in side_effects(records)]
+    return list(
+        await asyncio.gather(
+            *(check(tools.get(tool_of(evidence)), settings, evidence) for evidence in found)
+        )
     )
+
+
+async def ask_host(nc: Client, subjects: Subjects, evidence: Evidence) -> ExternalCheck:
+    """The tool's host runs the check; no host answering confirms nothing."""
+    try:
+        answer = await nc.request(
+            subjects.tool_confirm(tool_of(evidence)), encode(evidence), CONFIRM_TIMEOUT
+        )
+        return decode(answer.data, ExternalCheck)
+    except (NatsError, TimeoutError, SchemaError) as error:
+        why = f"no tool host answered for {tool_of(evidence)}: {type(error).__name__}"
+        return external_check(evidence, "unconfirmable", [why])
 
 
 def side_effects(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -58,9 +101,10 @@ def side_effects(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 class ConfirmationHandlers:
-    def __init__(self, steps: Steps, tools: Mapping[str, Tool]) -> None:
+    def __init__(self, steps: Steps, nc: Client, subjects: Subjects) -> None:
         self.steps = steps
-        self.tools = tools
+        self.nc = nc
+        self.subjects = subjects
 
     def operations(self) -> dict[str, Handler]:
         return {"confirm": self.confirm}
@@ -72,7 +116,12 @@ class ConfirmationHandlers:
         records = await self.steps.read(
             request.workflow_id, lambda wf: side_effects(dict(r) for r in wf.evidence.values())
         )
-        checks = await asyncio.gather(*(check(self.tools, record) for record in records))
+        checks = await asyncio.gather(
+            *(
+                ask_host(self.nc, self.subjects, msgspec.convert(record, Evidence))
+                for record in records
+            )
+        )
 
         def record(workflow: Workflow) -> None:
             for found in checks:

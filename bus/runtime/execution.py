@@ -1,7 +1,8 @@
 """Tool execution: the permission check, the call to a tool host, and the evidence.
 
-Read top to bottom, this is the path of one ``execute`` request: the payload is
-validated against the tool's schema; the runtime reads the resource from the payload
+Read top to bottom, this is the path of one ``execute`` request: the call is admitted
+(:mod:`bus.runtime.admission`: the tool as its host registered it, a payload that fits
+its schema); the runtime reads the resource from the payload
 and decides with its own policy (recorded with the rule and the reason); a denied
 action becomes evidence and an escalation; an allowed one goes to a tool host with the
 step's idempotency key, is retried as the failure table says, and ends in a recorded
@@ -18,17 +19,17 @@ from typing import Any, NoReturn
 
 import msgspec
 from nats.aio.client import Client
-from pydantic import ValidationError
 
 from bus.ledger import Workflow
 from bus.ledger.errors import NotAParticipant
+from bus.runtime.admission import Admission
 from bus.runtime.availability import InFlight, ToolCaller, ToolUnavailable
-from bus.runtime.catalogue import Tool
+from bus.runtime.catalogue import declared_facts, fill_resource
 from bus.runtime.governance import after_failure, rule_uses
 from bus.runtime.policy import Decision, Policy
 from bus.runtime.protocol import Handler, Refusal
+from bus.runtime.registry import ToolRegistry
 from bus.runtime.steps import Steps
-from bus.runtime.tool_host import pydantic_field_errors
 from bus.settings import Settings
 from bus.transport.artifacts import ArtifactStore
 from bus.transport.signing import Signer
@@ -81,20 +82,12 @@ def give_up(
     raise refusal
 
 
-def declared_facts(
-    tools: dict[str, type[Tool]], action: dict[str, Any], refs: dict[str, str]
-) -> dict[str, Any]:
-    """The facts the tool declares, read from what was asked and what it returned."""
-    tool = tools.get(action["tool"])
-    return tool.facts(action["payload"], refs) if tool is not None else {}
-
-
 class ToolExecution:
     def __init__(
         self,
         steps: Steps,
         policy: Policy,
-        tools: dict[str, type[Tool]],
+        tools: ToolRegistry,
         nc: Client,
         settings: Settings,
         signer: Signer,
@@ -107,35 +100,29 @@ class ToolExecution:
         self.settings = settings  # read per call: the tool timeout may be tuned while serving
         self.subjects = Subjects(settings.prefix)
         self._running: InFlight[ExecuteReply] = InFlight()
+        self.admission = Admission(steps, policy, tools, nc, settings, signer)
         self.artifacts = ArtifactStore(nc.jetstream(), self.subjects.artifact_bucket)
 
     def operations(self) -> dict[str, Handler]:
         return {"execute": self.execute}
 
     async def execute(self, agent: str, request: ExecuteRequest) -> ExecuteReply:
-        tool = self.tools.get(request.tool)
-        if tool is None:
-            raise Refusal(
-                "invalid_request", f"no tool {request.tool!r}; known: {sorted(self.tools)}"
-            )
-        try:
-            payload = tool.payload.model_validate(request.payload)
-        except ValidationError as error:
-            await self._invalid_payload(agent, request, pydantic_field_errors(error))
-        resource = tool.resource(payload)
+        tool = await self.admission.admit(agent, request)
+        resource = fill_resource(tool.resource, request.payload)
         action = {"tool": request.tool, "resource": resource, "payload": request.payload}
         decision = await self.steps.command(
             request.workflow_id, lambda wf: self._authorize(wf, agent, request, resource)
         )
         if not decision.allowed:
             artifacts = {"input": await self.store(request.payload)}
+            facts = declared_facts(tool, request.payload, {})
             return await self.steps.step(
                 agent,
                 "execute",
                 request.workflow_id,
                 request.step_key,
                 lambda wf: self._refuse_action(
-                    wf, agent, request.step_key, action, decision, artifacts
+                    wf, agent, request.step_key, action, decision, artifacts, facts
                 ),
             )
         return await self.run_tool(
@@ -146,26 +133,6 @@ class ToolExecution:
             permission="allowed",
             rule=decision.rule,
         )
-
-    async def _invalid_payload(
-        self, agent: str, request: ExecuteRequest, fields: list[FieldError]
-    ) -> NoReturn:
-        """Record an invalid payload as the step's reply, with the runtime's advice (repair?)."""
-        detail = "; ".join(f"{f.field}: {f.message}" for f in fields)
-
-        def refuse(workflow: Workflow) -> None:
-            advice = after_failure(
-                workflow, self.policy, agent, "invalid_tool_payload", detail, request.step_key
-            )
-            raise Refusal(
-                "invalid_tool_payload",
-                f"invalid {request.tool} payload: {detail}",
-                fields,
-                retry=advice,
-            )
-
-        await self.steps.step(agent, "execute", request.workflow_id, request.step_key, refuse)
-        raise AssertionError("unreachable: step() re-raises the refusal")
 
     def _authorize(
         self, workflow: Workflow, agent: str, request: ExecuteRequest, resource: str
@@ -202,6 +169,7 @@ class ToolExecution:
         action: dict[str, Any],
         decision: Decision,
         artifacts: dict[str, str],
+        facts: dict[str, Any],
     ) -> None:
         """A denied action is evidence and an escalation; one needing approval, an escalation."""
         if decision.outcome == "approval_required":
@@ -222,7 +190,7 @@ class ToolExecution:
             rule=decision.rule,
             tool=action["tool"],
             status="denied",
-            facts=self._facts(action, {}),
+            facts=facts,
             step_key=step_key,
             artifacts=artifacts,
         )
@@ -273,6 +241,11 @@ class ToolExecution:
         reply replaces the step's recorded refusal, whatever the workflow's status.
         """
         approved = permission == "approved"
+        described = await self.tools.get(action["tool"])
+
+        def facts(output: dict[str, Any]) -> dict[str, Any]:
+            return declared_facts(described, action["payload"], output)
+
         caller = ToolCaller(
             self.nc, self.steps, self.settings, agent, workflow_id, step_key, action, self.signer
         )
@@ -320,7 +293,7 @@ class ToolExecution:
                     rule,
                     r,
                     k,
-                    self._facts(action, {}),
+                    facts({}),
                     artifacts,
                     self.signer.sign,
                 ),
@@ -354,7 +327,7 @@ class ToolExecution:
                 tool=action["tool"],
                 status=result.status,
                 refs=result.refs,
-                facts=self._facts(action, result.refs),
+                facts=facts(result.output),
                 step_key=step_key,
                 artifacts=artifacts,
             )
@@ -374,6 +347,3 @@ class ToolExecution:
     async def store(self, value: Any) -> str:
         """Content-address a call's full input or output, so an auditor can check every fact."""
         return await self.artifacts.put(msgspec.json.encode(value, order="sorted"))
-
-    def _facts(self, action: dict[str, Any], refs: dict[str, str]) -> dict[str, Any]:
-        return declared_facts(self.tools, action, refs)

@@ -38,7 +38,6 @@ from bus import telemetry
 from bus.ledger import Ledger, LedgerError
 from bus.ledger.errors import NotAParticipant
 from bus.runtime.artifacts import ArtifactHandlers
-from bus.runtime.catalogue import CATALOGUE, Tool
 from bus.runtime.claims import ClaimHandlers
 from bus.runtime.confirmation import ConfirmationHandlers
 from bus.runtime.controls import ControlHandlers
@@ -49,6 +48,7 @@ from bus.runtime.permissions import PermissionHandlers
 from bus.runtime.pipeline import PipelineHandlers
 from bus.runtime.policy import Policy
 from bus.runtime.protocol import INCOMING_TRACE, Handler, as_reply, error_reply
+from bus.runtime.registry import ToolRegistry
 from bus.runtime.security import SecurityLog, reply_allowed
 from bus.runtime.steps import Steps
 from bus.runtime.sweeper import Sweeper
@@ -77,7 +77,6 @@ class Runtime:
         policy: Policy,
         nc: Client,
         on_commit: Callable[[], None] = lambda: None,
-        tools: dict[str, type[Tool]] | None = None,
     ) -> None:
         self.subjects = Subjects(settings.prefix)
         self.nc = nc
@@ -88,7 +87,8 @@ class Runtime:
             nc.jetstream(), self.subjects.artifact_bucket, cache_bytes=ARTIFACT_CACHE_BYTES
         )
         signer = runtime_signer(settings)  # tool calls and evidence carry its signature
-        execution = ToolExecution(self.steps, policy, tools or CATALOGUE, nc, settings, signer)
+        tools = ToolRegistry(nc.jetstream(), self.subjects)  # learned from the tool hosts
+        execution = ToolExecution(self.steps, policy, tools, nc, settings, signer)
         self.workflows = WorkflowHandlers(self.steps, policy, artifacts, self.security)
         self.escalations = EscalationHandlers(self.steps, policy, execution, settings)
         self._handlers: dict[str, Handler] = {
@@ -98,9 +98,7 @@ class Runtime:
             **execution.operations(),
             **ClaimHandlers(self.steps, policy).operations(),
             **self.escalations.operations(),
-            **ConfirmationHandlers(
-                self.steps, {name: cls(settings) for name, cls in (tools or CATALOGUE).items()}
-            ).operations(),
+            **ConfirmationHandlers(self.steps, nc, self.subjects).operations(),
             **ArtifactHandlers(self.steps, artifacts, self.security).operations(),
             **FaultHandlers(self.steps).operations(),
             **ControlHandlers(self.steps).operations(),

@@ -132,15 +132,19 @@ def permissions(role: str, subjects: Subjects) -> dict[str, Any]:
             "allow_responses": True,
         }
     if role == "tools":
-        # Besides answering calls, only the keys of the shared idempotency journal:
-        # look the bucket up, read a key, and compare-and-set it (a publish on $KV).
-        journal = subjects.journal_bucket
+        # Besides answering calls, only the keys of the shared idempotency journal and of
+        # the tool registry: look a bucket up, read a key, and set it (a publish on $KV).
+        buckets = (subjects.journal_bucket, subjects.registry_bucket)
         return {
             "publish": [
-                f"{JS}.STREAM.INFO.KV_{journal}",
-                f"{JS}.STREAM.MSG.GET.KV_{journal}",
-                f"{JS}.DIRECT.GET.KV_{journal}.>",
-                f"$KV.{journal}.>",
+                subject
+                for bucket in buckets
+                for subject in (
+                    f"{JS}.STREAM.INFO.KV_{bucket}",
+                    f"{JS}.STREAM.MSG.GET.KV_{bucket}",
+                    f"{JS}.DIRECT.GET.KV_{bucket}.>",
+                    f"$KV.{bucket}.>",
+                )
             ],
             "subscribe": [f"{p}.tool.>", inbox],
             "allow_responses": True,

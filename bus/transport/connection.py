@@ -180,7 +180,7 @@ async def check_streams(js: JetStreamContext, subjects: Subjects) -> None:
             await js.stream_info(config.name)
         except NotFoundError:
             missing.append(config.name)
-    buckets = [subjects.journal_bucket, subjects.lease_bucket]
+    buckets = [subjects.journal_bucket, subjects.lease_bucket, subjects.registry_bucket]
     for bucket in (f"OBJ_{subjects.artifact_bucket}", *(f"KV_{kv}" for kv in buckets)):
         try:
             await js.stream_info(bucket)
@@ -200,7 +200,10 @@ async def ensure_streams(js: JetStreamContext, subjects: Subjects, replicas: int
         except BadRequestError:
             await js.update_stream(config)
     await ensure_artifact_bucket(js, subjects.artifact_bucket, replicas)
-    await ensure_journal(js, subjects.journal_bucket, replicas)
+    # The tool hosts' idempotency journal (bus.runtime.journal) and the tool registry
+    # they describe their tools in (bus.runtime.registry).
+    await ensure_key_value(js, subjects.journal_bucket, "claimcheck tool journal", replicas)
+    await ensure_key_value(js, subjects.registry_bucket, "claimcheck tool registry", replicas)
     await ensure_lease_bucket(js, subjects.lease_bucket, replicas)
     await ensure_audit_feeds(js, subjects)
 
@@ -275,17 +278,19 @@ INBOX_MISSING = (NotFoundError, ServiceUnavailableError)
 """What fetching from an inbox consumer that does not exist yet raises."""
 
 
-async def ensure_journal(js: JetStreamContext, bucket: str, replicas: int = 1) -> None:
-    """The tool hosts' shared idempotency journal (:mod:`bus.runtime.journal`), a KV bucket.
+async def ensure_key_value(
+    js: JetStreamContext, bucket: str, description: str, replicas: int = 1
+) -> None:
+    """A key-value bucket the services share, keeping one value per key.
 
-    Only the runtime creates it: tool hosts may read and write its keys, nothing else.
+    Only the runtime creates these: tool hosts may read and write their keys, nothing else.
     """
     try:
         await js.key_value(bucket)
     except nats.js.errors.BucketNotFoundError:
         await js.create_key_value(
             bucket=bucket,
-            description="claimcheck tool hosts' idempotency journal",
+            description=description,
             history=1,
             storage=StorageType.FILE,
             replicas=replicas,

@@ -29,6 +29,10 @@ class Subjects:
     def tool(self, tool: str) -> str:
         return f"{self.prefix}.tool.{tool}"
 
+    def tool_confirm(self, tool: str) -> str:
+        """Where the runtime asks a tool's host whether a recorded side effect exists."""
+        return f"{self.tool(tool)}.confirm"
+
     def event(self, workflow_id: str, event_type: str) -> str:
         return f"{self.prefix}.events.{workflow_id}.{event_type}"
 
@@ -70,3 +74,8 @@ class Subjects:
     def lease_bucket(self) -> str:
         """The key-value bucket of leases: which replica does a job only one should do."""
         return f"{self.prefix}-leases"
+
+    @property
+    def registry_bucket(self) -> str:
+        """The key-value bucket where tool hosts describe the tools they serve, by name."""
+        return f"{self.prefix}-tool-registry"

@@ -19,7 +19,7 @@ from tests.conftest import Bus
 
 POLICY = suite.POLICY
 in_process = suite.in_process  # the suite's fixtures: its agents, tools and policy
-tool_classes = suite.tool_classes
+catalogue = suite.catalogue
 
 CLOSED = ("completed", "failed", "stopped")
 

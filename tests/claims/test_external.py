@@ -19,7 +19,8 @@ import pytest
 
 from bus.operations.mailbox import Mailbox
 from bus.operations.operators import OperatorError, ask_runtime
-from bus.runtime.catalogue import CreateTicket, SendEmail, Tool
+from bus.runtime.catalogue import Catalogue
+from bus.tools import complaints
 from bus.transport.subjects import Subjects
 from handoff_schemas import ConfirmReply, ConfirmRequest, ExternalCheck
 from tests.claims import test_false_completion as suite
@@ -31,8 +32,9 @@ in_process = suite.in_process  # the suite's agents and policy, with the real to
 
 
 @pytest.fixture
-def tool_classes() -> dict[str, type[Tool]]:
-    return {"send_email": SendEmail, "create_ticket": CreateTicket}
+def catalogue() -> Catalogue:
+    """The example tools as they are, each with its ``confirm`` hook."""
+    return complaints
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ each as its own OS process.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,7 +21,9 @@ import pytest
 
 from bus.operations.mailbox import Mailbox
 from bus.operations.operators import submit, watch
-from bus.runtime.catalogue import CreateTicket, SendEmail, Tool, ToolFailure
+from bus.runtime.catalogue import Call, Catalogue, ToolFailure
+from bus.tools import create_ticket
+from bus.tools.mail import Email, Sent, send_email
 from projections import WorkflowView
 from tests.claims import liars
 from tests.conftest import Bus, claimcheck
@@ -89,26 +92,28 @@ done = [{action = "send_email"}]
 """
 
 
-class SuiteEmail(SendEmail):
+class SuiteEmail:
     """The real email tool; bounce@ fails for good, flaky@ fails once (transiently) per call,
     down@ fails transiently every time, so the runtime's retries run out."""
 
     seen: ClassVar[set[str]] = set()
 
-    async def run(self, payload: Any, idempotency_key: str) -> dict[str, str]:
-        if payload.to == liars.DOWN:
+    @classmethod
+    async def run(cls, email: Email, call: Call) -> Sent:
+        if email.to == liars.DOWN:
             raise ToolFailure("421 service not available", transient=True)
-        if payload.to == liars.BOUNCE:
+        if email.to == liars.BOUNCE:
             raise ToolFailure("550 mailbox unavailable", transient=False)
-        if payload.to == liars.FLAKY and idempotency_key not in self.seen:
-            self.seen.add(idempotency_key)
+        if email.to == liars.FLAKY and call.idempotency_key not in cls.seen:
+            cls.seen.add(call.idempotency_key)
             raise ToolFailure("421 try again later", transient=True)
-        return await super().run(payload, idempotency_key)
+        return await send_email.function(email, call)
 
 
 @pytest.fixture
-def tool_classes() -> dict[str, type[Tool]]:
-    return {"send_email": SuiteEmail, "create_ticket": CreateTicket}
+def catalogue() -> Catalogue:
+    suite = dataclasses.replace(send_email, function=SuiteEmail.run)
+    return Catalogue("suite", [suite, create_ticket])
 
 
 Runner = Callable[[str], Awaitable[WorkflowView]]

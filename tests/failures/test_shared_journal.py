@@ -25,10 +25,12 @@ import pytest
 from nats.aio.client import Client
 
 from bus.operations.mailbox import Mailbox
-from bus.runtime.catalogue import CreateTicket, CreateTicketPayload
+from bus.runtime.catalogue import Call
 from bus.runtime.journal import Entry, bucket_key
 from bus.runtime.tool_host import ToolHost
 from bus.settings import Settings
+from bus.tools import complaints
+from bus.tools.tickets import Ticket, create_ticket
 from bus.transport.auth import authorization_config, ensure_credentials
 from bus.transport.connection import connect, ensure_streams
 from bus.transport.server import EmbeddedNats
@@ -211,19 +213,20 @@ async def test_a_ticket_inserted_before_a_crash_is_returned_not_filed_again(
     nc = await connect(settings, "test")
     try:
         await ensure_streams(nc.jetstream(), SUBJECTS)
-        host = ToolHost(settings)
+        host = ToolHost(settings, [complaints])
         await host.serve(nc)
         key = f"wf/{uuid4().hex}/1"
-        payload = CreateTicketPayload(customer="contoso", title="outage", severity="high")
+        payload = Ticket(customer="contoso", title="outage", severity="high")
         # A host inserted the ticket and died before recording the result: its claim remains.
-        first = await CreateTicket(settings).run(payload, key)
+        first = await create_ticket(payload, Call(key, "wf", "triage", settings))
         kv = await nc.jetstream().key_value(SUBJECTS.journal_bucket)
         orphan = Entry(key, "claimed", "dead-host", lease_until=time.time() - 1)
         await kv.create(bucket_key(key), msgspec.json.encode(orphan))
 
         result = decode(await host.call(host.tools["create_ticket"], ticket_call(key)), ToolResult)
         assert result.status == "succeeded"
-        assert result.refs == first
+        # found by the tool's reconcile (its unique key), not filed again
+        assert result.refs == {"ticketId": first.ticket_id}
         assert "dead-host" in result.reconciled
         with sqlite3.connect(settings.tickets_path()) as db:
             rows = db.execute("SELECT idempotency_key FROM tickets").fetchall()

@@ -3,12 +3,14 @@ can be false. Each case gets its verdict and an escalation, never a completed wo
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
 
 from agents import ClaimItem, Context, RuntimeRefused, ScriptedModel
-from bus.runtime.catalogue import SendEmail, Tool, ToolFailure
+from bus.runtime.catalogue import Call, Catalogue, ToolFailure
+from bus.tools.mail import Email, Sent, send_email
 from projections import WorkflowView
 from tests.conftest import Bus, run_workflow
 
@@ -28,18 +30,16 @@ max_attempts = 2
 CLAIM = "the escalation email was sent"
 
 
-class BouncingEmail(SendEmail):
+async def bouncing(email: Email, call: Call) -> Sent:
     """The real email tool, but bounce@ addresses fail for good."""
-
-    async def run(self, payload: Any, idempotency_key: str) -> dict[str, str]:
-        if payload.to.startswith("bounce@"):
-            raise ToolFailure("550 mailbox unavailable", transient=False)
-        return await super().run(payload, idempotency_key)
+    if email.to.startswith("bounce@"):
+        raise ToolFailure("550 mailbox unavailable", transient=False)
+    return await send_email.function(email, call)
 
 
 @pytest.fixture
-def tool_classes() -> dict[str, type[Tool]]:
-    return {"send_email": BouncingEmail}
+def catalogue() -> Catalogue:
+    return Catalogue("bouncing", [dataclasses.replace(send_email, function=bouncing)])
 
 
 def sent_to(address: str, evidence_id: str) -> ClaimItem:

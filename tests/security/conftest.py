@@ -22,11 +22,11 @@ from bus.ledger import Ledger
 from bus.ledger.relay import Relay
 from bus.operations.mailbox import Mailbox
 from bus.operations.operators import submit
-from bus.runtime.catalogue import CATALOGUE
 from bus.runtime.policy import Policy
 from bus.runtime.service import Runtime
 from bus.runtime.tool_host import ToolHost
 from bus.settings import Settings
+from bus.tools import complaints
 from bus.transport.auth import Credentials, authorization_config, ensure_credentials
 from bus.transport.connection import connect, ensure_streams
 from bus.transport.server import EmbeddedNats
@@ -135,9 +135,7 @@ async def secure_bus(tmp_path: Path, policy: Policy, mailbox: Mailbox) -> AsyncI
     await runtime.serve()
     tool_settings = settings.model_copy(update={"credentials": credentials["tools"]})
     tools_nc = await connect(tool_settings, "tools")
-    await ToolHost(tool_settings, [tool(tool_settings) for tool in CATALOGUE.values()]).serve(
-        tools_nc
-    )
+    await ToolHost(tool_settings, [complaints]).serve(tools_nc)
     relay_task = asyncio.create_task(relay.run())
     bus = SecureBus(server, credentials, settings, ledger, runtime, nc, subjects, [tools_nc])
     yield bus

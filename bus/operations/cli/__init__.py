@@ -1,6 +1,15 @@
 """The ``claimcheck`` command line: one typer app, its commands grouped by what they do."""
 
-from bus.operations.cli import console, controls, deploy, processes, records, show, workflows
+from bus.operations.cli import (
+    console,
+    controls,
+    deploy,
+    processes,
+    project,
+    records,
+    show,
+    workflows,
+)
 from bus.operations.cli.common import app, main
 
 __all__ = [
@@ -10,6 +19,7 @@ __all__ = [
     "deploy",
     "main",
     "processes",
+    "project",
     "records",
     "show",
     "workflows",

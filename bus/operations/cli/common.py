@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from nats.aio.client import Client
@@ -22,6 +22,9 @@ from bus.settings import Settings, redacted
 from bus.transport.subjects import OPERATOR, Subjects
 from projections import EscalationsView
 from projections.escalations import fold_escalations
+
+if TYPE_CHECKING:
+    from bus.operations.project import Project
 
 app = typer.Typer(
     help="An event-sourced, governed message bus for multi-agent AI workflows.",
@@ -51,7 +54,29 @@ StateDir = Annotated[
 
 
 def settings_for(state_dir: Path | None) -> Settings:
-    return Settings(state_dir=state_dir) if state_dir else Settings()
+    try:
+        return Settings(state_dir=state_dir) if state_dir else Settings()
+    except (ValueError, OSError) as error:  # a bad claimcheck.toml or CLAIMCHECK_* value
+        raise fail(f"bad settings: {error}") from None
+
+
+def current_project() -> Project:
+    """The current directory's ``claimcheck.toml`` (or the example project), or a message."""
+    from bus.operations.project import ProjectError, find_project
+
+    try:
+        return find_project()
+    except ProjectError as error:
+        raise fail(str(error)) from None
+
+
+def with_role_credentials(settings: Settings, role: str) -> Settings:
+    """``settings`` with the credentials `claimcheck up` made for ``role`` in the state
+    directory, unless some were given: a process joins the stack without variables."""
+    discovered = settings.state_dir / "credentials" / f"{role}.json"
+    if settings.credentials is None and discovered.exists():
+        settings.credentials = discovered
+    return settings
 
 
 def print_version(asked: bool) -> None:
@@ -115,9 +140,7 @@ def over_nats(settings: Settings, action: Callable[[Client, Subjects], Awaitable
     from bus.operations.operators import OperatorError
     from bus.transport.connection import NoDeployment, connect
 
-    discovered = settings.state_dir / "credentials" / f"{OPERATOR}.json"
-    if settings.credentials is None and discovered.exists():
-        settings.credentials = discovered
+    with_role_credentials(settings, OPERATOR)
 
     async def main() -> T:
         nc = await connect(settings, "claimcheck-cli", patient=False)

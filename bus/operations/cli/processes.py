@@ -4,7 +4,6 @@ the benchmark."""
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
 import signal
 import time
@@ -22,16 +21,19 @@ from bus.operations.cli.common import (
     app,
     configure_logging,
     console,
+    current_project,
     fail,
     schemas_app,
     settings_for,
     tools_app,
+    with_role_credentials,
 )
 from bus.runtime import Policy, PolicyError
 from bus.settings import Settings
 
 if TYPE_CHECKING:
     from bus.operations.services import Service
+    from bus.operations.stack import Stack
 
 
 @app.command()
@@ -40,7 +42,7 @@ def runtime(state_dir: StateDir = None) -> None:
     from bus.operations.services import run_runtime
 
     configure_logging()
-    settings = settings_for(state_dir)
+    settings = with_role_credentials(settings_for(state_dir), "runtime")
     try:
         policy = Policy.load(settings.policy)  # a bad policy stops the runtime before it serves
     except PolicyError as error:
@@ -49,13 +51,29 @@ def runtime(state_dir: StateDir = None) -> None:
 
 
 @tools_app.command("serve")
-def tools_serve(state_dir: StateDir = None) -> None:
-    """Run a tool host serving send_email and create_ticket."""
+def tools_serve(
+    targets: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="MODULE:CATALOGUE to serve, e.g. my_tools:catalogue (modules in the current "
+            "directory are found); default: the project's catalogues."
+        ),
+    ] = None,
+    state_dir: StateDir = None,
+) -> None:
+    """Run a tool host: register its tools' schemas with the deployment, then serve them."""
     from bus.operations.services import run_tool_host
+    from bus.runtime.catalogue import CatalogueNotFound, ToolDeclarationError, load_catalogue
 
     configure_logging()
-    settings = settings_for(state_dir)
-    serve(lambda stop: run_tool_host(settings, stop), settings)
+    try:
+        catalogues = [load_catalogue(t) for t in targets or current_project().tools]
+    except (CatalogueNotFound, ToolDeclarationError) as error:
+        raise fail(str(error)) from None
+    if not catalogues:
+        raise fail("no tool catalogues: give MODULE:CATALOGUE, or list tools in claimcheck.toml")
+    settings = with_role_credentials(settings_for(state_dir), "tools")
+    serve(lambda stop: run_tool_host(settings, catalogues, stop), settings)
 
 
 @agent_app.command("run")
@@ -63,15 +81,24 @@ def agent_run(
     target: Annotated[str, typer.Argument(help="MODULE:OBJECT, e.g. agents.complaints:triage")],
     state_dir: StateDir = None,
 ) -> None:
-    """Run one agent as this process."""
-    configure_logging()
-    module_name, _, attribute = target.partition(":")
-    try:
-        agent = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as error:
-        raise fail(f"cannot load {target}: {error}") from None
+    """Run one agent as this process (with the credentials `claimcheck up` made for it)."""
+    from bus.runtime.catalogue import CatalogueNotFound, load_object
+    from bus.transport.auth import agent_role
 
-    settings = settings_for(state_dir)
+    configure_logging()
+    try:
+        agent = load_object(target)
+    except CatalogueNotFound as error:
+        raise fail(str(error)) from None
+
+    role = agent_role(agent.name)
+    settings = with_role_credentials(settings_for(state_dir), role)
+    made = settings.state_dir / "credentials"
+    if settings.credentials is None and (made / "cli.json").exists():  # `up` made credentials,
+        raise fail(  # but none for this agent: it could only loop on authorization errors
+            f"agent {agent.name!r} has no credentials in {made}: list {target} in "
+            "claimcheck.toml and restart `claimcheck up`"
+        )
 
     async def main(stop: asyncio.Event) -> None:
         telemetry.setup(f"claimcheck-agent-{agent.name}")
@@ -104,8 +131,15 @@ def up(
     ui_port: Annotated[
         int, typer.Option("--ui-port", help="The web console's port; 0 for no console.")
     ] = 8280,
+    reload: Annotated[
+        bool,
+        typer.Option(
+            "--reload", help="Developer mode: restart the agents and tool hosts on code changes."
+        ),
+    ] = False,
 ) -> None:
-    """Start nats-server, the runtime, a tool host, the example agents and the web console."""
+    """Start nats-server, the runtime, and the tool hosts and agents of the project
+    (claimcheck.toml here, else the example), and the web console."""
     from bus.operations.mailbox import Mailbox
     from bus.operations.services import serve_until_stopped
     from bus.operations.stack import STACK_STOP_SECONDS, Stack
@@ -119,15 +153,17 @@ def up(
         ),
     )
 
+    project = current_project()
+
     async def main(stop: asyncio.Event) -> None:
-        async with Stack(settings) as stack:
+        async with Stack.for_project(settings, project) as stack:
             console.print(
                 f"claimcheck is up: NATS at {settings.nats_url}, state in {settings.state_dir}"
             )
             console.print(f"processes: {', '.join(stack.processes)}; Ctrl-C stops them all")
             if local_smtp:
                 console.print(f"local SMTP server on 127.0.0.1:{settings.smtp_port}")
-            async with web_console(settings, ui_port):
+            async with web_console(settings, ui_port), reloading(stack, reload, stop):
                 await stop.wait()
 
     if local_smtp:
@@ -168,6 +204,28 @@ async def web_console(settings: Settings, port: int) -> AsyncIterator[None]:
     finally:
         stop_server(server)
         await asyncio.gather(serving, return_exceptions=True)
+
+
+@asynccontextmanager
+async def reloading(stack: Stack, enabled: bool, stop: asyncio.Event) -> AsyncIterator[None]:
+    """With ``--reload``, the stack's code processes restart when the code here changes."""
+    if not enabled:
+        yield
+        return
+
+    def pids(names: list[str]) -> str:
+        return ", ".join(f"{name} (pid {stack.processes[name].pid})" for name in names)
+
+    here = Path.cwd()
+    console.print(f"watching {here} for code changes: {pids(stack.code_processes())}")
+    watcher = asyncio.create_task(
+        stack.reload_on_change(here, stop, lambda names: console.print(f"reloaded {pids(names)}"))
+    )
+    try:
+        yield
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
 
 
 @app.command()
@@ -240,11 +298,29 @@ def demo(state_dir: StateDir = None) -> None:
 
 
 @schemas_app.command("export")
-def schemas_export(directory: Path) -> None:
-    """Write one JSON Schema file per wire type."""
+def schemas_export(
+    directory: Path,
+    tools: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tools", help="MODULE:CATALOGUE whose tools to export; default: the project's."
+        ),
+    ] = None,
+) -> None:
+    """Write one JSON Schema file per wire type, and each tool's input and output schema."""
+    from bus.runtime.catalogue import (
+        CatalogueNotFound,
+        ToolDeclarationError,
+        export_tool_schemas,
+        load_catalogue,
+    )
     from handoff_schemas import export_schemas
 
     if directory.exists() and not directory.is_dir():
         raise fail(f"{directory} is a file: give a directory to write the schemas into")
-    for path in export_schemas(directory):
+    try:
+        catalogues = [load_catalogue(t) for t in tools or current_project().tools]
+    except (CatalogueNotFound, ToolDeclarationError) as error:
+        raise fail(str(error)) from None
+    for path in [*export_schemas(directory), *export_tool_schemas(catalogues, directory)]:
         console.print(str(path))

@@ -112,30 +112,32 @@ def confirm_externally(settings: Settings, histories: dict[str, list]) -> None:
     import asyncio
 
     from bus.operations.operators import ask_runtime
-    from bus.runtime.catalogue import CATALOGUE
-    from bus.runtime.confirmation import check, side_effects
+    from bus.operations.project import find_project
+    from bus.runtime.catalogue import load_catalogue
+    from bus.runtime.confirmation import check_here
     from handoff_schemas import ConfirmReply, ConfirmRequest, ExternalCheck
 
     async def asked(nc: Client, subjects: Subjects) -> list[ExternalCheck]:
-        """The runtime asks, and records each answer in the workflow."""
+        """The runtime asks the tools' hosts, and records each answer in the workflow."""
         found = []
         for workflow_id in histories:
             request = ConfirmRequest(workflow_id=workflow_id)
             found += (await ask_runtime(nc, subjects, "confirm", request, ConfirmReply)).checks
         return found
 
-    async def here() -> list[ExternalCheck]:
-        """The stack is down: the same tools ask from this process; nothing is recorded."""
-        tools = {name: tool(settings) for name, tool in CATALOGUE.items()}
-        records = side_effects(
+    def here() -> list[ExternalCheck]:
+        """The stack is down: the project's tools ask from this process; nothing is recorded."""
+        catalogues = [load_catalogue(target) for target in find_project().tools]
+        tools = {spec.name: spec for catalogue in catalogues for spec in catalogue}
+        records = (
             event.data["evidence"]
             for history in histories.values()
             for event in history
             if event.type == "EvidenceRecorded"
         )
-        return list(await asyncio.gather(*(check(tools, record) for record in records)))
+        return asyncio.run(check_here(tools, settings, records))
 
-    checks = from_stack_or_ledger(settings, asked, lambda: asyncio.run(here()))
+    checks = from_stack_or_ledger(settings, asked, here)
     label = {
         "confirmed": "confirmed",
         "contradicted": "CONTRADICTED",
