@@ -19,6 +19,12 @@ def brief(value: Any, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def cache_use(usage: dict[str, int]) -> str:
+    """The prompt cache's part in a model call: tokens read from it (hits) and written to it."""
+    read, written = usage.get("cacheReadTokens", 0), usage.get("cacheWriteTokens", 0)
+    return f" (cache: {read} read, {written} written)" if read or written else ""
+
+
 PAST = {"approve": "approved", "deny": "denied"}
 
 DESCRIBE: dict[str, Callable[[dict[str, Any]], str]] = {
@@ -39,7 +45,9 @@ DESCRIBE: dict[str, Callable[[dict[str, Any]], str]] = {
     "ReasoningRecorded": lambda d: (
         f"{d['agent']} ({d['model']}, {d['purpose']}) believed "
         f"{brief(d['output'])}; {d['usage'].get('inputTokens', 0)} in / "
-        f"{d['usage'].get('outputTokens', 0)} out tokens, {d['cost_usd']:.6f} USD"
+        f"{d['usage'].get('outputTokens', 0)} out tokens"
+        + cache_use(d["usage"])
+        + f", {d['cost_usd']:.6f} USD"
     ),
     "ActionRequested": lambda d: f"{d['agent']} asked to {d['action']} on {d['resource']}",
     "PermissionDecided": lambda d: f"runtime: {d['permission']} by rule {d['rule']}: {d['reason']}",

@@ -30,7 +30,9 @@ def tool_use(
     cache_read: int = 0,
     cache_write: int = 0,
     model: str = "claude-test",
+    stop_reason: str = "tool_use",
 ) -> Reply:
+    """A forced tool call; ``stop_reason="max_tokens"`` makes it one cut off mid-answer."""
     return Reply(
         200,
         {
@@ -39,7 +41,7 @@ def tool_use(
             "role": "assistant",
             "model": model,
             "content": [{"type": "tool_use", "id": "toolu_test", "name": name, "input": arguments}],
-            "stop_reason": "tool_use",
+            "stop_reason": stop_reason,
             "stop_sequence": None,
             "usage": {
                 "input_tokens": input_tokens,
@@ -47,6 +49,23 @@ def tool_use(
                 "cache_read_input_tokens": cache_read,
                 "cache_creation_input_tokens": cache_write,
             },
+        },
+    )
+
+
+def refusal(model: str = "claude-test") -> Reply:
+    """The model declined: no tool call, ``stop_reason`` ``refusal``."""
+    return Reply(
+        200,
+        {
+            "id": "msg_test",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{"type": "text", "text": "I can't help with that."}],
+            "stop_reason": "refusal",
+            "stop_sequence": None,
+            "usage": {"input_tokens": 100, "output_tokens": 10},
         },
     )
 

@@ -42,7 +42,8 @@ def runtime(state_dir: StateDir = None) -> None:
     configure_logging()
     settings = settings_for(state_dir)
     try:
-        policy = Policy.load(settings.policy)  # a bad policy stops the runtime before it serves
+        # A bad policy or price table stops the runtime before it serves.
+        policy = Policy.load(settings.policy, settings.prices)
     except PolicyError as error:
         raise fail(f"bad policy: {error}") from None
     serve(lambda stop: run_runtime(settings, policy, stop), settings)
