@@ -21,7 +21,6 @@ from agents.client import RuntimeClient, RuntimeRefused, unwrap
 from agents.model import Model, ModelFailure, ModelRequest, ModelResult
 from bus import telemetry
 from bus.runtime.catalogue import CATALOGUE
-from bus.runtime.policy import MODEL_STRATEGIES
 from bus.transport.artifacts import ArtifactStore
 from handoff_schemas import (
     Ack,
@@ -362,7 +361,7 @@ class Context:
     async def _report(self, kind: str, detail: str) -> RetryAdvice:
         """Report a model failure; go on only if the runtime says the model may try again."""
         advice = await self._step("failure", FailureRequest, RetryAdvice, kind=kind, detail=detail)
-        if advice.strategy not in MODEL_STRATEGIES:
+        if advice.strategy not in ("repair", "replan"):  # the strategies that ask the model
             raise WorkflowHalted(kind, detail, advice)
         return advice
 

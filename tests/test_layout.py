@@ -21,7 +21,15 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "bus.runtime": (*FOUNDATION, "bus.transport", "bus.ledger", "bus.runtime"),
     "bus.operations": (*FOUNDATION, "bus", "projections"),
     "bus": (*FOUNDATION, "bus"),  # the package's __init__: the public API
-    "agents": (*FOUNDATION, "agents", "bus.transport", "bus.runtime.catalogue"),
+    # The catalogue (tool payloads) and the price table (model families: what caches) are
+    # data agents read; nothing else of the runtime.
+    "agents": (
+        *FOUNDATION,
+        "agents",
+        "bus.transport",
+        "bus.runtime.catalogue",
+        "bus.runtime.prices",
+    ),
 }
 OURS = ("handoff_schemas", "projections", "bus", "agents")
 
