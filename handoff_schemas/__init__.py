@@ -22,6 +22,7 @@ from handoff_schemas.messages import (
 )
 from handoff_schemas.runtime import (
     OPERATIONS,
+    REPLIES,
     Ack,
     ArtifactDigest,
     AuditRequest,
@@ -60,6 +61,7 @@ from handoff_schemas.validation import SchemaError, convert, decode, encode
 __all__ = [
     "DONE_STATUSES",
     "OPERATIONS",
+    "REPLIES",
     "Ack",
     "ArtifactDigest",
     "AuditRequest",

@@ -323,3 +323,21 @@ OPERATIONS: dict[str, type[WireStruct]] = {
     "resolve": ResolveRequest,
 }
 """Operation name (the last subject token) to the request type it takes."""
+
+REPLIES: dict[str, type[WireStruct]] = {
+    "start": StartReply,
+    "state": StepsReply,
+    "intent": IntentReply,
+    "context": Ack,
+    "reasoning": ReasoningReply,
+    "permit": PermitReply,
+    "denied": EvidenceReply,
+    "execute": ExecuteReply,
+    "checkpoint": Ack,
+    "audit": Ack,
+    "handoff": HandoffReply,
+    "summarize": SummaryReply,
+    "failure": RetryAdvice,
+    "resolve": ResolveReply,
+}
+"""Operation name to the type of ``result`` in its :class:`Reply` when ``ok``."""

@@ -46,9 +46,20 @@ class CreateTicketPayload(Payload):
     severity: Literal["low", "medium", "high", "critical"]
 
 
+class SendEmailRefs(Payload):
+    messageId: str = Field(description="The Message-ID the email was sent with.")
+
+
+class CreateTicketRefs(Payload):
+    ticketId: str = Field(description="The ticket's id in the ticket system.")
+
+
 class Tool(ABC):
     name: ClassVar[str]
     payload: ClassVar[type[Payload]]
+    refs: ClassVar[type[Payload]]
+    """What :meth:`run` returns: the references a successful call records in its evidence
+    (``evidence.refs``), the tool's output as agents see it (exported as its schema)."""
     input_facts: ClassVar[dict[str, str]] = {}
     """Fact name -> payload field: what the call asked for that a claim may assert."""
     output_facts: ClassVar[dict[str, str]] = {}
@@ -82,6 +93,7 @@ class Tool(ABC):
 class SendEmail(Tool):
     name = "send_email"
     payload = SendEmailPayload
+    refs = SendEmailRefs
     input_facts = {"recipient": "to", "subject": "subject"}
     sender = "claimcheck@acme.example"
 
@@ -114,6 +126,7 @@ class SendEmail(Tool):
 class CreateTicket(Tool):
     name = "create_ticket"
     payload = CreateTicketPayload
+    refs = CreateTicketRefs
     input_facts = {"customer": "customer", "title": "title", "severity": "severity"}
     output_facts = {"ticketId": "ticketId"}
 

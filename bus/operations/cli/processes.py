@@ -241,10 +241,11 @@ def demo(state_dir: StateDir = None) -> None:
 
 @schemas_app.command("export")
 def schemas_export(directory: Path) -> None:
-    """Write one JSON Schema file per wire type."""
-    from handoff_schemas import export_schemas
+    """Write the protocol: a JSON Schema per wire type and per tool input and output, and
+    the AsyncAPI 3 document (asyncapi.json). docs/protocol/ is this command's output."""
+    from bus.operations.asyncapi import export_protocol
 
     if directory.exists() and not directory.is_dir():
         raise fail(f"{directory} is a file: give a directory to write the schemas into")
-    for path in export_schemas(directory):
+    for path in export_protocol(directory):
         console.print(str(path))
