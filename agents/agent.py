@@ -9,10 +9,11 @@ An agent is a name, a model and handlers for the tasks it knows::
 
 ``claimcheck agent run agents.complaints:triage`` runs it as its own OS process.
 Its inbox is a durable JetStream consumer shared by every replica of the agent
-(a work queue); a handoff is acknowledged only after its handler returned, so a
-crash mid-handler means redelivery, and step keys make the rerun safe. The ack
-wait is short (10 s) and a working agent beats ``in_progress`` three times per
-ack wait, so the handoff of an agent that died is taken up again within seconds.
+(a work queue), made by the runtime (an agent may only fetch from it and acknowledge);
+a handoff is acknowledged only after its handler returned, so a crash mid-handler
+means redelivery, and step keys make the rerun safe. The ack wait is short (10 s,
+``inbox_ack_wait``) and a working agent beats ``in_progress`` three times per ack
+wait, so the handoff of an agent that died is taken up again within seconds.
 """
 
 from __future__ import annotations
@@ -25,16 +26,13 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig
-from nats.js.errors import NotFoundError
 
 from agents.client import RuntimeClient, RuntimeRefused
 from agents.context import Context, WorkflowHalted
 from agents.model import Model
 from bus import telemetry
 from bus.settings import Settings
-from bus.transport.artifacts import ArtifactStore
-from bus.transport.connection import connect
+from bus.transport.connection import INBOX_MISSING, agent_durable, connect
 from bus.transport.subjects import Subjects
 from handoff_schemas import Handoff, SchemaError, decode
 
@@ -53,14 +51,11 @@ class Agent:
         name: str,
         model: Model | Callable[[], Model],
         system_prompt: str = "",
-        ack_wait: float = 10.0,
-        max_deliver: int = 5,
     ) -> None:
         self.name = name
         self._model = model
         self.system_prompt = system_prompt or f"You are the {name} agent."
-        self.ack_wait = ack_wait
-        self.max_deliver = max_deliver
+        self.ack_wait = Settings.model_fields["inbox_ack_wait"].default
         self.handlers: dict[str, Handler] = {}
 
     def task(self, name: str) -> Callable[[Handler], Handler]:
@@ -83,47 +78,36 @@ class Agent:
         nc = await connect(settings, f"claimcheck-agent-{self.name}")
         subjects = Subjects(settings.prefix)
         js = nc.jetstream()
-        inbox = await self._subscribe_inbox(js, subjects)
+        # Fetch and acknowledge are all an agent may do with its inbox consumer.
+        inbox = await js.pull_subscribe_bind(agent_durable(self.name), subjects.stream("handoff"))
+        self.ack_wait = settings.inbox_ack_wait  # its consumer's, which the runtime set
         client = RuntimeClient(nc, subjects, self.name, settings.request_timeout)
-        artifacts = ArtifactStore(js, subjects.artifact_bucket)
         log.info("agent %s consuming %s", self.name, subjects.inbox(self.name))
         try:
             while not stop.is_set():
-                try:
-                    messages = await inbox.fetch(1, timeout=1.0)
-                except NatsTimeout:
-                    continue
-                except NatsError as error:  # disconnected: the client reconnects by itself
-                    log.warning("inbox fetch failed (%s); retrying", error)
-                    await asyncio.sleep(0.5)
-                    continue
-                for msg in messages:
-                    await self.handle(msg, client, artifacts)
+                for msg in await self._fetch(inbox):
+                    await self.handle(msg, client)
         finally:
             # Every handled message was acknowledged synchronously, so nothing is
             # in flight; a drain would wait on the idle pull request instead.
             await inbox.unsubscribe()
             await nc.close()
 
-    async def _subscribe_inbox(
-        self, js: JetStreamContext, subjects: Subjects
-    ) -> JetStreamContext.PullSubscription:
-        """Bind to this agent's durable inbox consumer, waiting for the runtime's streams."""
-        config = ConsumerConfig(
-            ack_policy=AckPolicy.EXPLICIT, ack_wait=self.ack_wait, max_deliver=self.max_deliver
-        )
-        while True:
-            try:
-                return await js.pull_subscribe(
-                    subjects.inbox(self.name),
-                    durable=f"agent-{self.name}",
-                    stream=subjects.stream("handoff"),
-                    config=config,
-                )
-            except NotFoundError:  # the runtime creates the streams; it may not be up yet
-                await asyncio.sleep(0.5)
+    async def _fetch(self, inbox: JetStreamContext.PullSubscription) -> list[Msg]:
+        """The next handoff, or none: a pull from the inbox consumer the runtime made."""
+        try:
+            return await inbox.fetch(1, timeout=1.0)
+        except NatsTimeout:
+            return []
+        except INBOX_MISSING:
+            # Made by the runtime before this agent's first handoff: nothing to do till then.
+            await asyncio.sleep(1.0)
+        except NatsError as error:  # disconnected: the client reconnects by itself
+            log.warning("inbox fetch failed (%s); retrying", error)
+            await asyncio.sleep(0.5)
+        return []
 
-    async def handle(self, msg: Msg, client: RuntimeClient, artifacts: ArtifactStore) -> None:
+    async def handle(self, msg: Msg, client: RuntimeClient) -> None:
         try:
             handoff = decode(msg.data, Handoff)
         except SchemaError as error:
@@ -139,7 +123,7 @@ class Agent:
         }
         try:
             with telemetry.span(f"invoke_agent {self.name}", msg.headers, **attributes):
-                await self._run_handler(msg, handoff, client, artifacts)
+                await self._run_handler(msg, handoff, client)
         finally:
             heartbeat.cancel()
 
@@ -153,15 +137,12 @@ class Agent:
             except NatsError:
                 pass  # reconnecting; the next beat may get through
 
-    async def _run_handler(
-        self, msg: Msg, handoff: Handoff, client: RuntimeClient, artifacts: ArtifactStore
-    ) -> None:
+    async def _run_handler(self, msg: Msg, handoff: Handoff, client: RuntimeClient) -> None:
         handler = self.handlers.get(handoff.task)
         ctx = Context(
             self.name,
             handoff,
             client,
-            artifacts,
             self.model,
             sorted(self.handlers),
             self.system_prompt,

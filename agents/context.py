@@ -21,10 +21,13 @@ from agents.client import RuntimeClient, RuntimeRefused, unwrap
 from agents.model import Model, ModelFailure, ModelRequest, ModelResult
 from bus import telemetry
 from bus.runtime.catalogue import CATALOGUE
-from bus.transport.artifacts import ArtifactStore
 from handoff_schemas import (
     Ack,
     ArtifactDigest,
+    ArtifactGetRequest,
+    ArtifactPutReply,
+    ArtifactPutRequest,
+    ArtifactReply,
     AuditRequest,
     CheckpointRequest,
     ClaimAssertion,
@@ -143,7 +146,6 @@ class Context:
         agent: str,
         handoff: Handoff,
         client: RuntimeClient,
-        artifacts: ArtifactStore,
         model: Model,
         known_tasks: list[str],
         system_prompt: str,
@@ -158,7 +160,6 @@ class Context:
         self.artifact: bytes = b""
         self.state = StepsReply(workflow_id=self.workflow_id, status="", steps={}, checkpoints={})
         self._client = client
-        self._artifacts = artifacts
         self._known_tasks = known_tasks
         self._system_prompt = system_prompt
         self._step_number = 0
@@ -178,7 +179,7 @@ class Context:
             task=self.incoming.task,
             known_tasks=self._known_tasks,
         )
-        self.artifact = await self._artifacts.get(self.incoming.artifact_id)
+        self.artifact = await self.get_artifact(self.incoming.artifact_id)
         digest = ArtifactDigest(artifact_id=self.incoming.artifact_id, size=len(self.artifact))
         await self._step("context", ContextRequest, Ack, artifacts=[digest])
 
@@ -391,7 +392,14 @@ class Context:
         self.state.checkpoints[name] = data or {}
 
     async def put_artifact(self, data: bytes) -> str:
-        return await self._artifacts.put(data)
+        """Store ``data`` in this workflow through the runtime (agents cannot write the store)."""
+        request = ArtifactPutRequest(data=data, workflow_id=self.workflow_id)
+        return (await self._client.call("artifact_put", request, ArtifactPutReply)).artifact_id
+
+    async def get_artifact(self, artifact_id: str) -> bytes:
+        """One of this workflow's artifacts, read through the runtime."""
+        request = ArtifactGetRequest(artifact_id=artifact_id, workflow_id=self.workflow_id)
+        return (await self._client.call("artifact_get", request, ArtifactReply)).data
 
     async def handoff(
         self,

@@ -59,6 +59,15 @@ class Settings(BaseSettings):
         description="Seconds a tool host's claim on an idempotency key lasts without renewal: "
         "how soon another host takes over the call of a host that died mid-effect.",
     )
+    inbox_ack_wait: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds an agent's inbox waits for the acknowledgement of a handoff before "
+        "delivering it again (a working agent beats three times per wait).",
+    )
+    inbox_max_deliver: int = Field(
+        5, ge=1, description="Deliveries of one handoff before it is dead-lettered."
+    )
     request_timeout: float = Field(
         30.0, gt=0, description="Seconds an agent waits for the runtime."
     )

@@ -15,6 +15,19 @@ import msgspec
 MAX_REQUEST_BYTES = 64 * 1024
 """A whole request to the runtime, in bytes; bigger content belongs in an artifact."""
 
+MAX_ARTIFACT_BYTES = 512 * 1024
+"""One artifact, in bytes (before the base64 of its JSON request): what ``artifact_put``
+stores and ``artifact_get`` returns, within NATS's default 1 MiB message."""
+
+MAX_ARTIFACT_REQUEST_BYTES = MAX_ARTIFACT_BYTES * 4 // 3 + 4096
+"""A whole ``artifact_put`` request: the base64 of the largest artifact, and its envelope."""
+
+
+def request_limit(op: str) -> int:
+    """The most bytes a request for ``op`` may have: an artifact's upload is the exception."""
+    return MAX_ARTIFACT_REQUEST_BYTES if op == "artifact_put" else MAX_REQUEST_BYTES
+
+
 MAX_REQUEST_DEPTH = 32
 """How deeply a request's JSON may nest (objects and arrays)."""
 

@@ -18,6 +18,7 @@ import msgspec
 
 from handoff_schemas.base import WireStruct
 from handoff_schemas.limits import (
+    MAX_ARTIFACT_BYTES,
     MAX_BUDGET_USD,
     MAX_ITEMS,
     Fields,
@@ -120,6 +121,28 @@ class StartRequest(WireStruct):
 
 class StateRequest(WireStruct):
     workflow_id: Id
+
+
+class ArtifactPutRequest(WireStruct):
+    """Store bytes as an artifact (operation ``artifact_put``); the reply names its id.
+
+    Agents have no rights on the object store: they store and read artifacts through the
+    runtime. ``workflowId`` names the workflow the caller takes part in; only the operator,
+    storing a new workflow's input before starting it, names none. ``data`` is base64 in
+    JSON, at most :data:`~handoff_schemas.limits.MAX_ARTIFACT_BYTES` once decoded.
+    """
+
+    data: Annotated[bytes, msgspec.Meta(max_length=MAX_ARTIFACT_BYTES)]
+    workflow_id: Id | None = None
+
+
+class ArtifactGetRequest(WireStruct):
+    """Read an artifact (operation ``artifact_get``): one of ``workflowId``'s, which the
+    caller takes part in (a handoff's input, a tool call's evidence). Only the operator
+    may name no workflow."""
+
+    artifact_id: ArtifactId
+    workflow_id: Id | None = None
 
 
 class StepRequest(WireStruct):
@@ -293,6 +316,18 @@ class ExecuteReply(WireStruct):
     output: dict[str, Any]
 
 
+class ArtifactPutReply(WireStruct):
+    artifact_id: str
+    size: int
+
+
+class ArtifactReply(WireStruct):
+    """An artifact's bytes (base64 in JSON), checked against its digest by the runtime."""
+
+    artifact_id: str
+    data: bytes
+
+
 class ResolveReply(WireStruct):
     workflow_status: str
 
@@ -321,6 +356,8 @@ OPERATIONS: dict[str, type[WireStruct]] = {
     "summarize": SummarizeRequest,
     "failure": FailureRequest,
     "resolve": ResolveRequest,
+    "artifact_put": ArtifactPutRequest,
+    "artifact_get": ArtifactGetRequest,
 }
 """Operation name (the last subject token) to the request type it takes."""
 

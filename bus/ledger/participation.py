@@ -17,6 +17,7 @@ class Participation:
     id: Any
     started_by: str
     handoffs: dict[str, dict[str, Any]]
+    evidence: dict[str, dict[str, Any]]
 
     def require_participant(self, agent: str) -> None:
         """Only an agent this workflow was handed to may act in it."""
@@ -27,6 +28,20 @@ class Participation:
         """Reading a workflow's state takes part in it too: a participant, or who started it."""
         if agent != self.started_by:
             self.require_participant(agent)
+
+    def require_artifact_reader(self, agent: str, artifact_id: str) -> None:
+        """An artifact is read through a workflow that refers to it, by who may read that
+        workflow: its id alone (a digest) opens nothing."""
+        self.require_reader(agent)
+        if artifact_id not in self.artifact_ids():
+            raise NotAParticipant(f"workflow {self.id} has no artifact {artifact_id}")
+
+    def artifact_ids(self) -> set[str]:
+        """Every artifact this workflow refers to: handoffs' inputs, tool calls' evidence."""
+        found = {handoff["artifactId"] for handoff in self.handoffs.values()}
+        for record in self.evidence.values():
+            found.update(record.get("artifacts", {}).values())
+        return found
 
     def step_owner(self, step_key: str) -> str | None:
         """The agent a step key belongs to: who recorded it, else who holds the handoff the

@@ -6,7 +6,8 @@ commit the relay reads new notifications in ledger order and publishes:
 - every event to ``<prefix>.events.<workflow>.<EventType>``;
 - evidence records, again, to ``<prefix>.evidence.<workflow>`` for auditors;
 - handoffs to the receiving agent's inbox ``<prefix>.handoff.<agent>`` (again
-  when a human's approval resumes a workflow);
+  when a human's approval resumes a workflow), creating the agent's inbox consumer
+  before its first handoff;
 - escalations and their resolutions to ``<prefix>.escalation.<workflow>``;
 - handoffs no delivery could complete to ``<prefix>.deadletter.<agent>``.
 
@@ -37,6 +38,7 @@ from nats.js.errors import APIError, BadRequestError
 
 from bus.ledger.store import Ledger
 from bus.ledger.workflow import Workflow
+from bus.transport.connection import InboxConfig, ensure_inbox_consumer
 from bus.transport.subjects import Subjects
 from handoff_schemas import EventEnvelope, encode
 
@@ -81,8 +83,15 @@ anything else from NATS is an outage, waited out by publishing the batch again."
 
 class Relay:
     def __init__(
-        self, ledger: Ledger, js: JetStreamContext, subjects: Subjects, poll_interval: float = 1.0
+        self,
+        ledger: Ledger,
+        js: JetStreamContext,
+        subjects: Subjects,
+        poll_interval: float = 1.0,
+        inbox: InboxConfig | None = None,
     ) -> None:
+        self.inbox = inbox or InboxConfig()
+        self._inboxes: set[str] = set()  # agents whose inbox consumer is known to exist
         self.ledger = ledger
         self.js = js
         self.subjects = subjects
@@ -141,12 +150,21 @@ class Relay:
             await self.quarantine(notification, notification.topic, f"unreadable: {error!r}", 0)
             return
         try:
+            if envelope.type in ("HandoffSent", "WorkflowResumed"):
+                await self.ensure_inbox(envelope.data["handoff"]["to"])
             for subject, headers, payload in messages:
                 await publish_once(self.js, subject, payload, headers)
         except UNPUBLISHABLE as error:
             size = max(len(payload) for _, _, payload in messages)
             reason = f"{type(error).__name__}: {error}"
             await self.quarantine(notification, envelope.type, reason, size)
+
+    async def ensure_inbox(self, agent: str) -> None:
+        """The receiving agent's inbox consumer, created before its first handoff: agents
+        may not create consumers, so the runtime makes each one when it first needs it."""
+        if agent not in self._inboxes:
+            await ensure_inbox_consumer(self.js, self.subjects, agent, self.inbox)
+            self._inboxes.add(agent)
 
     async def quarantine(
         self, notification: Notification, event_type: str, reason: str, size: int

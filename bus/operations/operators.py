@@ -16,10 +16,13 @@ from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from bus import telemetry
-from bus.transport.artifacts import ArtifactStore
 from bus.transport.retry import UNAVAILABLE, Unavailable, request_while_working, retrying
 from bus.transport.subjects import OPERATOR, Subjects
 from handoff_schemas import (
+    ArtifactGetRequest,
+    ArtifactPutReply,
+    ArtifactPutRequest,
+    ArtifactReply,
     EventEnvelope,
     Reply,
     ResolveReply,
@@ -84,9 +87,14 @@ async def submit(
     scope: str = "default",
     budget_usd: float | None = None,
 ) -> StartReply:
-    """Store the input as an artifact and start a workflow that hands it to ``to``."""
-    store = ArtifactStore(nc.jetstream(), subjects.artifact_bucket)
-    artifact_id = await retrying(lambda: store.put(data), 30.0, "artifact upload")
+    """Store the input as an artifact and start a workflow that hands it to ``to``.
+
+    Both through the runtime: the operator has no rights on the object store either.
+    """
+    stored = await ask_runtime(
+        nc, subjects, "artifact_put", ArtifactPutRequest(data=data), ArtifactPutReply
+    )
+    artifact_id = stored.artifact_id
     request = StartRequest(
         task=task,
         to=to,
@@ -96,6 +104,12 @@ async def submit(
         request_id=uuid4().hex,  # the same for every retry: one submit, one workflow
     )
     return await ask_runtime(nc, subjects, "start", request, StartReply)
+
+
+async def read_artifact(nc: Client, subjects: Subjects, artifact_id: str) -> bytes:
+    """Any artifact, read through the runtime (the operator may read every workflow's)."""
+    request = ArtifactGetRequest(artifact_id=artifact_id)
+    return (await ask_runtime(nc, subjects, "artifact_get", request, ArtifactReply)).data
 
 
 def read_event(data: bytes) -> EventEnvelope | None:

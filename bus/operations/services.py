@@ -22,7 +22,7 @@ from bus.runtime.policy import Policy
 from bus.runtime.service import Runtime
 from bus.runtime.tool_host import ToolHost
 from bus.settings import Settings, redacted
-from bus.transport.connection import check_streams, connect
+from bus.transport.connection import InboxConfig, check_streams, connect
 from bus.transport.subjects import Subjects
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ async def run_runtime(settings: Settings, policy: Policy, stop: asyncio.Event) -
         await nc.close()
         ledger.close()
         raise
-    relay = Relay(ledger, js, subjects)
+    relay = Relay(ledger, js, subjects, inbox=InboxConfig.of(settings))
     runtime = Runtime(settings, ledger, policy, nc, on_commit=relay.wake)
     await runtime.serve()
     relay_task = asyncio.create_task(relay.run())

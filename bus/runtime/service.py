@@ -10,6 +10,7 @@ concern; every outcome, a crash included, becomes a structured reply.
 - :mod:`bus.runtime.execution`: permission checks, tool calls and their evidence;
 - :mod:`bus.runtime.claims`: final claims and their verdicts;
 - :mod:`bus.runtime.escalations`: failures, dead letters and humans' answers;
+- :mod:`bus.runtime.artifacts`: storing and reading artifacts for who may not touch the store;
 - :mod:`bus.runtime.sweeper`: workflows past their deadline or stalled, which send nothing.
 
 Every request that changes a workflow carries a step key (:mod:`bus.runtime.steps`):
@@ -32,6 +33,7 @@ from nats.errors import Error as NatsError
 from bus import telemetry
 from bus.ledger import Ledger, LedgerError
 from bus.ledger.errors import NotAParticipant
+from bus.runtime.artifacts import ArtifactHandlers
 from bus.runtime.catalogue import CATALOGUE, Tool
 from bus.runtime.claims import ClaimHandlers
 from bus.runtime.escalations import EscalationHandlers
@@ -50,10 +52,14 @@ from bus.transport.retry import TRANSIENT, UNAVAILABLE, WORKING_HEADER, WORKING_
 from bus.transport.signing import runtime_signer
 from bus.transport.subjects import Subjects
 from handoff_schemas import OPERATIONS, FieldError, Reply, SchemaError, decode, encode
-from handoff_schemas.limits import MAX_REQUEST_BYTES, MAX_REQUEST_DEPTH
+from handoff_schemas.limits import MAX_REQUEST_DEPTH, request_limit
 from handoff_schemas.runtime import StepRequest
 
 log = logging.getLogger(__name__)
+
+ARTIFACT_CACHE_BYTES = 64 * 1024 * 1024
+"""Artifacts a runtime keeps in memory (they never change): reads that hit it create no
+JetStream consumer."""
 
 
 class Runtime:
@@ -71,7 +77,9 @@ class Runtime:
         self.authenticated = settings.credentials is not None
         self.security = SecurityLog(nc, self.subjects)
         self.steps = Steps(ledger, on_commit)
-        artifacts = ArtifactStore(nc.jetstream(), self.subjects.artifact_bucket)
+        artifacts = ArtifactStore(
+            nc.jetstream(), self.subjects.artifact_bucket, cache_bytes=ARTIFACT_CACHE_BYTES
+        )
         signer = runtime_signer(settings)  # tool calls and evidence carry its signature
         execution = ToolExecution(self.steps, policy, tools or CATALOGUE, nc, settings, signer)
         self.workflows = WorkflowHandlers(self.steps, policy, artifacts, self.security)
@@ -83,6 +91,7 @@ class Runtime:
             **execution.operations(),
             **ClaimHandlers(self.steps, policy).operations(),
             **self.escalations.operations(),
+            **ArtifactHandlers(self.steps, artifacts, self.security).operations(),
         }
         self._tasks: set[asyncio.Task[None]] = set()
         self.sweeper = Sweeper(self.steps, policy, settings.sweep_interval)
@@ -154,12 +163,12 @@ class Runtime:
             return error_reply(
                 "unknown_operation", f"no operation {op!r}; known: {sorted(OPERATIONS)}"
             )
-        if len(data) > MAX_REQUEST_BYTES:
+        if len(data) > (limit := request_limit(op)):
             return error_reply(
                 "invalid_request",
-                f"the request is {len(data)} bytes; the limit is {MAX_REQUEST_BYTES} "
+                f"the request is {len(data)} bytes; the limit is {limit} "
                 "(put large content in an artifact and pass its id)",
-                [FieldError(field="$", message=f"longer than {MAX_REQUEST_BYTES} bytes")],
+                [FieldError(field="$", message=f"longer than {limit} bytes")],
             )
         try:
             request = decode(data, request_type, max_depth=MAX_REQUEST_DEPTH)

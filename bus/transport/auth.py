@@ -3,7 +3,9 @@
 Each role connects with its own user. Subject permissions make it impossible
 for an agent to publish on the tool, handoff or event subjects, to act under
 another agent's name (it may publish only under ``<prefix>.rt.<its name>.>``),
-or to read another agent's inbox. The tool host may only answer calls and use the
+or to read another agent's inbox; beyond asking the runtime it may only fetch from
+and acknowledge its own inbox consumer (no consumer it makes, no object store, no
+stream or account information). The tool host may only answer calls and use the
 keys of its shared idempotency journal. The auditor may publish nothing at all: it
 reads the evidence stream through a push consumer the runtime prepared.
 
@@ -57,16 +59,6 @@ def permissions(role: str, subjects: Subjects) -> dict[str, Any]:
     """The publish and subscribe allow-lists of one role; anything else is refused."""
     p = subjects.prefix
     inbox = f"_INBOX_{role}.>"
-    artifacts = f"OBJ_{subjects.artifact_bucket}"
-    read_artifacts = [
-        f"{JS}.STREAM.NAMES",
-        f"{JS}.STREAM.INFO.{artifacts}",
-        f"{JS}.STREAM.MSG.GET.{artifacts}",
-        f"{JS}.DIRECT.GET.{artifacts}.>",
-        *ephemeral_consumers(artifacts),
-        "$JS.FC.>",
-    ]
-    write_artifacts = [f"$O.{subjects.artifact_bucket}.>"]
     if role == "runtime":
         return {
             "publish": [
@@ -79,7 +71,7 @@ def permissions(role: str, subjects: Subjects) -> dict[str, Any]:
                 f"{p}.tool.>",
                 f"{JS}.>",
                 "$JS.FC.>",
-                *write_artifacts,  # each tool call's full input and output (evidence artifacts)
+                f"$O.{subjects.artifact_bucket}.>",  # artifacts: the runtime alone stores them
             ],
             "subscribe": [f"{p}.rt.>", f"{p}.events.>", "$JS.EVENT.ADVISORY.>", inbox],
             "allow_responses": True,
@@ -104,30 +96,34 @@ def permissions(role: str, subjects: Subjects) -> dict[str, Any]:
         readable = [subjects.stream(kind) for kind in ("events", "evidence", "escalation")]
         return {
             "publish": [
-                f"{p}.rt.cli.>",
-                f"{JS}.INFO",
-                *read_artifacts,
-                *write_artifacts,
+                f"{p}.rt.cli.>",  # artifacts too, through the runtime
+                f"{JS}.STREAM.NAMES",  # which stream a subject is in, for its consumers
+                "$JS.FC.>",  # ordered consumers' flow control
                 *(f"{JS}.STREAM.INFO.{stream}" for stream in readable),
                 *(subject for stream in readable for subject in ephemeral_consumers(stream)),
             ],
             "subscribe": [inbox],
         }
-    agent = role.removeprefix("agent-")
-    stream, durable = subjects.stream("handoff"), f"agent-{agent}"
+    return agent_permissions(role.removeprefix("agent-"), subjects)
+
+
+def agent_permissions(agent: str, subjects: Subjects) -> dict[str, Any]:
+    """An agent asks the runtime, and fetches and acknowledges its own inbox: nothing else.
+
+    No consumer, stream or account information, no consumer creation (a push consumer's
+    deliver subject is not checked against its creator's rights, so one could deliver
+    anything to the tool subjects), no object store: its inbox consumer is made by the
+    runtime, and artifacts are read and written through the runtime, which checks that
+    the agent takes part in their workflow.
+    """
+    stream, durable = subjects.stream("handoff"), agent_role(agent)  # its inbox consumer
     return {
         "publish": [
-            f"{p}.rt.{agent}.>",
-            f"{JS}.INFO",
-            f"{JS}.STREAM.INFO.{stream}",
-            f"{JS}.CONSUMER.INFO.{stream}.{durable}",
-            f"{JS}.CONSUMER.CREATE.{stream}.{durable}.{subjects.inbox(agent)}",
+            f"{subjects.prefix}.rt.{agent}.>",
             f"{JS}.CONSUMER.MSG.NEXT.{stream}.{durable}",
             f"$JS.ACK.{stream}.{durable}.>",
-            *read_artifacts,
-            *write_artifacts,
         ],
-        "subscribe": [inbox],
+        "subscribe": [f"_INBOX_{agent_role(agent)}.>"],
     }
 
 

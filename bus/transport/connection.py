@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 import nats
 from nats.aio.client import Client
@@ -22,10 +23,10 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
 from bus.settings import Settings
-from bus.transport.auth import Credentials
+from bus.transport.auth import Credentials, agent_role
 from bus.transport.subjects import Subjects
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,9 @@ class ConnectionLog:
 
 
 def stream_configs(subjects: Subjects, replicas: int = 1) -> list[StreamConfig]:
+    """Every stream, with deleting and purging messages denied and rollup headers refused:
+    what the relay published stays, whoever holds rights on the stream's subjects."""
+
     def stream(kind: str, pattern: str, retention: RetentionPolicy) -> StreamConfig:
         return StreamConfig(
             name=subjects.stream(kind),
@@ -136,6 +140,9 @@ def stream_configs(subjects: Subjects, replicas: int = 1) -> list[StreamConfig]:
             discard=DiscardPolicy.OLD,
             duplicate_window=DUPLICATE_WINDOW_SECONDS,
             num_replicas=replicas,
+            deny_delete=True,
+            deny_purge=True,
+            allow_rollup_hdrs=False,
         )
 
     return [
@@ -179,14 +186,72 @@ async def ensure_streams(js: JetStreamContext, subjects: Subjects, replicas: int
             await js.add_stream(config)
         except BadRequestError:
             await js.update_stream(config)
-    try:
-        await js.object_store(subjects.artifact_bucket)
-    except nats.js.errors.BucketNotFoundError:
-        await js.create_object_store(
-            subjects.artifact_bucket, storage=StorageType.FILE, replicas=replicas
-        )
+    await ensure_artifact_bucket(js, subjects.artifact_bucket, replicas)
     await ensure_journal(js, subjects.journal_bucket, replicas)
     await ensure_audit_feeds(js, subjects)
+
+
+async def ensure_artifact_bucket(js: JetStreamContext, bucket: str, replicas: int = 1) -> None:
+    """The object store of artifacts, with deleting messages denied.
+
+    An object store needs purging and rollups (each object's metadata is a rollup), so
+    those stay allowed on it; only the runtime may write it (see :mod:`bus.transport.auth`).
+    """
+    try:
+        await js.object_store(bucket)
+    except nats.js.errors.BucketNotFoundError:
+        await js.create_object_store(bucket, storage=StorageType.FILE, replicas=replicas)
+    config = (await js.stream_info(f"OBJ_{bucket}")).config
+    if not config.deny_delete:
+        config.deny_delete = True
+        await js.update_stream(config)
+
+
+@dataclass(frozen=True)
+class InboxConfig:
+    """How an agent's inbox consumer delivers: set by the runtime, not by the agent."""
+
+    ack_wait: float = 10.0
+    max_deliver: int = 5
+
+    @classmethod
+    def of(cls, settings: Settings) -> InboxConfig:
+        return cls(settings.inbox_ack_wait, settings.inbox_max_deliver)
+
+
+async def ensure_inbox_consumer(
+    js: JetStreamContext, subjects: Subjects, agent: str, inbox: InboxConfig | None = None
+) -> None:
+    """Create ``agent``'s inbox consumer (durable ``agent-<name>``) unless it exists.
+
+    Agents may only fetch from and acknowledge it: a consumer an agent could create
+    itself could deliver anything anywhere (a push consumer's deliver subject is not
+    checked against its creator's rights). The relay calls this before the first
+    handoff to an agent; a deployment's set-up may call it for agents it knows.
+    """
+    stream, durable = subjects.stream("handoff"), agent_durable(agent)
+    inbox = inbox or InboxConfig()
+    try:
+        await js.consumer_info(stream, durable)
+    except NotFoundError:
+        config = ConsumerConfig(
+            durable_name=durable,
+            filter_subject=subjects.inbox(agent),
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=inbox.ack_wait,
+            max_deliver=inbox.max_deliver,
+        )
+        await js.add_consumer(stream, config)
+
+
+def agent_durable(agent: str) -> str:
+    """The durable name of ``agent``'s inbox consumer: its role's name."""
+    return agent_role(agent)
+
+
+INBOX_MISSING = (NotFoundError, ServiceUnavailableError)
+"""What fetching from an inbox consumer that does not exist yet raises."""
 
 
 async def ensure_journal(js: JetStreamContext, bucket: str, replicas: int = 1) -> None:

@@ -10,13 +10,21 @@ from pydantic import BaseModel
 
 from agents import Agent, Context, ModelRequest, ModelResult, ScriptedModel
 from bus.operations.operators import submit, watch
+from bus.transport.connection import InboxConfig, ensure_inbox_consumer
 from handoff_schemas import Usage
 from tests.conftest import Bus
 
 
-async def run_agents(bus: Bus, agents: list[Agent], workflows: int = 1) -> list[str]:
+async def run_agents(
+    bus: Bus, agents: list[Agent], workflows: int = 1, inbox: InboxConfig | None = None
+) -> list[str]:
+    """Run ``agents`` on ``workflows`` handed to triage, whose inbox delivers as ``inbox``
+    says (the runtime makes inbox consumers; made first here, this one is kept)."""
+    inbox = inbox or InboxConfig()
+    await ensure_inbox_consumer(bus.nc.jetstream(), bus.subjects, "triage", inbox)
+    settings = bus.settings.model_copy(update={"inbox_ack_wait": inbox.ack_wait})
     stop = asyncio.Event()
-    runners = [asyncio.create_task(agent.run(bus.settings, stop)) for agent in agents]
+    runners = [asyncio.create_task(agent.run(settings, stop)) for agent in agents]
     try:
         started = [
             await submit(bus.nc, bus.subjects, "t", "triage", f"{i}".encode())
@@ -33,14 +41,14 @@ async def run_agents(bus: Bus, agents: list[Agent], workflows: int = 1) -> list[
 
 async def test_a_handoff_that_fails_every_delivery_is_dead_lettered_and_recorded(bus: Bus) -> None:
     attempts = []
-    agent = Agent("triage", model=ScriptedModel([]), max_deliver=2)
+    agent = Agent("triage", model=ScriptedModel([]))
 
     @agent.task("t")
     async def broken(ctx: Context) -> None:
         attempts.append(ctx.incoming.handoff_id)
         raise RuntimeError("a bug in the handler")
 
-    assert await run_agents(bus, [agent]) == ["failed"]
+    assert await run_agents(bus, [agent], inbox=InboxConfig(max_deliver=2)) == ["failed"]
     assert len(attempts) == 2
     letters = await bus.nc.jetstream().subscribe(
         bus.subjects.dead_letter("triage"), ordered_consumer=True
@@ -73,7 +81,7 @@ class SlowModel:
 
 async def test_heartbeats_keep_a_long_reasoning_handoff_from_redelivery(bus: Bus) -> None:
     model = SlowModel(seconds=3.0)
-    agent = Agent("triage", model=model, ack_wait=1.0)
+    agent = Agent("triage", model=model)
     runs = []
 
     @agent.task("t")
@@ -82,7 +90,7 @@ async def test_heartbeats_keep_a_long_reasoning_handoff_from_redelivery(bus: Bus
         await ctx.reason("Decide.", {}, Decision)
         await ctx.summarize("decided", asserts="succeeded", evidence=[])
 
-    statuses = await run_agents(bus, [agent])
+    statuses = await run_agents(bus, [agent], inbox=InboxConfig(ack_wait=1.0))
     assert statuses == ["escalated"]  # the claim cites nothing; what matters is below
     assert model.calls == 1 and len(runs) == 1
 

@@ -21,8 +21,8 @@ BOUNCE = "bounce@acme.example"
 FLAKY = "flaky@acme.example"
 DOWN = "down@acme.example"
 
-triage = Agent("triage", model=lambda: ScriptedModel([]), ack_wait=5.0)
-notifier = Agent("notifier", model=lambda: ScriptedModel([]), ack_wait=5.0)
+triage = Agent("triage", model=lambda: ScriptedModel([]))
+notifier = Agent("notifier", model=lambda: ScriptedModel([]))
 
 
 def item(

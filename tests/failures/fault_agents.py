@@ -46,7 +46,6 @@ async def gate(name: str) -> None:
 mailer = Agent(
     "mailer",
     model=lambda: CountingModel(lambda request: Draft(subject="outage", body="the shop is down")),
-    ack_wait=float(os.environ.get("CLAIMCHECK_TEST_ACK_WAIT", "2")),  # short: fast crash tests
 )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -104,6 +105,7 @@ async def faults_stack(
     gates.mkdir()
     monkeypatch.setenv("CLAIMCHECK_TEST_GATES", str(gates))
     monkeypatch.setenv("CLAIMCHECK_TEST_MODEL_LOG", str(model_log))
+    inbox_ack_wait = float(os.environ.get("CLAIMCHECK_INBOX_ACK_WAIT", "2"))  # fast crash tests
     mailbox = Mailbox()
     mailbox.start()
     settings = Settings(
@@ -114,6 +116,7 @@ async def faults_stack(
         tool_timeout=2.0,
         tool_lease=1.0,  # a killed tool host's claim lapses before the runtime's retry
         request_timeout=10.0,
+        inbox_ack_wait=inbox_ack_wait,
     )
     options = {"agents": ("tests.failures.fault_agents:mailer",), **stack_options}
     try:

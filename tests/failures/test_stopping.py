@@ -9,7 +9,6 @@ of times.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import signal
 import subprocess
@@ -18,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from agents import Agent
 from bus.ledger.setup import init_ledger
 from bus.ledger.view_runner import open_views
 from bus.operations.services import STOP_GRACE_SECONDS
@@ -78,8 +76,8 @@ def wait_for_line(log: Path, text: str, process: subprocess.Popen[bytes]) -> Non
 async def test_the_handoff_of_a_killed_agent_is_taken_up_again_within_seconds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ack_wait = inspect.signature(Agent.__init__).parameters["ack_wait"].default
-    monkeypatch.setenv("CLAIMCHECK_TEST_ACK_WAIT", str(ack_wait))  # the product's default
+    ack_wait = Settings.model_fields["inbox_ack_wait"].default
+    monkeypatch.setenv("CLAIMCHECK_INBOX_ACK_WAIT", str(ack_wait))  # the product's default
     ledger_url = f"sqlite:///{tmp_path / 'ledger.db'}"
     async with faults_stack(tmp_path, ledger_url, monkeypatch) as faults:
         faults.hold("after-email")

@@ -15,7 +15,6 @@ from typing import Any
 import msgspec
 import nkeys
 import pytest
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from bus.ledger.verification import check_chain
 from bus.operations.audit import ChainWatcher
@@ -121,21 +120,10 @@ def test_the_key_is_private_and_its_public_half_verifies_alone(bus: Bus) -> None
 async def test_a_redirected_delivery_cannot_make_the_tool_host_act(
     secure_bus: SecureBus, mailbox: Mailbox, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The attack of the issue: an agent stores a tool call as an artifact and points a
-    push consumer on the artifact stream at the tool's subject. Whatever the server does
-    with that consumer, a call that reaches the tool host this way is not signed."""
-    mallory = await secure_bus.connect("agent-mallory")
-    js = mallory.jetstream()
-    store = await js.object_store("cc-artifacts")
+    """The attack of the issue: an agent pointed a push consumer at the tool's subject.
+    The server now refuses the agent that consumer (``test_least_privilege``); should any
+    other path deliver such bytes, a call that reaches the tool host unsigned is refused."""
     forged = encode(call("x/1"))
-    await store.put("forged", forged)
-    config = ConsumerConfig(
-        deliver_subject="cc.tool.send_email",
-        filter_subject="$O.cc-artifacts.C.>",
-        deliver_policy=DeliverPolicy.ALL,
-        ack_policy=AckPolicy.NONE,
-    )
-    await js.add_consumer("OBJ_cc-artifacts", config)  # still allowed: item 1 is not done
     with caplog.at_level(logging.WARNING, logger="bus.runtime.tool_host"):
         # the same bytes delivered as a push consumer delivers them: no reply subject
         await secure_bus.nc.publish("cc.tool.send_email", forged)

@@ -145,16 +145,15 @@ async def answer(
     return await resolve_escalation(console, escalation_id, decision, body.approver, body.reason)
 
 
-@router.get("/artifacts/{artifact_id}", summary="A handoff's artifact, from the object store")
+@router.get("/artifacts/{artifact_id}", summary="A handoff's artifact, read through the runtime")
 async def artifact(request: Request, artifact_id: str) -> dict[str, Any]:
-    from bus.transport.artifacts import ArtifactStore
+    from bus.operations.operators import read_artifact
 
     console = console_of(request)
     if console.live.nc is None or not console.live.connected:
         raise HTTPException(503, "artifacts are in the stack's object store: the stack is down")
-    store = ArtifactStore(console.live.nc.jetstream(), console.live.subjects.artifact_bucket)
     try:
-        data = await store.get(artifact_id)
+        data = await read_artifact(console.live.nc, console.live.subjects, artifact_id)
     except Exception as error:
         raise HTTPException(404, f"no artifact {artifact_id!r}: {error}") from None
     try:
