@@ -376,5 +376,7 @@ REPLIES: dict[str, type[WireStruct]] = {
     "summarize": SummaryReply,
     "failure": RetryAdvice,
     "resolve": ResolveReply,
+    "artifact_put": ArtifactPutReply,
+    "artifact_get": ArtifactReply,
 }
 """Operation name to the type of ``result`` in its :class:`Reply` when ``ok``."""

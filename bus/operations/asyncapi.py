@@ -43,6 +43,8 @@ OPERATION_SUMMARIES = {
     "summarize": "The final claim: verified item by item before the workflow completes.",
     "failure": "Report a model failure; the reply is the runtime's advice (RetryAdvice).",
     "resolve": "A human's answer to an escalation (the operator identity only).",
+    "artifact_put": "Store bytes (base64) as an artifact of a workflow the caller is in.",
+    "artifact_get": "Read an artifact of a workflow the caller is in (digest checked).",
 }
 
 

@@ -11,6 +11,7 @@ from typing import Any, get_type_hints
 import pytest
 
 from bus.operations.asyncapi import export_protocol
+from bus.runtime.artifacts import ArtifactHandlers
 from bus.runtime.catalogue import CATALOGUE
 from bus.runtime.claims import ClaimHandlers
 from bus.runtime.escalations import EscalationHandlers
@@ -23,6 +24,7 @@ from tests.conftest import claimcheck
 
 CHECKED_IN = Path(__file__).resolve().parents[2] / "docs" / "protocol"
 HANDLERS = (
+    ArtifactHandlers,
     WorkflowHandlers,
     PipelineHandlers,
     PermissionHandlers,
@@ -57,7 +59,8 @@ def test_the_cli_writes_the_same_files(tmp_path: Path) -> None:
 @pytest.mark.parametrize("op", sorted(OPERATIONS))
 def test_each_operation_replies_with_the_documented_type(op: str) -> None:
     """REPLIES (which the AsyncAPI document is built from) is what the handlers return."""
-    [handler] = [getattr(cls, op) for cls in HANDLERS if hasattr(cls, op)]
+    method = op.removeprefix("artifact_")  # ArtifactHandlers.put and .get
+    [handler] = [getattr(cls, method) for cls in HANDLERS if hasattr(cls, method)]
     assert get_type_hints(handler)["return"] is REPLIES[op]
 
 
