@@ -115,14 +115,17 @@ class ScriptedModel:
     """A deterministic model: a function of the request, or a fixed list of replies.
 
     A reply is the output (a dict or a pydantic value), or a whole :class:`ModelResult`
-    to script a stop reason (an answer cut off, a refusal).
+    to script a stop reason (an answer cut off, a refusal). ``name`` is the model it
+    stands in for, which prices its ``usage`` (``scripted``, the default, is free).
     """
 
-    name = "scripted"
-
     def __init__(
-        self, script: Responder | Sequence[Answer], usage: Usage | None = None
+        self,
+        script: Responder | Sequence[Answer],
+        usage: Usage | None = None,
+        name: str = "scripted",
     ) -> None:
+        self.name = name
         self._script = script
         self._usage = usage
         self.calls: list[ModelRequest] = []
