@@ -8,7 +8,7 @@
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { connect, type Msg } from "nats";
+import { type ConnectionOptions, connect, credsAuthenticator, type Msg } from "nats";
 import { Inbox } from "./inbox.js";
 import { Refused, RuntimeClient } from "./runtime.js";
 import { SchemaError, Schemas } from "./schemas.js";
@@ -149,18 +149,25 @@ async function handle(msg: Msg, inbox: Inbox, client: RuntimeClient, schemas: Sc
   if (!(await inbox.ack(msg))) console.warn(`${handoff.workflowId}: the ack was not confirmed`);
 }
 
+/** A deployment's `.creds` file (a NATS user JWT and its seed), or the embedded stack's
+ * `{"user", "password"}` JSON file. */
+function credentials(path: string): ConnectionOptions {
+  const text = readFileSync(path, "utf8");
+  if (path.endsWith(".creds")) return { authenticator: credsAuthenticator(Buffer.from(text)) };
+  const { user, password } = JSON.parse(text);
+  return { user, pass: password };
+}
+
 async function main(): Promise<void> {
-  const credentials = JSON.parse(readFileSync(process.env.CLAIMCHECK_CREDENTIALS ?? "", "utf8"));
   const prefix = process.env.CLAIMCHECK_PREFIX ?? "cc";
   const protocol = process.env.CLAIMCHECK_PROTOCOL_DIR ?? join(HERE, "..", "..", "docs", "protocol");
   const schemas = new Schemas(protocol);
   schemas.add("escalation", join(HERE, "escalation.schema.json"));
-  // Replies may come only to this user's own inbox prefix (PROTOCOL.md section 1).
-  const inboxPrefix = `_INBOX_${credentials.user}`;
+  // Replies may come only to this role's own inbox prefix (PROTOCOL.md section 1).
+  const inboxPrefix = `_INBOX_agent-${AGENT}`;
   const nc = await connect({
     servers: (process.env.CLAIMCHECK_NATS_URL ?? "").split(","),
-    user: credentials.user,
-    pass: credentials.password,
+    ...credentials(process.env.CLAIMCHECK_CREDENTIALS ?? ""),
     inboxPrefix,
     maxReconnectAttempts: -1,
     reconnectTimeWait: 200,
