@@ -10,7 +10,7 @@ from typing import Any, get_type_hints
 
 import pytest
 
-from bus.operations.asyncapi import export_protocol
+from bus.operations.asyncapi import OPERATION_SUMMARIES, export_protocol
 from bus.runtime.artifacts import ArtifactHandlers
 from bus.runtime.catalogue import CATALOGUE
 from bus.runtime.claims import ClaimHandlers
@@ -54,6 +54,12 @@ def test_the_cli_writes_the_same_files(tmp_path: Path) -> None:
     exported = claimcheck("schemas", "export", str(tmp_path / "out"))
     assert exported.returncode == 0, exported.stdout + exported.stderr
     assert files(tmp_path / "out") == files(CHECKED_IN)
+
+
+def test_every_operation_has_a_reply_type_and_a_summary() -> None:
+    """A new operation needs its reply type in REPLIES and a line in the AsyncAPI document."""
+    assert sorted(REPLIES) == sorted(OPERATIONS)
+    assert sorted(OPERATION_SUMMARIES) == sorted(OPERATIONS)
 
 
 @pytest.mark.parametrize("op", sorted(OPERATIONS))
