@@ -81,12 +81,12 @@ def scripted_email(request: ModelRequest) -> EscalationEmail:
 
 triage = Agent(
     "triage",
-    model=lambda: default_model(ScriptedModel(scripted_triage)),
+    model=lambda: default_model(ScriptedModel(scripted_triage), agent="triage"),
     system_prompt="You triage customer complaints for Acme.",
 )
 notifier = Agent(
     "notifier",
-    model=lambda: default_model(ScriptedModel(scripted_email)),
+    model=lambda: default_model(ScriptedModel(scripted_email), agent="notifier"),
     system_prompt="You write escalation emails for Acme's teams.",
 )
 

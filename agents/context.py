@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -200,28 +201,28 @@ class Context:
         """Ask the model for an ``output_type``; record what it believed and what it cost.
 
         Output that does not validate is reported (``invalid_tool_payload``) and,
-        if the runtime allows a repair, the model sees its errors and answers
-        again. A decision ``verify`` rejects (it returns the problem) is reported
-        as ``bad_reasoning`` and, if allowed, the model replans from a fresh
-        context that notes only why the earlier plan was rejected.
+        if the runtime allows a repair, the model sees its previous answer and the
+        exact errors and answers again. A decision ``verify`` rejects (it returns the
+        problem) is reported as ``bad_reasoning`` and, if allowed, the model replans
+        from a fresh context that notes only why the earlier plan was rejected. An
+        answer cut off at its token limit, or a refusal, is governed by :meth:`_answer`.
         """
-        note, repair = "", []
+        request = ModelRequest(self._system_prompt, instructions, context, output_type)
         while True:
-            request = ModelRequest(
-                self._system_prompt, instructions + note, context, output_type, repair
-            )
-            output = await self._ask_model(request, purpose)
+            output, request = await self._answer(request, purpose)
             try:
                 decided = output_type.model_validate(output)
             except ValidationError as error:
                 repair = validation_problems(error)
                 await self._report("invalid_tool_payload", "; ".join(repair))
+                request = replace(request, repair=repair, previous=output)
                 continue
             problem = verify(decided) if verify else None
             if problem is None:
                 return decided
             await self._report("bad_reasoning", problem)
-            note, repair = f"\n\nAn earlier plan was rejected: {problem}. Plan again.", []
+            note = f"\n\nAn earlier plan was rejected: {problem}. Plan again."
+            request = replace(request, instructions=instructions + note, repair=[], previous=None)
 
     async def act(
         self,
@@ -239,10 +240,9 @@ class Context:
             tool, payload_type = tool.name, tool.input
         if payload_type is None:
             raise TypeError(f"act({tool!r}): give the tool itself, or its payload_type")
-        repair: list[str] = []
+        request = ModelRequest(self._system_prompt, instructions, context, payload_type)
         while True:
-            request = ModelRequest(self._system_prompt, instructions, context, payload_type, repair)
-            payload = await self._ask_model(request, f"payload:{tool}")
+            payload, request = await self._answer(request, f"payload:{tool}")
             try:
                 return await getattr(self.tools, tool)(**payload)
             except RuntimeRefused as refused:
@@ -254,8 +254,38 @@ class Context:
                 ):
                     raise
                 repair = [f"{f.field}: {f.message}" for f in refused.error.fields]
+                request = replace(request, repair=repair, previous=payload)
 
-    async def _ask_model(self, request: ModelRequest, purpose: str) -> dict[str, Any]:
+    async def _answer(
+        self, request: ModelRequest, purpose: str
+    ) -> tuple[dict[str, Any], ModelRequest]:
+        """The model's whole answer, and the request that got it.
+
+        An answer cut off at its token limit is reported (``model_truncated``) and, if
+        the runtime allows a repair, asked for again with more room, showing the model
+        what it had written. A refusal is reported (``model_refused``): the runtime
+        escalates it to a human, and an approval lets the model be asked once more.
+        """
+        while True:
+            answer = await self._ask_model(request, purpose)
+            if answer.stop_reason == "refusal":
+                await self._report("model_refused", f"{purpose}: the model declined to answer")
+                continue
+            if answer.stop_reason != "max_tokens":
+                return answer.output, request
+            await self._report(
+                "model_truncated",
+                f"{purpose}: the answer was cut off at its output token limit "
+                f"(attempt {request.more_room + 1})",
+            )
+            request = replace(
+                request,
+                more_room=request.more_room + 1,
+                previous=answer.output,
+                repair=["$: the answer was cut off at the output token limit; answer in full"],
+            )
+
+    async def _ask_model(self, request: ModelRequest, purpose: str) -> ReasoningReply:
         """One model call, each attempt one step: what the model said, or why it did not.
 
         A failed attempt is reported to the runtime (``model_unavailable`` or
@@ -271,7 +301,7 @@ class Context:
                 if reply.ok and isinstance(reply.result, dict) and "strategy" in reply.result:
                     self._follow(convert(reply.result, RetryAdvice), "model", "recorded failure")
                     continue
-                return unwrap(reply, ReasoningReply).output
+                return unwrap(reply, ReasoningReply)
             result = await self._attempt(request, purpose)
             if isinstance(result, ModelFailure):
                 advice = await self._client.call(
@@ -295,8 +325,9 @@ class Context:
                 model=result.model,
                 output=result.output,
                 usage=result.usage,
+                stop_reason=result.stop_reason,
             )
-            return (await self._client.call("reasoning", reasoning, ReasoningReply)).output
+            return await self._client.call("reasoning", reasoning, ReasoningReply)
 
     async def _attempt(self, request: ModelRequest, purpose: str) -> ModelResult | ModelFailure:
         """Ask the model once, in a span that says what came of it."""
@@ -327,8 +358,11 @@ class Context:
                 span,
                 **{
                     "gen_ai.response.model": result.model,
+                    "gen_ai.response.finish_reasons": [result.stop_reason],
                     "gen_ai.usage.input_tokens": result.usage.input_tokens,
                     "gen_ai.usage.output_tokens": result.usage.output_tokens,
+                    "gen_ai.usage.cache_read.input_tokens": result.usage.cache_read_tokens,
+                    "gen_ai.usage.cache_creation.input_tokens": result.usage.cache_write_tokens,
                     "claimcheck.belief": json.dumps(result.output, sort_keys=True),
                 },
             )
@@ -343,7 +377,7 @@ class Context:
     async def _report(self, kind: str, detail: str) -> RetryAdvice:
         """Report a model failure; go on only if the runtime says the model may try again."""
         advice = await self._step("failure", FailureRequest, RetryAdvice, kind=kind, detail=detail)
-        if advice.strategy not in ("repair", "replan"):
+        if advice.strategy not in ("repair", "replan"):  # the strategies that ask the model
             raise WorkflowHalted(kind, detail, advice)
         return advice
 

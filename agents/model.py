@@ -2,7 +2,10 @@
 
 A :class:`Model` turns a :class:`ModelRequest` into a :class:`ModelResult`. The
 SDK validates the output against the requested pydantic model and, when it
-does not validate, asks again with the validation errors (the repair loop).
+does not validate, asks again showing the model its previous answer and the
+exact validation errors (the repair loop). A result says why the model stopped:
+an answer cut off at its token limit is asked again with more room, a refusal
+escalates to a human (:mod:`agents.context`).
 
 :class:`ScriptedModel` answers without a network, for the offline demo and for
 tests; it counts its calls so a test can prove a recorded step was not re-asked.
@@ -25,8 +28,10 @@ class ModelRequest:
     """What the model is asked.
 
     ``context`` is the structured data the prompt is about; an adapter renders it
-    as JSON after the instructions. ``repair`` lists the validation errors of
-    the previous answer, when there was one.
+    as JSON after the instructions. ``repair`` lists what was wrong with the
+    ``previous`` answer (the exact validation errors), when there was one.
+    ``more_room`` counts the answers cut off at their token limit so far: an
+    adapter gives this attempt more output tokens for each.
     """
 
     system: str
@@ -34,12 +39,25 @@ class ModelRequest:
     context: dict[str, Any]
     output_type: type[BaseModel]
     repair: list[str] = field(default_factory=list)
+    previous: dict[str, Any] | None = None
+    more_room: int = 0
+
+    def context_message(self) -> str:
+        return json.dumps(self.context, indent=2, sort_keys=True)
+
+    def repair_message(self) -> str:
+        """What was wrong with the previous answer, and the request to answer again."""
+        problems = "\n".join(f"- {problem}" for problem in self.repair)
+        return f"Your previous answer did not validate:\n{problems}\nAnswer again."
 
     def user_message(self) -> str:
-        message = f"{self.instructions}\n\n{json.dumps(self.context, indent=2, sort_keys=True)}"
+        """The whole request as one message, for models without a conversation."""
+        message = f"{self.instructions}\n\n{self.context_message()}"
+        if self.previous is not None:
+            previous = json.dumps(self.previous, sort_keys=True)
+            message += f"\n\nYour previous answer was:\n{previous}"
         if self.repair:
-            problems = "\n".join(f"- {problem}" for problem in self.repair)
-            message += f"\n\nYour previous answer did not validate:\n{problems}\nAnswer again."
+            message += f"\n\n{self.repair_message()}"
         return message
 
 
@@ -65,11 +83,22 @@ class ModelFailure(Exception):
         return "model_unavailable" if self.transient else "model_error"
 
 
+STOP_REASONS = ("tool_use", "end_turn", "max_tokens", "stop_sequence", "refusal", "pause_turn")
+"""Why a model stopped, as the Messages API says it."""
+
+
 @dataclass(frozen=True)
 class ModelResult:
+    """One answer: the structured output, the provider's usage and model name, and why it
+    stopped (``max_tokens``: cut off at ``max_tokens``; ``refusal``: the model declined;
+    ``text`` holds what it said besides the output)."""
+
     output: dict[str, Any]
     usage: Usage
     model: str
+    stop_reason: str = "tool_use"
+    max_tokens: int | None = None
+    text: str = ""
 
 
 class Model(Protocol):
@@ -78,17 +107,25 @@ class Model(Protocol):
     async def complete(self, request: ModelRequest) -> ModelResult: ...
 
 
-Responder = Callable[[ModelRequest], dict[str, Any] | BaseModel]
+Answer = dict[str, Any] | BaseModel | ModelResult
+Responder = Callable[[ModelRequest], Answer]
 
 
 class ScriptedModel:
-    """A deterministic model: a function of the request, or a fixed list of replies."""
+    """A deterministic model: a function of the request, or a fixed list of replies.
 
-    name = "scripted"
+    A reply is the output (a dict or a pydantic value), or a whole :class:`ModelResult`
+    to script a stop reason (an answer cut off, a refusal). ``name`` is the model it
+    stands in for, which prices its ``usage`` (``scripted``, the default, is free).
+    """
 
     def __init__(
-        self, script: Responder | Sequence[dict[str, Any] | BaseModel], usage: Usage | None = None
+        self,
+        script: Responder | Sequence[Answer],
+        usage: Usage | None = None,
+        name: str = "scripted",
     ) -> None:
+        self.name = name
         self._script = script
         self._usage = usage
         self.calls: list[ModelRequest] = []
@@ -101,6 +138,8 @@ class ScriptedModel:
             if len(self.calls) > len(self._script):
                 raise RuntimeError(f"ScriptedModel has only {len(self._script)} replies")
             answer = self._script[len(self.calls) - 1]
+        if isinstance(answer, ModelResult):
+            return answer
         output = answer.model_dump(mode="json") if isinstance(answer, BaseModel) else answer
         # Without a fixed usage, count words as tokens: a stand-in that grows with the prompt.
         usage = self._usage or Usage(

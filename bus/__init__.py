@@ -5,6 +5,7 @@ from bus.ledger import Ledger, Workflow
 from bus.operations.stack import Stack
 from bus.runtime import (
     Call,
+    CannotConfirm,
     Catalogue,
     Decision,
     Policy,
@@ -20,6 +21,7 @@ from bus.transport.subjects import Subjects
 
 __all__ = [
     "Call",
+    "CannotConfirm",
     "Catalogue",
     "Decision",
     "Ledger",

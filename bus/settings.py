@@ -18,6 +18,7 @@ happens to listen on the standard port.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, model_validator
@@ -117,8 +118,27 @@ class Settings(BaseSettings):
         description="The runtime's public key (tool hosts, auditors); else <state>/runtime.pub.",
     )
     model: str = Field("claude-sonnet-4-5", description="The Anthropic model agents reason with.")
-    model_max_tokens: int = Field(1024, gt=0)
+    model_max_tokens: int = Field(1024, gt=0, description="Output tokens a model call may use.")
+    model_max_tokens_ceiling: int = Field(
+        8192,
+        gt=0,
+        description="The most output tokens a call cut off at max_tokens is given on a retry.",
+    )
+    model_temperature: float | None = Field(
+        None, ge=0, le=1, description="Sampling temperature; none: the provider's default."
+    )
+    model_effort: Literal["", "low", "medium", "high", "xhigh", "max"] = Field(
+        "", description="How much effort the model spends (output_config.effort); none: default."
+    )
     model_timeout: float = Field(60.0, gt=0, description="Seconds per model request.")
+    models: Path | None = Field(
+        None,
+        description="A TOML file of per-agent model settings ([default], [agents.<name>]) "
+        "over the CLAIMCHECK_MODEL* ones.",
+    )
+    prices: Path | None = Field(
+        None, description="The model price table (TOML); none: the one shipped in the package."
+    )
     model_availability_window: float = Field(
         60.0,
         gt=0,

@@ -31,6 +31,7 @@ from handoff_schemas.messages import (
 )
 from handoff_schemas.runtime import (
     OPERATIONS,
+    REPLIES,
     Ack,
     ArtifactDigest,
     ArtifactGetRequest,
@@ -80,6 +81,7 @@ __all__ = [
     "CONTROLS",
     "DONE_STATUSES",
     "OPERATIONS",
+    "REPLIES",
     "Ack",
     "ArtifactDigest",
     "ArtifactGetRequest",

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from handoff_schemas.base import WireStruct
-from handoff_schemas.controls import CONTROLS
+from handoff_schemas.controls import CONTROLS, ControlReply
 from handoff_schemas.limits import (
     MAX_ARTIFACT_BYTES,
     MAX_BUDGET_USD,
@@ -172,11 +172,19 @@ class ContextRequest(StepRequest):
     artifacts: Annotated[list[ArtifactDigest], msgspec.Meta(max_length=MAX_ITEMS)]
 
 
+StopReason = Annotated[str, msgspec.Meta(max_length=64)]
+"""Why the model stopped, as its provider said (``tool_use``, ``max_tokens``, ``refusal``)."""
+
+
 class ReasoningRequest(StepRequest):
+    """One model call's answer: ``model`` as the provider named it (dated names are priced
+    by family), its ``usage`` (cache reads and writes included) and why it stopped."""
+
     purpose: Label
     model: Label
     output: Fields
     usage: Usage = msgspec.field(default_factory=Usage)
+    stop_reason: StopReason = "tool_use"
 
 
 class PermitRequest(StepRequest):
@@ -231,10 +239,19 @@ class FailureRequest(StepRequest):
     """The agent reports a failure of its model or its output; the runtime decides what next.
 
     ``model_unavailable`` (transient, with the provider's ``retry_after_seconds`` when it
-    sent one) and ``model_error`` (permanent) are failed model attempts.
+    sent one) and ``model_error`` (permanent) are failed model attempts;
+    ``model_truncated`` is an answer cut off at its token limit (``stopReason``
+    ``max_tokens``), ``model_refused`` a model that declined (``refusal``).
     """
 
-    kind: Literal["invalid_tool_payload", "bad_reasoning", "model_unavailable", "model_error"]
+    kind: Literal[
+        "invalid_tool_payload",
+        "bad_reasoning",
+        "model_unavailable",
+        "model_error",
+        "model_truncated",
+        "model_refused",
+    ]
     detail: Text
     retry_after_seconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] | None = None
 
@@ -343,6 +360,7 @@ class ReasoningReply(WireStruct):
 
     step_key: str
     output: dict[str, Any]
+    stop_reason: str = "tool_use"
 
 
 class IntentReply(WireStruct):
@@ -412,3 +430,27 @@ OPERATIONS: dict[str, type[WireStruct]] = {
     **CONTROLS,
 }
 """Operation name (the last subject token) to the request type it takes."""
+
+REPLIES: dict[str, type[WireStruct]] = {
+    "start": StartReply,
+    "state": StepsReply,
+    "intent": IntentReply,
+    "context": Ack,
+    "reasoning": ReasoningReply,
+    "permit": PermitReply,
+    "denied": EvidenceReply,
+    "execute": ExecuteReply,
+    "checkpoint": Ack,
+    "audit": Ack,
+    "handoff": HandoffReply,
+    "summarize": SummaryReply,
+    "failure": RetryAdvice,
+    "fault": RetryAdvice,
+    "wait": SignalReply,
+    "resolve": ResolveReply,
+    "confirm": ConfirmReply,
+    "artifact_put": ArtifactPutReply,
+    "artifact_get": ArtifactReply,
+    **dict.fromkeys(CONTROLS, ControlReply),
+}
+"""Operation name to the type of ``result`` in its :class:`Reply` when ``ok``."""

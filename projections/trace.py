@@ -26,6 +26,12 @@ def brief_text(text: str, limit: int = 300) -> str:
     return first if len(first) <= limit else first[: limit - 1] + "…"
 
 
+def cache_use(usage: dict[str, int]) -> str:
+    """The prompt cache's part in a model call: tokens read from it (hits) and written to it."""
+    read, written = usage.get("cacheReadTokens", 0), usage.get("cacheWriteTokens", 0)
+    return f" (cache: {read} read, {written} written)" if read or written else ""
+
+
 PAST = {"approve": "approved", "deny": "denied"}
 PREFIX = 4 + 1 + 15 + 2 + 18 + 1
 """The width of a timeline line's version, time and event type: where its text starts."""
@@ -55,7 +61,9 @@ DESCRIBE: dict[str, Callable[[dict[str, Any]], str]] = {
     "ReasoningRecorded": lambda d: (
         f"{d['agent']} ({d['model']}, {d['purpose']}) believed "
         f"{brief(d['output'])}; {d['usage'].get('inputTokens', 0)} in / "
-        f"{d['usage'].get('outputTokens', 0)} out tokens, {d['cost_usd']:.6f} USD"
+        f"{d['usage'].get('outputTokens', 0)} out tokens"
+        + cache_use(d["usage"])
+        + f", {d['cost_usd']:.6f} USD"
     ),
     "ActionRequested": lambda d: f"{d['agent']} asked to {d['action']} on {d['resource']}",
     "PermissionDecided": lambda d: f"runtime: {d['permission']} by rule {d['rule']}: {d['reason']}",

@@ -24,7 +24,7 @@ from uuid import uuid4
 import pytest
 from nats.aio.client import Client
 
-from agents import Agent, Context, ScriptedModel
+from agents import Agent, Context, Model
 from bus.ledger import Ledger
 from bus.ledger.relay import Relay
 from bus.operations.mailbox import Mailbox
@@ -260,24 +260,31 @@ async def bus(
 Handler = Callable[[Context], Awaitable[None]]
 
 
-async def run_workflow(
-    bus: Bus,
-    handler: Handler,
-    model: ScriptedModel,
-    budget: float | None = None,
-    until: Callable[[WorkflowView], bool] = lambda view: view.settled,
-) -> WorkflowView:
-    """Run ``handler`` as the triage agent on one new workflow until it settles."""
+@asynccontextmanager
+async def running_agent(bus: Bus, handler: Handler, model: Model) -> AsyncIterator[None]:
+    """``handler`` as the triage agent's task ``t``, consuming its inbox while inside."""
     agent = Agent("triage", model=model)
     agent.task("t")(handler)
     stop = asyncio.Event()
     runner = asyncio.create_task(agent.run(bus.settings, stop))
     try:
-        reply = await submit(bus.nc, bus.subjects, "t", "triage", b"{}", budget_usd=budget)
-        return await watch(bus.nc, bus.subjects, reply.workflow_id, timeout=20, until=until)
+        yield
     finally:
         stop.set()
         await runner
+
+
+async def run_workflow(
+    bus: Bus,
+    handler: Handler,
+    model: Model,
+    budget: float | None = None,
+    until: Callable[[WorkflowView], bool] = lambda view: view.settled,
+) -> WorkflowView:
+    """Run ``handler`` as the triage agent on one new workflow until it settles."""
+    async with running_agent(bus, handler, model):
+        reply = await submit(bus.nc, bus.subjects, "t", "triage", b"{}", budget_usd=budget)
+        return await watch(bus.nc, bus.subjects, reply.workflow_id, timeout=20, until=until)
 
 
 async def relayed(bus: Bus) -> None:

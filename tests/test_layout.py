@@ -22,7 +22,15 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     "bus.operations": (*FOUNDATION, "bus", "projections"),
     "bus.tools": (*FOUNDATION, "bus.runtime.catalogue", "bus.tools"),  # examples, on the SDK
     "bus": (*FOUNDATION, "bus"),  # the package's __init__: the public API
-    "agents": (*FOUNDATION, "agents", "bus.transport", "bus.runtime.catalogue"),
+    # The catalogue (tool payloads) and the price table (model families: what caches) are
+    # data agents read; nothing else of the runtime.
+    "agents": (
+        *FOUNDATION,
+        "agents",
+        "bus.transport",
+        "bus.runtime.catalogue",
+        "bus.runtime.prices",
+    ),
 }
 OURS = ("handoff_schemas", "projections", "bus", "agents")
 

@@ -1,13 +1,22 @@
 """The runtime: the trusted service agents ask, with its policy, failure table, the tool SDK
 and the tool host that executes side effects."""
 
-from bus.runtime.catalogue import Call, Catalogue, ToolFailure, ToolSpec, tool
+from bus.runtime.catalogue import (
+    Call,
+    CannotConfirm,
+    Catalogue,
+    ToolFailure,
+    ToolSpec,
+    differences,
+    tool,
+)
 from bus.runtime.policy import Decision, Policy, PolicyError
 from bus.runtime.service import Runtime
 from bus.runtime.tool_host import ToolHost
 
 __all__ = [
     "Call",
+    "CannotConfirm",
     "Catalogue",
     "Decision",
     "Policy",
@@ -16,5 +25,6 @@ __all__ = [
     "ToolFailure",
     "ToolHost",
     "ToolSpec",
+    "differences",
     "tool",
 ]

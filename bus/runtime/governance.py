@@ -14,7 +14,7 @@ from typing import Any
 
 from bus.ledger import Workflow
 from bus.ledger.relay import DELIVERIES
-from bus.runtime.policy import MODEL_STRATEGIES, FailureKind, Policy, RetryDecision
+from bus.runtime.policy import MODEL_STRATEGIES, RETRYING, FailureKind, Policy, RetryDecision
 from handoff_schemas import RetryAdvice
 
 
@@ -189,14 +189,18 @@ def advice(decision: RetryDecision) -> RetryAdvice:
 
 
 def granted(recorded: dict[str, Any], policy: Policy, kind: FailureKind) -> dict[str, Any]:
-    """A recorded step reply whose ``escalate`` advice a human turned into one more attempt."""
-    table = policy.failure(kind, 1)
+    """A recorded step reply whose ``escalate`` advice a human turned into one more attempt:
+    the kind's own retrying strategy, or a repair (ask the model again) for a kind that
+    escalates at once (a refusal)."""
+    strategy = policy.failure(kind, 1).strategy
+    if strategy not in RETRYING:
+        strategy = "repair"
     reply = {**recorded}
     if reply.get("ok"):
-        reply["result"] = {**reply["result"], "strategy": table.strategy}
+        reply["result"] = {**reply["result"], "strategy": strategy}
     else:
         reply["error"] = {
             **reply["error"],
-            "retry": {**reply["error"]["retry"], "strategy": table.strategy},
+            "retry": {**reply["error"]["retry"], "strategy": strategy},
         }
     return reply

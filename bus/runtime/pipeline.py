@@ -80,7 +80,9 @@ class PipelineHandlers:
                     f"this model call took workflow {workflow.id} "
                     f"past its budget of {workflow.budget_usd} USD; it is stopped",
                 )
-            return ReasoningReply(step_key=request.step_key, output=request.output)
+            return ReasoningReply(
+                step_key=request.step_key, output=request.output, stop_reason=request.stop_reason
+            )
 
         return await self.steps.step(
             agent, "reasoning", request.workflow_id, request.step_key, change

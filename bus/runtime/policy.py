@@ -16,8 +16,9 @@ glob) decides::
 The runtime decides when an agent checks a permission and again when the action
 executes: an earlier "allowed" is never trusted at execution time.
 
-``[failures.<kind>]`` tunes the failure table of DESIGN.md, ``[prices.<model>]``
-prices model usage per million tokens, ``[tools.<tool>]`` prices tool calls,
+``[failures.<kind>]`` tunes the failure table of DESIGN.md, ``[prices.<family>]``
+overrides a model family's prices (per million tokens) in the shipped table
+(:mod:`bus.runtime.prices`), ``[tools.<tool>]`` prices tool calls,
 ``[budget]`` gives each workflow its default budget, ``[deadlines]`` the task
 deadlines and the step lease the runtime's sweeper enforces, and ``[tasks.<task>]``
 declares a task's definition of done: the evidence that must exist (and be
@@ -35,9 +36,10 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from bus.ledger.verdicts import Requirement
+from bus.runtime.prices import Price, PriceError, PriceTable, load_prices
 from handoff_schemas import Usage
 
 DEFAULT_POLICY = Path(__file__).with_name("default_policy.toml")
@@ -55,6 +57,8 @@ FailureKind = Literal[
     "handoff_quarantined",
     "model_unavailable",
     "model_error",
+    "model_truncated",
+    "model_refused",
 ]
 Strategy = Literal["retry", "repair", "replan", "escalate", "stop", "fail"]
 MODEL_STRATEGIES = frozenset({"repair", "replan"})
@@ -141,6 +145,11 @@ DEFAULT_FAILURES: dict[str, FailureStrategy] = {
         strategy="retry", max_attempts=20, backoff_seconds=1.0, exhausted="fail"
     ),
     "model_error": FailureStrategy(strategy="fail"),
+    # An answer cut off at its token limit is asked for again with more room (up to the
+    # agent's max_tokens_ceiling); a model that keeps running out goes to a human. A
+    # refusal goes to a human at once: approving lets the model be asked once more.
+    "model_truncated": FailureStrategy(strategy="repair", max_attempts=3, exhausted="escalate"),
+    "model_refused": FailureStrategy(strategy="escalate"),
 }
 
 
@@ -149,23 +158,6 @@ class RetryDecision(Strict):
     attempt: int
     max_attempts: int
     delay_seconds: float = 0.0
-
-
-class Price(Strict):
-    """US dollars per million tokens."""
-
-    input: float = Field(0.0, ge=0)
-    output: float = Field(0.0, ge=0)
-    cache_read: float = Field(0.0, ge=0)
-    cache_write: float = Field(0.0, ge=0)
-
-    def cost(self, usage: Usage) -> float:
-        return (
-            usage.input_tokens * self.input
-            + usage.output_tokens * self.output
-            + usage.cache_read_tokens * self.cache_read
-            + usage.cache_write_tokens * self.cache_write
-        ) / 1_000_000
 
 
 class ToolPrice(Strict):
@@ -216,6 +208,7 @@ class Policy(Strict):
     budget: Budget = Budget()
     deadlines: Deadlines = Deadlines()
     tasks: dict[str, TaskSpec] = {}
+    _price_table: PriceTable | None = PrivateAttr(None)
 
     def done(self) -> dict[str, list[Requirement]]:
         """Each task's definition of done, as the ledger's verdicts read it."""
@@ -225,8 +218,18 @@ class Policy(Strict):
         }
 
     @classmethod
-    def load(cls, path: Path | None = None) -> Policy:
-        path = path or DEFAULT_POLICY
+    def load(cls, path: Path | None = None, prices: Path | None = None) -> Policy:
+        """The policy in ``path`` (the default one), pricing models from ``prices``
+        (the shipped table) with the policy's own ``[prices.*]`` on top."""
+        policy = cls._read(path or DEFAULT_POLICY)
+        try:
+            policy._price_table = load_prices(prices)
+        except PriceError as error:
+            raise PolicyError(str(error)) from None
+        return policy
+
+    @classmethod
+    def _read(cls, path: Path) -> Policy:
         try:
             document = tomllib.loads(path.read_text())
         except (OSError, tomllib.TOMLDecodeError) as error:
@@ -287,9 +290,14 @@ class Policy(Strict):
             final = "escalate"
         return RetryDecision(strategy=final, attempt=attempt, max_attempts=table.max_attempts)
 
+    @property
+    def price_table(self) -> PriceTable:
+        """Model prices by family: the loaded table with this policy's ``[prices.*]`` on top."""
+        return (self._price_table or load_prices()).overridden(self.prices)
+
     def model_cost(self, model: str, usage: Usage) -> float:
-        price = self.prices.get(model) or self.prices.get("default") or Price()
-        return price.cost(usage)
+        """What one call of ``model`` cost, priced by its family from the provider's usage."""
+        return self.price_table.cost(model, usage)
 
     def tool_cost(self, tool: str) -> float:
         return (self.tools.get(tool) or ToolPrice()).cost_usd

@@ -22,6 +22,28 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+def message(
+    content: list[dict[str, Any]],
+    stop_reason: str,
+    usage: dict[str, int],
+    model: str = "claude-test",
+) -> Reply:
+    """A Messages API reply: the assistant's ``content`` and why it stopped."""
+    return Reply(
+        200,
+        {
+            "id": "msg_test",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": content,
+            "stop_reason": stop_reason,
+            "stop_sequence": None,
+            "usage": usage,
+        },
+    )
+
+
 def tool_use(
     name: str,
     arguments: dict[str, Any],
@@ -30,24 +52,29 @@ def tool_use(
     cache_read: int = 0,
     cache_write: int = 0,
     model: str = "claude-test",
+    stop_reason: str = "tool_use",
 ) -> Reply:
-    return Reply(
-        200,
+    """A forced tool call; ``stop_reason="max_tokens"`` makes it one cut off mid-answer."""
+    return message(
+        [{"type": "tool_use", "id": "toolu_test", "name": name, "input": arguments}],
+        stop_reason,
         {
-            "id": "msg_test",
-            "type": "message",
-            "role": "assistant",
-            "model": model,
-            "content": [{"type": "tool_use", "id": "toolu_test", "name": name, "input": arguments}],
-            "stop_reason": "tool_use",
-            "stop_sequence": None,
-            "usage": {
-                "input_tokens": input_tokens,
-                "output_tokens": output_tokens,
-                "cache_read_input_tokens": cache_read,
-                "cache_creation_input_tokens": cache_write,
-            },
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cache_read_input_tokens": cache_read,
+            "cache_creation_input_tokens": cache_write,
         },
+        model,
+    )
+
+
+def refusal(model: str = "claude-test") -> Reply:
+    """The model declined: no tool call, ``stop_reason`` ``refusal``."""
+    return message(
+        [{"type": "text", "text": "I can't help with that."}],
+        "refusal",
+        {"input_tokens": 100, "output_tokens": 10},
+        model,
     )
 
 

@@ -1,9 +1,11 @@
 """AnthropicModel with the real ``anthropic`` client, against a local server that speaks the
-Messages API: tool_use replies, repair of invalid output, failed attempts classified, usage."""
+Messages API: tool_use replies, per-agent settings, the cached prefix, repairs that show the
+model its previous call, failed attempts classified, usage priced by model family."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import anthropic
 import pytest
@@ -12,7 +14,15 @@ from pydantic import BaseModel
 from agents import Context
 from agents.anthropic_model import AnthropicModel
 from agents.model import ModelFailure, ModelRequest
-from tests.agents.messages_api import MessagesAPI, error, overloaded, rate_limited, tool_use
+from agents.model_settings import ModelSettingsError
+from tests.agents.messages_api import (
+    MessagesAPI,
+    error,
+    overloaded,
+    rate_limited,
+    refusal,
+    tool_use,
+)
 from tests.conftest import Bus, run_workflow
 
 POLICY = """
@@ -44,11 +54,14 @@ def api() -> Iterator[MessagesAPI]:
     server.stop()
 
 
-def model_for(api: MessagesAPI, timeout: float = 5.0) -> AnthropicModel:
-    client = anthropic.AsyncAnthropic(
+def client_for(api: MessagesAPI, timeout: float = 5.0) -> anthropic.AsyncAnthropic:
+    return anthropic.AsyncAnthropic(
         api_key="test-key", base_url=api.url, timeout=timeout, max_retries=0
     )
-    return AnthropicModel(model="claude-test", client=client)
+
+
+def model_for(api: MessagesAPI, timeout: float = 5.0, model: str = "claude-test") -> AnthropicModel:
+    return AnthropicModel(model=model, client=client_for(api, timeout))
 
 
 REQUEST = ModelRequest("You triage complaints.", "Plan.", {"complaint": "refund"}, Plan)
@@ -58,7 +71,7 @@ async def test_a_tool_use_reply_is_the_structured_output(api: MessagesAPI) -> No
     api.replies.append(tool_use("Plan", {"severity": "high", "escalate": True}))
     result = await model_for(api).complete(REQUEST)
     assert result.output == {"severity": "high", "escalate": True}
-    assert result.model == "claude-test"
+    assert (result.model, result.stop_reason) == ("claude-test", "tool_use")
     [sent] = api.requests
     assert sent["tools"] == [
         {
@@ -68,10 +81,127 @@ async def test_a_tool_use_reply_is_the_structured_output(api: MessagesAPI) -> No
         }
     ]
     assert sent["tool_choice"] == {"type": "tool", "name": "Plan"}
+    # The stable prefix (tool, system prompt, instructions) comes before the context. This
+    # one is far too short for the API to cache, so it is not marked.
     assert sent["system"] == [
-        {"type": "text", "text": "You triage complaints.", "cache_control": {"type": "ephemeral"}}
+        {"type": "text", "text": "You triage complaints."},
+        {"type": "text", "text": "Plan."},
     ]
-    assert '"complaint": "refund"' in sent["messages"][0]["content"]
+    assert sent["messages"] == [{"role": "user", "content": '{\n  "complaint": "refund"\n}'}]
+
+
+LONG_PROMPT = "You triage complaints for Acme. " * 150  # about 4,800 characters
+
+
+@pytest.mark.parametrize(
+    ("model", "marked"),
+    [
+        # Sonnet caches prefixes from 1,024 tokens: this one is long enough.
+        ("claude-sonnet-4-5-20250929", True),
+        # Haiku 4.5 needs 4,096 tokens: marking it would only pretend.
+        ("claude-haiku-4-5-20251001", False),
+    ],
+)
+async def test_the_stable_prefix_is_marked_for_caching_where_the_api_would_cache_it(
+    api: MessagesAPI, model: str, marked: bool
+) -> None:
+    api.replies.append(tool_use("Plan", {"severity": "high", "escalate": True}, model=model))
+    request = ModelRequest(LONG_PROMPT, "Plan.", {"complaint": "refund"}, Plan)
+    await model_for(api, model=model).complete(request)
+    [sent] = api.requests
+    system = sent["system"]
+    assert [block["text"] for block in system] == [LONG_PROMPT, "Plan."]
+    # The breakpoint ends the prefix: tools and both system blocks are cached together.
+    assert ("cache_control" in system[-1]) is marked
+    assert "cache_control" not in system[0]
+    assert all("cache_control" not in tool for tool in sent["tools"])
+
+
+async def test_per_agent_model_settings_come_from_the_configuration(
+    api: MessagesAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    models = tmp_path / "models.toml"
+    models.write_text(
+        "[default]\nmax_tokens = 700\n\n"
+        '[agents.notifier]\nmodel = "claude-haiku-4-5"\ntemperature = 0.2\n'
+        'effort = "low"\ntimeout = 7\n'
+    )
+    monkeypatch.setenv("CLAIMCHECK_MODELS", str(models))
+    monkeypatch.setenv("CLAIMCHECK_MODEL", "claude-sonnet-4-5")
+    api.replies += [tool_use("Plan", {"severity": "low", "escalate": False})] * 2
+    notifier = AnthropicModel(agent="notifier", client=client_for(api))
+    triage = AnthropicModel(agent="triage", client=client_for(api))
+    assert notifier.settings.timeout == 7
+    await notifier.complete(REQUEST)
+    await triage.complete(REQUEST)
+    first, second = api.requests
+    assert (first["model"], first["max_tokens"], first["temperature"]) == (
+        "claude-haiku-4-5",
+        700,
+        0.2,
+    )
+    assert first["output_config"] == {"effort": "low"}
+    assert (second["model"], second["max_tokens"]) == ("claude-sonnet-4-5", 700)
+    assert "temperature" not in second and "output_config" not in second  # the defaults
+
+
+async def test_a_bad_model_settings_file_names_the_table_and_field(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    models = tmp_path / "models.toml"
+    models.write_text("[agents.notifier]\nmax_token = 10\n")
+    monkeypatch.setenv("CLAIMCHECK_MODELS", str(models))
+    with pytest.raises(ModelSettingsError, match=r"\[agents.notifier\]: max_token: Extra inputs"):
+        AnthropicModel(agent="notifier")
+    models.write_text("[agents.notifier]\ntemperature = 3\n")
+    with pytest.raises(ModelSettingsError, match="temperature: Input should be less than or equal"):
+        AnthropicModel(agent="notifier")
+
+
+async def test_a_repair_shows_the_model_its_previous_call_and_the_exact_errors(
+    api: MessagesAPI,
+) -> None:
+    api.replies.append(tool_use("Plan", {"severity": "high", "escalate": True}))
+    repair = ModelRequest(
+        "You triage complaints.",
+        "Plan.",
+        {"complaint": "refund"},
+        Plan,
+        repair=["escalate: Field required"],
+        previous={"severity": "high"},
+        more_room=1,
+    )
+    await model_for(api).complete(repair)
+    [sent] = api.requests
+    assert sent["max_tokens"] == 2048  # cut off once: twice the room
+    _context, previous, result = sent["messages"]
+    assert previous == {
+        "role": "assistant",
+        "content": [
+            {
+                "type": "tool_use",
+                "id": "toolu_previous_answer",
+                "name": "Plan",
+                "input": {"severity": "high"},
+            }
+        ],
+    }
+    [tool_result] = result["content"]
+    assert tool_result["tool_use_id"] == "toolu_previous_answer"
+    assert tool_result["is_error"] is True
+    assert "- escalate: Field required" in tool_result["content"]
+
+
+async def test_the_stop_reason_and_the_limit_are_reported(api: MessagesAPI) -> None:
+    api.replies += [
+        tool_use("Plan", {"severity": "hi"}, stop_reason="max_tokens"),
+        refusal(),
+    ]
+    cut = await model_for(api).complete(REQUEST)
+    assert (cut.stop_reason, cut.max_tokens, cut.output) == ("max_tokens", 1024, {"severity": "hi"})
+    refused = await model_for(api).complete(REQUEST)
+    assert (refused.stop_reason, refused.output) == ("refusal", {})
+    assert "can't help" in refused.text
 
 
 async def test_usage_includes_cache_tokens(api: MessagesAPI) -> None:
@@ -162,7 +292,9 @@ async def test_invalid_output_is_repaired_and_every_call_is_priced(
     view = await run_workflow(bus, plan, model_for(api))
     assert view.status == "completed"
     assert plans == [Plan(severity="high", escalate=True)]
-    assert "escalate: Field required" in api.requests[1]["messages"][0]["content"]
+    repair = api.requests[1]["messages"]
+    assert repair[1]["content"][0]["input"] == {"severity": "high"}  # its own previous call
+    assert "escalate: Field required" in repair[2]["content"][0]["content"]
     history = bus.ledger.history(view.workflow_id)
     reasoning = [e.data for e in history if e.type == "ReasoningRecorded"]
     assert [r["model"] for r in reasoning] == ["claude-test", "claude-test"]

@@ -1,8 +1,9 @@
 """Model calls governed like tools: every failed attempt is an event, the runtime decides.
 
 The real ``anthropic`` client talks to the local Messages API server, which answers
-529, 429 with ``retry-after``, 401 and 400; the runtime and the agent run on the real
-nats-server and ledger (the ``bus`` fixture). ``claimcheck demo`` runs as a user runs
+529, 429 with ``retry-after``, 401 and 400, answers cut off at ``max_tokens`` and
+refusals; the runtime and the agent run on the real nats-server and ledger (the ``bus``
+fixture). ``claimcheck demo`` runs as a user runs
 it, every part its own process, against a model nobody listens for.
 """
 
@@ -20,10 +21,18 @@ from pydantic import BaseModel
 from agents import Context
 from agents.anthropic_model import AnthropicModel
 from bus.ledger import Ledger
+from bus.operations.operators import resolve, submit, watch
 from bus.operations.stack import StateLock
 from projections.trace import timeline
-from tests.agents.messages_api import MessagesAPI, error, overloaded, rate_limited, tool_use
-from tests.conftest import Bus, claimcheck, run_workflow
+from tests.agents.messages_api import (
+    MessagesAPI,
+    error,
+    overloaded,
+    rate_limited,
+    refusal,
+    tool_use,
+)
+from tests.conftest import Bus, claimcheck, run_workflow, running_agent
 
 POLICY = """
 [[rules]]
@@ -56,9 +65,9 @@ def api() -> Iterator[MessagesAPI]:
     server.stop()
 
 
-def model_at(url: str) -> AnthropicModel:
+def model_at(url: str, model: str = "claude-test") -> AnthropicModel:
     client = anthropic.AsyncAnthropic(api_key="test-key", base_url=url, timeout=2, max_retries=0)
-    return AnthropicModel(model="claude-test", client=client)
+    return AnthropicModel(model=model, client=client)
 
 
 async def plan_and_file(ctx: Context) -> None:
@@ -183,3 +192,73 @@ def test_the_demo_with_an_unreachable_model_says_why_and_leaves_nothing_running(
         took = (failed.timestamp - history[0].timestamp).total_seconds()
         print(f"a workflow failed {took:.1f} s after it started")
         assert took < 30  # 2 s of model window each, behind agents starting on a busy machine
+
+
+# -- why the model stopped ---------------------------------------------------------------
+
+DATED = "claude-sonnet-4-5-20250929"
+"""A dated model name, as the API reports it: priced by its family, claude-sonnet-4."""
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the SDK warns about this model
+async def test_a_cut_off_answer_is_asked_again_with_more_room_and_every_call_is_priced(
+    bus: Bus, api: MessagesAPI
+) -> None:
+    api.replies += [
+        tool_use("Plan", {}, 1000, 1024, stop_reason="max_tokens", model=DATED, cache_write=3000),
+        tool_use("Plan", {"severity": "high"}, 1100, 300, cache_read=3000, model=DATED),
+    ]
+    view = await run_workflow(bus, plan_and_file, model_at(api.url, DATED))
+    assert view.status == "completed"
+    first, second = api.requests
+    assert (first["max_tokens"], second["max_tokens"]) == (1024, 2048)
+    # The retry shows the model what it had written when it was cut off.
+    assert second["messages"][1]["content"][0]["input"] == {}
+    assert "cut off" in second["messages"][2]["content"][0]["content"]
+    [failure] = events(bus, view.workflow_id, "FailureClassified")
+    assert failure["kind"] == "model_truncated"
+    reasoning = events(bus, view.workflow_id, "ReasoningRecorded")
+    assert [r["model"] for r in reasoning] == [DATED, DATED]
+    # Sonnet 4 family prices, from the API's own usage, cache writes and reads included.
+    cut = (1000 * 3.0 + 1024 * 15.0 + 3000 * 3.75) / 1e6
+    whole = (1100 * 3.0 + 300 * 15.0 + 3000 * 0.30) / 1e6
+    assert [r["cost_usd"] for r in reasoning] == [pytest.approx(cut), pytest.approx(whole)]
+    lines = timeline(bus.ledger.history(view.workflow_id))
+    assert any("(cache: 0 read, 3000 written)" in line for line in lines)
+    assert any("(cache: 3000 read, 0 written)" in line for line in lines)  # the hit, visible
+    assert any("failure model_truncated" in line for line in lines)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+async def test_an_answer_that_keeps_running_out_of_room_goes_to_a_human(
+    bus: Bus, api: MessagesAPI
+) -> None:
+    api.replies += [tool_use("Plan", {}, stop_reason="max_tokens", model=DATED)] * 3
+    view = await run_workflow(bus, plan_and_file, model_at(api.url, DATED))
+    assert view.status == "escalated"
+    assert [r["max_tokens"] for r in api.requests] == [1024, 2048, 4096]
+    assert [e["kind"] for e in view.escalations] == ["model_truncated"]
+    assert events(bus, view.workflow_id, "ToolExecuted") == []
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+async def test_a_refusal_escalates_and_an_approval_asks_the_model_again(
+    bus: Bus, api: MessagesAPI
+) -> None:
+    api.replies += [refusal(model=DATED), tool_use("Plan", {"severity": "low"}, model=DATED)]
+    async with running_agent(bus, plan_and_file, model_at(api.url, DATED)):
+        reply = await submit(bus.nc, bus.subjects, "t", "triage", b"{}")
+        waiting = await watch(bus.nc, bus.subjects, reply.workflow_id)
+        assert waiting.status == "escalated"
+        [escalation] = waiting.escalations
+        assert escalation["kind"] == "model_refused"
+        assert len(api.requests) == 1  # nothing asked again before a human decided
+        await resolve(bus.nc, bus.subjects, escalation["escalationId"], "approve", "dana")
+        done = await watch(
+            bus.nc, bus.subjects, reply.workflow_id, until=lambda view: view.status == "completed"
+        )
+    assert done.status == "completed"
+    assert len(api.requests) == 2
+    assert [e["kind"] for e in events(bus, reply.workflow_id, "FailureClassified")] == [
+        "model_refused"
+    ]

@@ -44,7 +44,8 @@ def runtime(state_dir: StateDir = None) -> None:
     configure_logging()
     settings = with_role_credentials(settings_for(state_dir), "runtime")
     try:
-        policy = Policy.load(settings.policy)  # a bad policy stops the runtime before it serves
+        # A bad policy or price table stops the runtime before it serves.
+        policy = Policy.load(settings.policy, settings.prices)
     except PolicyError as error:
         raise fail(f"bad policy: {error}") from None
     serve(lambda stop: run_runtime(settings, policy, stop), settings)
@@ -307,14 +308,14 @@ def schemas_export(
         ),
     ] = None,
 ) -> None:
-    """Write one JSON Schema file per wire type, and each tool's input and output schema."""
+    """Write the protocol: a JSON Schema per wire type and per tool input and output, and
+    the AsyncAPI 3 document (asyncapi.json). docs/protocol/ is this command's output."""
+    from bus.operations.asyncapi import export_protocol
     from bus.runtime.catalogue import (
         CatalogueNotFound,
         ToolDeclarationError,
-        export_tool_schemas,
         load_catalogue,
     )
-    from handoff_schemas import export_schemas
 
     if directory.exists() and not directory.is_dir():
         raise fail(f"{directory} is a file: give a directory to write the schemas into")
@@ -322,5 +323,5 @@ def schemas_export(
         catalogues = [load_catalogue(t) for t in tools or current_project().tools]
     except (CatalogueNotFound, ToolDeclarationError) as error:
         raise fail(str(error)) from None
-    for path in [*export_schemas(directory), *export_tool_schemas(catalogues, directory)]:
+    for path in export_protocol(directory, catalogues):
         console.print(str(path))
