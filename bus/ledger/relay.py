@@ -74,6 +74,12 @@ async def publish_once(
 
 TRACKING_NAME = "relay"
 
+MAX_IN_FLIGHT = 256
+"""Publishes awaiting JetStream's acknowledgement at once: the relay pipelines, within this."""
+
+Message = tuple[str, dict[str, str], bytes]
+"""A subject, its headers (``Nats-Msg-Id`` among them) and a payload."""
+
 UNPUBLISHABLE = (MaxPayloadError, BadRequestError)
 """What publishing again will never cure (too large for the server, refused by the stream);
 anything else from NATS is an outage, waited out by publishing the batch again."""
@@ -119,9 +125,19 @@ class Relay:
                 pass
 
     async def publish(self, batch: list[Notification]) -> int:
-        """Publish a batch in order; return the position of its last notification."""
+        """Publish a batch; return the position of its last notification.
+
+        The publishes are pipelined (up to ``MAX_IN_FLIGHT`` unacknowledged, in ledger order
+        on one connection): first what each event caused, then the events themselves, so
+        whoever sees an event finds what it caused even if the relay dies in between.
+        """
+        readable: list[tuple[Notification, list[Message]]] = []
         for notification in batch:
-            await self.publish_one(notification)
+            messages = await self.read(notification)
+            if messages is not None:
+                readable.append((notification, messages))
+        caused = await self._publish_part(readable, slice(None, -1))
+        await self._publish_part(caused, slice(-1, None))
         last = batch[-1].id
         try:
             await self._in_thread(self.tracking.insert_tracking, Tracking(TRACKING_NAME, last))
@@ -131,22 +147,46 @@ class Relay:
             return await self._in_thread(self.tracking.max_tracking_id, TRACKING_NAME) or last
         return last
 
-    async def publish_one(self, notification: Notification) -> None:
-        """Publish one event, or quarantine it: no single event may stop the relay."""
+    async def read(self, notification: Notification) -> list[Message] | None:
+        """What one event publishes, or None once it is quarantined as unreadable."""
         try:
             domain_event = self.ledger.mapper.to_domain_event(notification)
-            envelope = self.ledger.envelope(domain_event, position=notification.id)
-            messages = self.messages(envelope)
+            return self.messages(self.ledger.envelope(domain_event, position=notification.id))
         except Exception as error:  # a stored event today's code cannot read
             await self.quarantine(notification, notification.topic, f"unreadable: {error!r}", 0)
-            return
-        try:
-            for subject, headers, payload in messages:
+            return None
+
+    async def _publish_part(
+        self, readable: list[tuple[Notification, list[Message]]], part: slice
+    ) -> list[tuple[Notification, list[Message]]]:
+        """Publish ``part`` of each event's messages; return the events not quarantined.
+
+        No single event may stop the relay: one whose message the server refuses for good
+        is quarantined. Any other failure (NATS away) fails the batch, published again.
+        """
+        sends = [(index, message) for index, (_, ms) in enumerate(readable) for message in ms[part]]
+        in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+
+        async def send(message: Message) -> None:
+            async with in_flight:
+                subject, headers, payload = message
                 await publish_once(self.js, subject, payload, headers)
-        except UNPUBLISHABLE as error:
+
+        results = await asyncio.gather(*(send(m) for _, m in sends), return_exceptions=True)
+        refused: dict[int, BaseException] = {}
+        for (index, _), result in zip(sends, results, strict=True):
+            if isinstance(result, UNPUBLISHABLE):
+                refused.setdefault(index, result)
+            elif isinstance(result, BaseException):
+                raise result
+        for index, error in refused.items():
+            notification, messages = readable[index]
             size = max(len(payload) for _, _, payload in messages)
-            reason = f"{type(error).__name__}: {error}"
-            await self.quarantine(notification, envelope.type, reason, size)
+            envelope_type = notification.topic.rsplit(".", 1)[-1]
+            await self.quarantine(
+                notification, envelope_type, f"{type(error).__name__}: {error}", size
+            )
+        return [item for index, item in enumerate(readable) if index not in refused]
 
     async def quarantine(
         self, notification: Notification, event_type: str, reason: str, size: int
@@ -176,7 +216,7 @@ class Relay:
                 "ALERT: the quarantine of position %d was not recorded: %r", notification.id, error
             )
 
-    def messages(self, envelope: EventEnvelope) -> list[tuple[str, dict[str, str], bytes]]:
+    def messages(self, envelope: EventEnvelope) -> list[Message]:
         """(subject, headers, payload) for everything one event publishes, the event last.
 
         ``Nats-Msg-Id`` makes a republish a duplicate; a handoff also carries the
