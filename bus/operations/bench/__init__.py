@@ -17,7 +17,7 @@ import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 Progress = Callable[[str], None]
@@ -92,6 +92,21 @@ async def run_bench(
     from bus.operations.bench.workflows import run_workflows
 
     results = await run_micro(count, progress)
-    results += await run_workflows(workflows, steps, postgres, progress)
-    results += await run_temporal(workflows, steps, progress)
-    return results
+    ours = await run_workflows(workflows, steps, postgres, progress)
+    theirs = await run_temporal(workflows, steps, progress)
+    return results + against(ours, theirs) + theirs
+
+
+def against(ours: list[Measurement], theirs: list[Measurement]) -> list[Measurement]:
+    """Each whole-workflow row beside Temporal's at the same in flight: on a SQLite file,
+    and again beside Temporal in memory."""
+    paired = []
+    for row in ours:
+        peers = [peer for peer in theirs if peer.in_flight == row.in_flight]
+        if not row.path.startswith("whole workflows") or not peers:
+            paired.append(row)
+            continue
+        for peer in peers:
+            where = peer.path.rsplit("(", 1)[-1].rstrip(")")
+            paired.append(replace(row, baseline=f"Temporal, {where}", baseline_value=peer.value))
+    return paired
