@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import smtplib
 import sqlite3
+import threading
 from abc import ABC, abstractmethod
 from email.message import EmailMessage
 from pathlib import Path
@@ -121,28 +122,44 @@ class CreateTicket(Tool):
     def resource(payload: CreateTicketPayload) -> str:
         return f"ticket:{payload.customer}"
 
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        # One connection per tool host, its writes in turn: a connection per call made
+        # concurrent calls wait on SQLite's lock in sleeps of up to 100 ms each.
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+
     async def run(self, payload: CreateTicketPayload, idempotency_key: str) -> dict[str, str]:
         ticket_id = await asyncio.to_thread(self._insert, payload, idempotency_key)
         return {"ticketId": ticket_id}
 
-    def _insert(self, payload: CreateTicketPayload, idempotency_key: str) -> str:
-        path = Path(self.settings.tickets_path())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with sqlite3.connect(path) as db:
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            path = Path(self.settings.tickets_path())
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(path, timeout=30, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")  # other tool hosts' reads never block
             db.execute(
                 "CREATE TABLE IF NOT EXISTS tickets (id INTEGER PRIMARY KEY, "
                 "idempotency_key TEXT UNIQUE, customer TEXT, title TEXT, severity TEXT, "
                 "created_at TEXT DEFAULT CURRENT_TIMESTAMP)"
             )
-            # UNIQUE(idempotency_key) makes the insert itself idempotent.
-            db.execute(
-                "INSERT OR IGNORE INTO tickets (idempotency_key, customer, title, severity) "
-                "VALUES (?, ?, ?, ?)",
-                (idempotency_key, payload.customer, payload.title, payload.severity),
-            )
-            (ticket_id,) = db.execute(
-                "SELECT id FROM tickets WHERE idempotency_key = ?", (idempotency_key,)
-            ).fetchone()
+            self._db = db
+        return self._db
+
+    def _insert(self, payload: CreateTicketPayload, idempotency_key: str) -> str:
+        with self._lock:
+            db = self._connection()
+            with db:  # one transaction, committed on leaving
+                # UNIQUE(idempotency_key) makes the insert itself idempotent.
+                db.execute(
+                    "INSERT OR IGNORE INTO tickets (idempotency_key, customer, title, severity) "
+                    "VALUES (?, ?, ?, ?)",
+                    (idempotency_key, payload.customer, payload.title, payload.severity),
+                )
+                (ticket_id,) = db.execute(
+                    "SELECT id FROM tickets WHERE idempotency_key = ?", (idempotency_key,)
+                ).fetchone()
         return f"T-{ticket_id}"
 
 
