@@ -9,22 +9,24 @@ An agent is a name, a model and handlers for the tasks it knows::
 
 ``claimcheck agent run agents.complaints:triage`` runs it as its own OS process.
 Its inbox is a durable JetStream consumer shared by every replica of the agent
-(a work queue), made by the runtime (an agent may only fetch from it and acknowledge);
-a handoff is acknowledged only after its handler returned, so a crash mid-handler
-means redelivery, and step keys make the rerun safe. The ack wait is short (10 s,
-``inbox_ack_wait``) and a working agent beats ``in_progress`` three times per ack
-wait, so the handoff of an agent that died is taken up again within seconds.
+(a work queue), made by the runtime (an agent may only fetch from it and acknowledge),
+fetched in batches and worked on several handoffs at once (``concurrency``, by default
+``CLAIMCHECK_AGENT_CONCURRENCY``); a handoff is acknowledged only after its handler
+returned, so a crash mid-handler means redelivery, and step keys make the rerun safe.
+The ack wait is short (10 s, ``inbox_ack_wait``) and a working agent beats
+``in_progress`` three times per ack wait, so the handoff of an agent that died is taken
+up again within seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 
 from agents.client import RuntimeClient, RuntimeRefused
@@ -45,6 +47,9 @@ INBOX_LOOK_INTERVAL = 0.2
 """Seconds between looks for an inbox consumer the runtime has not made yet: a fraction of
 the time a first handoff waits for it."""
 
+BATCH_WAIT = 0.005
+"""Seconds a batch fetch waits for more: the backlog comes at once, a quiet inbox costs this."""
+
 RETRYABLE_REFUSALS = frozenset({"internal"})
 """Refusals a redelivery may change. Any other refusal is recorded as its step's
 reply, so a re-run would meet it again: the handoff is acknowledged instead."""
@@ -56,8 +61,11 @@ class Agent:
         name: str,
         model: Model | Callable[[], Model],
         system_prompt: str = "",
+        concurrency: int | None = None,
     ) -> None:
         self.name = name
+        self.concurrency = concurrency
+        """Handoffs worked on at once; None: the setting ``CLAIMCHECK_AGENT_CONCURRENCY``."""
         self._model = model
         self.system_prompt = system_prompt or f"You are the {name} agent."
         self.ack_wait = Settings.model_fields["inbox_ack_wait"].default
@@ -87,30 +95,59 @@ class Agent:
         inbox = await js.pull_subscribe_bind(agent_durable(self.name), subjects.stream("handoff"))
         self.ack_wait = settings.inbox_ack_wait  # its consumer's, which the runtime set
         client = RuntimeClient(nc, subjects, self.name, settings.request_timeout)
-        log.info("agent %s consuming %s", self.name, subjects.inbox(self.name))
+        concurrency = self.concurrency or settings.agent_concurrency
+        log.info(
+            "agent %s consuming %s, %d at a time", self.name, subjects.inbox(self.name), concurrency
+        )
+        working: set[asyncio.Task[None]] = set()
         try:
             while not stop.is_set():
-                for msg in await self._fetch(inbox):
-                    await self.handle(msg, client)
+                if len(working) >= concurrency:
+                    await asyncio.wait(working, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                for msg in await self._fetch(inbox, concurrency - len(working)):
+                    task = asyncio.create_task(self._handle_logged(msg, client))
+                    working.add(task)
+                    task.add_done_callback(working.discard)
         finally:
-            # Every handled message was acknowledged synchronously, so nothing is
-            # in flight; a drain would wait on the idle pull request instead.
+            # Handoffs under way finish (and are acknowledged) before the agent leaves; a
+            # drain would wait on the idle pull request instead.
+            if working:
+                await asyncio.wait(working)
             await inbox.unsubscribe()
             await nc.close()
 
-    async def _fetch(self, inbox: JetStreamContext.PullSubscription) -> list[Msg]:
-        """The next handoff, or none: a pull from the inbox consumer the runtime made."""
+    @staticmethod
+    async def _fetch(inbox: JetStreamContext.PullSubscription, room: int) -> list[Msg]:
+        """The next handoff as soon as there is one, with whatever else waits (up to ``room``).
+
+        One message is waited for: a pull for a batch would wait for the whole batch, or
+        its timeout, before returning. What else is waiting comes in one more request.
+        An inbox consumer the runtime has not made yet (it makes it just before this
+        agent's first handoff) is looked for again soon.
+        """
         try:
-            return await inbox.fetch(1, timeout=1.0)
-        except NatsTimeout:
+            messages = await inbox.fetch(1, timeout=1.0)
+        except TimeoutError:  # nats-py raises its own, or asyncio's, depending on the path
             return []
         except INBOX_MISSING:
-            # Made by the runtime just before this agent's first handoff: look again soon.
             await asyncio.sleep(INBOX_LOOK_INTERVAL)
+            return []
         except NatsError as error:  # disconnected: the client reconnects by itself
             log.warning("inbox fetch failed (%s); retrying", error)
             await asyncio.sleep(0.5)
-        return []
+            return []
+        if room > 1:
+            with contextlib.suppress(TimeoutError, NatsError):
+                messages += await inbox.fetch(room - 1, timeout=BATCH_WAIT)
+        return messages
+
+    async def _handle_logged(self, msg: Msg, client: RuntimeClient) -> None:
+        """:meth:`handle`, with what escapes it logged: unacknowledged, it is redelivered."""
+        try:
+            await self.handle(msg, client)
+        except Exception:
+            log.exception("handling a handoff failed; it will be redelivered")
 
     async def handle(self, msg: Msg, client: RuntimeClient) -> None:
         try:

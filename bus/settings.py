@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     request_timeout: float = Field(
         30.0, gt=0, description="Seconds an agent waits for the runtime."
     )
+    agent_concurrency: int = Field(
+        8, ge=1, le=1000, description="Handoffs an agent process works on at once."
+    )
     credentials: Path | None = Field(
         None,
         description="This process's NATS credentials: a .creds file (auth init), or JSON.",

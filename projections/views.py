@@ -82,6 +82,9 @@ class ViewStore(Protocol):
 
     def apply(self, statements: Sequence[Statement], tracking: Tracking) -> None: ...
 
+    def apply_batch(self, statements: Sequence[Statement], tracking: Sequence[Tracking]) -> None:
+        """Many events' statements and tracking records in one transaction."""
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
 
     def max_tracking_id(self, application_name: str) -> int | None: ...
@@ -97,10 +100,14 @@ class SQLiteViews(SQLiteTrackingRecorder):
         return [*super().construct_create_table_statements(), *TABLES, *INDEXES]
 
     def apply(self, statements: Sequence[Statement], tracking: Tracking) -> None:
+        self.apply_batch(statements, [tracking])
+
+    def apply_batch(self, statements: Sequence[Statement], tracking: Sequence[Tracking]) -> None:
         with self.datastore.transaction(commit=True) as cursor:
             for sql, params in statements:
                 cursor.execute(sql, params)
-            self._insert_tracking(cursor, tracking)
+            for record in tracking:
+                self._insert_tracking(cursor, record)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self.datastore.transaction(commit=False) as cursor:
@@ -126,11 +133,15 @@ class PostgresViews(PostgresTrackingRecorder):
         )
 
     def apply(self, statements: Sequence[Statement], tracking: Tracking) -> None:
+        self.apply_batch(statements, [tracking])
+
+    def apply_batch(self, statements: Sequence[Statement], tracking: Sequence[Tracking]) -> None:
         with self.datastore.transaction(commit=True) as cursor:
             cursor.execute(f"SET LOCAL search_path TO {self.datastore.schema}")
             for sql, params in statements:
                 cursor.execute(sql.replace("?", "%s"), params)
-            self._insert_tracking(cursor, tracking)
+            for record in tracking:
+                self._insert_tracking(cursor, record)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self.datastore.transaction(commit=False) as cursor:

@@ -93,6 +93,15 @@ what the workflow does next."""
 DELIVERIES = ("HandoffSent", "WorkflowResumed")
 """Events whose publish delivers a handoff to an agent's inbox."""
 
+MAX_IN_FLIGHT = 256
+"""Publishes awaiting JetStream's acknowledgement at once: the relay pipelines, within this."""
+
+Message = tuple[str, dict[str, str], bytes]
+"""A subject, its headers (``Nats-Msg-Id`` among them) and a payload."""
+
+Readable = tuple[Notification, EventEnvelope, list[Message]]
+"""An event the relay could read: its notification, its envelope and what it publishes."""
+
 UNPUBLISHABLE = (MaxPayloadError, BadRequestError)
 """What publishing again will never cure (too large for the server, refused by the stream);
 anything else from NATS is an outage, waited out by publishing the batch again."""
@@ -147,9 +156,20 @@ class Relay:
                 pass
 
     async def publish(self, batch: list[Notification]) -> int:
-        """Publish a batch in order; return the position of its last notification."""
+        """Publish a batch; return the position of its last notification.
+
+        The publishes are pipelined (up to ``MAX_IN_FLIGHT`` unacknowledged, in ledger order
+        on one connection): first what each event caused, then the events themselves, so
+        whoever sees an event finds what it caused even if the relay dies in between.
+        """
+        readable: list[Readable] = []
         for notification in batch:
-            await self.publish_one(notification)
+            read = await self.read(notification)
+            if read is not None:
+                readable.append((notification, *read))
+        await self.ensure_inboxes(readable)
+        caused = await self._publish_part(readable, slice(None, -1))
+        await self._publish_part(caused, slice(-1, None))
         last = batch[-1].id
         try:
             await self._in_thread(self.tracking.insert_tracking, Tracking(TRACKING_NAME, last))
@@ -159,31 +179,54 @@ class Relay:
             return await self._in_thread(self.tracking.max_tracking_id, TRACKING_NAME) or last
         return last
 
-    async def publish_one(self, notification: Notification) -> None:
-        """Publish one event, or quarantine it: no single event may stop the relay."""
+    async def read(self, notification: Notification) -> tuple[EventEnvelope, list[Message]] | None:
+        """The event and what it publishes, or None once it is quarantined as unreadable."""
         try:
             domain_event = self.ledger.mapper.to_domain_event(notification)
             envelope = self.ledger.envelope(domain_event, position=notification.id)
-            messages = self.messages(envelope)
+            return envelope, self.messages(envelope)
         except Exception as error:  # a stored event today's code cannot read
             await self.quarantine(notification, notification.topic, f"unreadable: {error!r}")
-            return
-        try:
-            if envelope.type in DELIVERIES:
-                await self.ensure_inbox(envelope.data["handoff"]["to"])
-            for subject, headers, payload in messages:
+            return None
+
+    async def _publish_part(self, readable: list[Readable], part: slice) -> list[Readable]:
+        """Publish ``part`` of each event's messages; return the events not quarantined.
+
+        No single event may stop the relay: one whose message the server refuses for good
+        is quarantined. Any other failure (NATS away) fails the batch, published again.
+        """
+        sends = [
+            (index, message) for index, (_, _, ms) in enumerate(readable) for message in ms[part]
+        ]
+        in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+
+        async def send(message: Message) -> None:
+            async with in_flight:
+                subject, headers, payload = message
                 await publish_once(self.js, subject, payload, headers)
-        except UNPUBLISHABLE as error:
+
+        results = await asyncio.gather(*(send(m) for _, m in sends), return_exceptions=True)
+        refused: dict[int, BaseException] = {}
+        for (index, _), result in zip(sends, results, strict=True):
+            if isinstance(result, UNPUBLISHABLE):
+                refused.setdefault(index, result)
+            elif isinstance(result, BaseException):
+                raise result
+        for index, error in refused.items():
+            notification, envelope, messages = readable[index]
             size = max(len(payload) for _, _, payload in messages)
             reason = f"{type(error).__name__}: {error}"
             await self.quarantine(notification, envelope.type, reason, size, envelope.data)
+        return [item for index, item in enumerate(readable) if index not in refused]
 
-    async def ensure_inbox(self, agent: str) -> None:
-        """The receiving agent's inbox consumer, created before its first handoff: agents
+    async def ensure_inboxes(self, readable: list[Readable]) -> None:
+        """Each receiving agent's inbox consumer, created before its first handoff: agents
         may not create consumers, so the runtime makes each one when it first needs it."""
-        if agent not in self._inboxes:
-            await ensure_inbox_consumer(self.js, self.subjects, agent, self.inbox)
-            self._inboxes.add(agent)
+        for _, envelope, _ in readable:
+            agent = envelope.data["handoff"]["to"] if envelope.type in DELIVERIES else None
+            if agent is not None and agent not in self._inboxes:
+                await ensure_inbox_consumer(self.js, self.subjects, agent, self.inbox)
+                self._inboxes.add(agent)
 
     async def quarantine(
         self,
@@ -221,7 +264,7 @@ class Relay:
                 "ALERT: the quarantine of position %d was not recorded: %r", notification.id, error
             )
 
-    def messages(self, envelope: EventEnvelope) -> list[tuple[str, dict[str, str], bytes]]:
+    def messages(self, envelope: EventEnvelope) -> list[Message]:
         """(subject, headers, payload) for everything one event publishes, the event last.
 
         ``Nats-Msg-Id`` makes a republish a duplicate; a handoff also carries the

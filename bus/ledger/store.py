@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlparse
 from uuid import UUID
@@ -26,6 +27,20 @@ from bus.ledger.workflow import LEGACY_TOPIC, Workflow
 from handoff_schemas import EventEnvelope
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one change of a group commit returned, or raised."""
+
+    value: Any = None
+    error: BaseException | None = None
+
+    def unwrap(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
+
 
 STARTED_TOPICS = [get_topic(Workflow.WorkflowStarted), f"{LEGACY_TOPIC}.WorkflowStarted"]  # type: ignore[attr-defined]
 """How a workflow's first event is named, today and in ledgers written before."""
@@ -190,6 +205,80 @@ class Ledger(Application[UUID]):
                 continue
             return result
         raise AssertionError("unreachable")
+
+    def command_batch(self, commands: list[tuple[str, Callable[[Workflow], Any]]]) -> list[Outcome]:
+        """Apply every change, then commit all their events in one transaction (group commit).
+
+        Each outcome is what :meth:`command` would have returned or raised for its change,
+        and it stands only once the shared commit succeeded: nothing is answered before its
+        events are durable. A change that fails unexpectedly leaves its workflow half-changed,
+        so that workflow leaves the batch (evicted) and its other changes run alone after the
+        commit; a batch that meets a concurrent writer runs its changes alone, which retries.
+        """
+        outcomes: dict[int, Outcome] = {}
+        touched: dict[str, Workflow] = {}
+        broken: set[str] = set()
+        for index, (workflow_id, change) in enumerate(commands):
+            if workflow_id in broken:
+                continue  # runs alone, after the commit
+            outcome, workflow = self._apply(workflow_id, change)
+            outcomes[index] = outcome
+            if workflow is not None:
+                touched[workflow_id] = workflow
+            elif not isinstance(outcome.error, LedgerError):  # it left the workflow half-changed
+                broken.add(workflow_id)
+                self._drop(workflow_id, touched, commands, outcomes, keep=index)
+        try:
+            if touched:
+                self.save(*touched.values())
+        except IntegrityError:  # another replica wrote one of these workflows
+            for workflow_id in list(touched):
+                self._drop(workflow_id, touched, commands, outcomes)
+        except Exception as error:
+            for index, (workflow_id, _) in enumerate(commands):
+                if workflow_id in touched:
+                    outcomes[index] = Outcome(error=error)
+                    self._evict(workflow_id)
+        for index, (workflow_id, change) in enumerate(commands):
+            if index not in outcomes:
+                outcomes[index] = self._alone(workflow_id, change)
+        return [outcomes[index] for index in range(len(commands))]
+
+    def _apply(
+        self, workflow_id: str, change: Callable[[Workflow], Any]
+    ) -> tuple[Outcome, Workflow | None]:
+        """One change of a batch, and the workflow to save (None: nothing to save)."""
+        try:
+            workflow = self._cached(workflow_id)
+        except LedgerError as error:
+            return Outcome(error=error), None
+        try:
+            return Outcome(change(workflow)), workflow
+        except LedgerError as error:  # a refusal: the events it triggered still commit
+            return Outcome(error=error), workflow
+        except Exception as error:
+            return Outcome(error=error), None
+
+    def _drop(
+        self,
+        workflow_id: str,
+        touched: dict[str, Workflow],
+        commands: list[tuple[str, Callable[[Workflow], Any]]],
+        outcomes: dict[int, Outcome],
+        keep: int = -1,
+    ) -> None:
+        """Take a workflow out of the batch: its changes so far (but ``keep``) run alone."""
+        self._evict(workflow_id)
+        touched.pop(workflow_id, None)
+        for index, (other, _) in enumerate(commands):
+            if other == workflow_id and index != keep:
+                outcomes.pop(index, None)
+
+    def _alone(self, workflow_id: str, change: Callable[[Workflow], Any]) -> Outcome:
+        try:
+            return Outcome(self.command(workflow_id, change))
+        except Exception as error:
+            return Outcome(error=error)
 
     def command_detached(
         self, workflow_id: str, change: Callable[[Workflow], T], attempts: int = 5

@@ -13,14 +13,20 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from eventsourcing.persistence import InfrastructureFactory, IntegrityError, Tracking
+from eventsourcing.persistence import (
+    InfrastructureFactory,
+    IntegrityError,
+    Notification,
+    Tracking,
+)
 from nats.aio.client import Client
 
 from bus.ledger.setup import private_file
 from bus.ledger.store import Ledger, sqlite_or_postgres_env
 from bus.settings import Settings
 from bus.transport.subjects import Subjects
-from projections.ledger_views import LedgerViews
+from handoff_schemas import EventEnvelope
+from projections.ledger_views import LedgerViews, statements
 from projections.views import VIEW_TABLES, PostgresViews, SQLiteViews, ViewStore
 
 log = logging.getLogger(__name__)
@@ -75,22 +81,37 @@ class ViewRunner:
         await asyncio.to_thread(self._thread.shutdown, True)
 
     def catch_up(self, batch_size: int = 500) -> int:
-        """Apply every event the views have not seen; return the position reached."""
+        """Apply every event the views have not seen; return the position reached.
+
+        A batch commits in one transaction, with a tracking record per event (so a batch
+        that overlaps another runner's fails as a whole); if it fails, its events are
+        applied one at a time, which skips what another runner applied or what cannot apply.
+        """
         position = self.views.max_tracking_id(self.ledger.name) or 0
         while batch := self.ledger.notifications(position, batch_size):
-            for notification in batch:
-                tracking = Tracking(self.ledger.name, notification.id)
-                try:
-                    envelope = self.ledger.envelope(
-                        self.ledger.mapper.to_domain_event(notification), position=notification.id
-                    )
-                    self.projection.process_event(envelope, tracking)
-                except IntegrityError:  # another runner applied it first
-                    pass
-                except Exception as error:  # one bad event must not stall every view
-                    self.skip(notification.id, tracking, error)
+            try:
+                self.views.apply_batch(
+                    [statement for n in batch for statement in statements(self.envelope(n))],
+                    [Tracking(self.ledger.name, n.id) for n in batch],
+                )
+            except Exception:
+                self.apply_one_by_one(batch)
             position = batch[-1].id
         return position
+
+    def envelope(self, notification: Notification) -> EventEnvelope:
+        domain_event = self.ledger.mapper.to_domain_event(notification)
+        return self.ledger.envelope(domain_event, position=notification.id)
+
+    def apply_one_by_one(self, batch: list[Notification]) -> None:
+        for notification in batch:
+            tracking = Tracking(self.ledger.name, notification.id)
+            try:
+                self.projection.process_event(self.envelope(notification), tracking)
+            except IntegrityError:  # another runner applied it first
+                pass
+            except Exception as error:  # one bad event must not stall every view
+                self.skip(notification.id, tracking, error)
 
     def skip(self, position: int, tracking: Tracking, error: Exception) -> None:
         """Track past an event the views cannot apply, so the ones after it still count."""

@@ -6,6 +6,7 @@ reply back (a refusal included) instead of a second decision or a second side ef
 
 One thread owns the ledger in this process: commits never block the event loop, and this
 replica's commits never race each other (other replicas' do, and the ledger retries).
+Commands that arrive together share one commit (group commit), each answered after it.
 """
 
 from __future__ import annotations
@@ -19,10 +20,14 @@ import msgspec
 
 from bus import telemetry
 from bus.ledger import Ledger, Workflow
+from bus.ledger.store import Outcome
 from bus.runtime.protocol import INCOMING_TRACE, Refusal, as_reply, ok_reply, replayed
 from handoff_schemas import Reply
 
 T = TypeVar("T")
+
+MAX_BATCH = 256
+"""Commands committed in one transaction at most: a bound on a commit's size and latency."""
 
 
 class Steps:
@@ -30,6 +35,8 @@ class Steps:
         self.ledger = ledger
         self.on_commit = on_commit
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
+        self._waiting: list[tuple[str, Callable[[Workflow], Any], asyncio.Future[Outcome]]] = []
+        self._committing: asyncio.Task[None] | None = None
 
     def close(self) -> None:
         self._thread.shutdown(wait=True)
@@ -42,10 +49,32 @@ class Steps:
         return await self.in_ledger_thread(self.ledger.read, workflow_id, view)
 
     async def command(self, workflow_id: str, change: Callable[[Workflow], T]) -> T:
+        """Apply ``change`` and commit it together with the other commands waiting now.
+
+        Commands that arrive while a commit is under way share the next one (group commit):
+        one transaction, and one fsync, for many. Each is answered after its shared commit.
+        """
+        done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._waiting.append((workflow_id, change, done))
+        if self._committing is None or self._committing.done():
+            self._committing = asyncio.create_task(self._commit_waiting())
         try:
-            return await self.in_ledger_thread(self.ledger.command, workflow_id, change)
+            return (await asyncio.shield(done)).unwrap()  # type: ignore[no-any-return]
         finally:
             self.on_commit()
+
+    async def _commit_waiting(self) -> None:
+        """Commit the waiting commands in batches until none waits."""
+        while self._waiting:
+            batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+            commands = [(workflow_id, change) for workflow_id, change, _ in batch]
+            try:
+                outcomes = await self.in_ledger_thread(self.ledger.command_batch, commands)
+            except Exception as error:  # the thread is gone (closing): no command is lost silently
+                outcomes = [Outcome(error=error)] * len(batch)
+            for (_, _, done), outcome in zip(batch, outcomes, strict=True):
+                if not done.done():
+                    done.set_result(outcome)
 
     async def recorded(self, agent: str, workflow_id: str, step_key: str) -> Reply | None:
         """The reply a step of ``agent``'s already got, if it completed.

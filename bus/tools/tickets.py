@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -36,38 +37,53 @@ class Filed(BaseModel):
     ticket_id: str = Field(description="The ticket's id, T-<n>.")
 
 
-def _database(call: Call) -> sqlite3.Connection:
-    path = Path(call.settings.tickets_path())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path)
-    db.execute(SCHEMA)
-    return db
+class TicketStore:
+    """One SQLite connection per ticket file and process (WAL), its writes in turn: a
+    connection per call made concurrent calls wait on SQLite's lock in sleeps of up to
+    100 ms each (the tool host's threads spent most of their time there)."""
 
+    _open: ClassVar[dict[Path, TicketStore]] = {}
+    _opening = threading.Lock()
 
-def _find(call: Call) -> Filed | None:
-    with _database(call) as db:
-        row = db.execute(
-            "SELECT id FROM tickets WHERE idempotency_key = ?", (call.idempotency_key,)
-        ).fetchone()
-    return Filed(ticket_id=f"T-{row[0]}") if row else None
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, timeout=30, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")  # other tool hosts' reads never block
+        self.db.execute(SCHEMA)
+        self.lock = threading.Lock()
 
+    @classmethod
+    def of(cls, call: Call) -> TicketStore:
+        path = Path(call.settings.tickets_path()).resolve()
+        with cls._opening:
+            if path not in cls._open:
+                cls._open[path] = cls(path)
+            return cls._open[path]
 
-def _insert(ticket: Ticket, call: Call) -> Filed:
-    with _database(call) as db:
-        # UNIQUE(idempotency_key) makes the insert itself idempotent.
-        db.execute(
-            "INSERT OR IGNORE INTO tickets (idempotency_key, customer, title, severity) "
-            "VALUES (?, ?, ?, ?)",
-            (call.idempotency_key, ticket.customer, ticket.title, ticket.severity),
-        )
-    found = _find(call)
-    assert found is not None, "the row was just inserted"
-    return found
+    def find(self, idempotency_key: str) -> Filed | None:
+        with self.lock:
+            row = self.db.execute(
+                "SELECT id FROM tickets WHERE idempotency_key = ?", (idempotency_key,)
+            ).fetchone()
+        return Filed(ticket_id=f"T-{row[0]}") if row else None
+
+    def insert(self, ticket: Ticket, idempotency_key: str) -> Filed:
+        with self.lock, self.db:  # one transaction, committed on leaving
+            # UNIQUE(idempotency_key) makes the insert itself idempotent.
+            self.db.execute(
+                "INSERT OR IGNORE INTO tickets (idempotency_key, customer, title, severity) "
+                "VALUES (?, ?, ?, ?)",
+                (idempotency_key, ticket.customer, ticket.title, ticket.severity),
+            )
+            (ticket_id,) = self.db.execute(
+                "SELECT id FROM tickets WHERE idempotency_key = ?", (idempotency_key,)
+            ).fetchone()
+        return Filed(ticket_id=f"T-{ticket_id}")
 
 
 async def find_ticket(ticket: Ticket, call: Call) -> Filed | None:
     """The ticket an earlier attempt with this key filed, if it did."""
-    return await asyncio.to_thread(_find, call)
+    return await asyncio.to_thread(TicketStore.of(call).find, call.idempotency_key)
 
 
 async def confirm_filed(evidence: Evidence, settings: Settings) -> list[str]:
@@ -106,4 +122,4 @@ def stored_ticket(settings: Settings, ticket_id: str) -> dict[str, str] | None:
 )
 async def create_ticket(ticket: Ticket, call: Call) -> Filed:
     """File a support ticket for a customer."""
-    return await asyncio.to_thread(_insert, ticket, call)
+    return await asyncio.to_thread(TicketStore.of(call).insert, ticket, call.idempotency_key)

@@ -111,3 +111,34 @@ async def test_replicas_of_an_agent_share_its_inbox_as_a_work_queue(bus: Bus) ->
     statuses = await run_agents(bus, replicas, workflows=6)
     assert statuses == ["completed"] * 6
     assert sorted(handled.values()) == [1] * 6
+
+
+async def test_an_agent_works_on_several_handoffs_at_once_up_to_its_concurrency(bus: Bus) -> None:
+    agent = Agent("triage", model=ScriptedModel([]), concurrency=3)
+    running, seen, three_at_once, all_six = 0, [], asyncio.Event(), asyncio.Event()
+
+    @agent.task("t")
+    async def slow(ctx: Context) -> None:
+        nonlocal running
+        running += 1
+        seen.append(running)
+        if running == 3:
+            three_at_once.set()
+        try:
+            await asyncio.wait_for(three_at_once.wait(), 10)  # one at a time never gets here
+            await asyncio.sleep(0.2)  # a fourth would be seen while these overlap
+        finally:
+            running -= 1
+            if len(seen) == 6:
+                all_six.set()
+
+    stop = asyncio.Event()
+    runner = asyncio.create_task(agent.run(bus.settings, stop))
+    try:
+        for i in range(6):
+            await submit(bus.nc, bus.subjects, "t", "triage", f"{i}".encode())
+        await asyncio.wait_for(all_six.wait(), 30)
+    finally:
+        stop.set()
+        await runner
+    assert max(seen) == 3

@@ -150,19 +150,36 @@ def test_a_bad_policy_file_stops_the_runtime_at_start_up(tmp_path: Path) -> None
     assert f"{policy}: rule 1 ('emails'), field 'effect'" in result.stdout
 
 
-def test_the_benchmark_runs_every_path_next_to_its_baseline(tmp_path: Path) -> None:
-    """Only that it runs and reports: speed is judged from `claimcheck bench`, not in tests."""
+def test_the_benchmark_writes_every_figure_beside_its_baseline(tmp_path: Path) -> None:
+    """Only the shape of what it reports: speed is judged from `claimcheck bench`, not in tests."""
+    out = tmp_path / "bench.json"
     result = subprocess.run(
-        [*CLI, "bench", "--count", "30"], capture_output=True, text=True, timeout=120, cwd=tmp_path
+        [*CLI, "bench", "--count", "20", "--workflows", "3", "--steps", "1", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    rows = result.stdout.splitlines()[1:]
-    assert [row.split("  ")[0] for row in rows] == [
-        "runtime request/reply (state)",
-        "runtime step (checkpoint, commit)",
-        "relay publish (per event)",
-        "inbox consume (fetch 1, ack)",
-    ]
+    assert "whole workflows (SQLite), 16 in flight" in result.stderr  # progress, as it goes
+    rows = json.loads(out.read_text())["rows"]
+    paths = {(row["path"], row["in_flight"]) for row in rows}
+    for in_flight in (1, 16, 64):
+        assert ("governed step (checkpoint)", in_flight) in paths
+        assert ("runtime read (state)", in_flight) in paths
+    for in_flight in (1, 16, 200):
+        assert ("whole workflows, 1 tool steps (SQLite)", in_flight) in paths
+    assert {"tool step latency p50", "handoff end to end", "relay publish (per event)"} <= {
+        path for path, _ in paths
+    }
+    for row in rows:
+        assert set(row) >= {"value", "baseline", "baseline_value", "ratio", "bound", "unit"}
+        assert row["bound"], row
+        if row["path"].startswith("whole workflows"):
+            assert row["detail"]["not_completed"] == 0, row
+            assert set(row["detail"]["cpu"]) >= {"runtime", "tools", "agent-bench", "nats-server"}
+        elif row["baseline_value"] is not None:
+            assert row["ratio"] == pytest.approx(row["value"] / row["baseline_value"])
 
 
 def test_errors_are_a_line_or_two_with_secrets_redacted(tmp_path: Path) -> None:

@@ -124,3 +124,28 @@ async def test_each_event_is_applied_exactly_once(bus: Bus, live_views: ViewStor
         runner.projection.process_event(envelope, Tracking(bus.ledger.name, notification.id))
     runner.catch_up()  # a second runner over the same views adds nothing
     assert dump(live_views) == before
+
+
+async def test_a_batch_overlapping_another_runners_work_counts_each_event_once(
+    bus: Bus, live_views: ViewStore
+) -> None:
+    await run_some_workflows(bus)
+    await caught_up(bus, live_views)
+    before = dump(live_views)
+    runner = ViewRunner(bus.ledger, live_views)
+    runner.views = Behind(live_views)  # type: ignore[assignment]
+    runner.catch_up(batch_size=7)  # every batch overlaps: it falls back to one event at a time
+    assert dump(live_views) == before
+
+
+class Behind:
+    """Views that say they saw nothing: a runner that started with a stale position."""
+
+    def __init__(self, views: ViewStore) -> None:
+        self.views = views
+
+    def max_tracking_id(self, application_name: str) -> int:
+        return 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.views, name)

@@ -23,6 +23,7 @@ from bus.operations.cli.common import (
     console,
     current_project,
     fail,
+    notes,
     schemas_app,
     settings_for,
     tools_app,
@@ -264,19 +265,28 @@ def stack_refusals() -> Iterator[None]:
 
 @app.command()
 def bench(
-    count: Annotated[int, typer.Option(min=1, help="Operations per path.")] = 1000,
-    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at once.")] = 16,
+    count: Annotated[int, typer.Option(min=1, help="Operations per micro path.")] = 1000,
+    workflows: Annotated[int, typer.Option(min=1, help="Whole workflows per row.")] = 200,
+    steps: Annotated[int, typer.Option(min=1, help="Tool steps per workflow.")] = 5,
+    postgres: Annotated[
+        str, typer.Option(help="A PostgreSQL URL: also run 1 and 2 runtimes on it.")
+    ] = "",
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write every figure, as JSON, here.")
+    ] = None,
 ) -> None:
     """Measure each hot path next to its raw baseline, on a private nats-server and disk."""
-    from bus.operations.bench import run_bench
+    from rich.console import Console
 
-    results = asyncio.run(run_bench(count, concurrency))
-    print(f"{'path':<36} {'ops/s':>8}   {'baseline':<22} {'ops/s':>8}  ratio")
-    for result in results:
-        print(
-            f"{result.path:<36} {result.ops_per_second:>8.0f}   {result.baseline:<22} "
-            f"{result.baseline_ops_per_second:>8.0f}  {result.ratio:5.2f}"
-        )
+    from bus.operations.bench import run_bench
+    from bus.operations.bench.report import table, write_json
+
+    results = asyncio.run(
+        run_bench(count, workflows, steps, postgres, lambda line: notes.print(line))
+    )
+    Console(width=max(console.width, 200)).print(table(results))
+    if json_out is not None:
+        write_json(json_out, results)
 
 
 @app.command()

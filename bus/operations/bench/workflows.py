@@ -1,0 +1,260 @@
+"""Whole workflows on the real processes: nats-server, runtime(s), tool host, an agent.
+
+N workflows of K tool steps each (the agent ``agents.bench:worker``) run with 1, 16 and
+200 in flight, on SQLite and, given a PostgreSQL URL, on PostgreSQL with one and two
+runtimes. Each row names what bounded it from the CPU each process used meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from uuid import uuid4
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from bus.operations.bench import Measurement, Progress, cores, rate
+from bus.operations.bench.micro import bench_policy, echo
+from bus.operations.operators import ask_runtime
+from bus.operations.stack import Stack
+from bus.settings import Settings
+from bus.transport.artifacts import ArtifactStore
+from bus.transport.connection import connect
+from bus.transport.server import EmbeddedNats
+from bus.transport.subjects import Subjects
+from handoff_schemas import StartReply, StartRequest
+
+IN_FLIGHT = (1, 16, 200)
+ENDINGS = ("WorkflowCompleted", "WorkflowFailed", "WorkflowStopped", "EscalationRaised")
+HANDLED = "CheckpointReached"
+"""How the handoff row sees its handoff handled (the agent's one step)."""
+AGENT_CONCURRENCY = 64
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU a process used so far (Linux ``/proc``)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+class Busy:
+    """CPU per process of a stack over a measured stretch: what bounded it."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.pids = {name: process.pid for name, process in stack.processes.items()}
+        if stack.nats is not None and stack.nats.process is not None:
+            self.pids["nats-server"] = stack.nats.process.pid
+        self.pids["bench"] = os.getpid()
+        self.started = time.perf_counter()
+        self.before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    def shares(self) -> dict[str, float]:
+        wall = time.perf_counter() - self.started
+        return {
+            name: round((cpu_seconds(pid) - self.before[name]) / wall, 2)
+            for name, pid in self.pids.items()
+        }
+
+    @staticmethod
+    def bound(shares: dict[str, float]) -> str:
+        busiest = max(shares, key=lambda name: shares[name])
+        total = sum(shares.values())
+        if total >= 0.85 * cores():
+            return f"all {cores()} cores busy ({total:.1f}; most: {busiest} {shares[busiest]:.0%})"
+        if shares[busiest] >= 0.85:
+            return f"CPU of {busiest} ({shares[busiest]:.0%} of a core)"
+        return f"fsync and round trips (CPU {total:.1f} of {cores()} cores; {busiest} most)"
+
+
+class Workflows:
+    """Starts workflows through the runtime and hears each one end, on one connection."""
+
+    def __init__(self, nc: Client, subjects: Subjects) -> None:
+        self.nc, self.subjects = nc, subjects
+        self.ended: dict[str, str] = {}
+        self.waiting: dict[str, asyncio.Future[str]] = {}
+
+    async def listen(self, endings: tuple[str, ...]) -> None:
+        for ending in endings:
+            await self.nc.jetstream().subscribe(
+                self.subjects.event("*", ending),
+                ordered_consumer=True,
+                deliver_policy=DeliverPolicy.NEW,
+                cb=self._on_end,
+            )
+
+    async def _on_end(self, msg: Msg) -> None:
+        workflow_id, ending = msg.subject.rsplit(".", 2)[-2:]
+        self.ended.setdefault(workflow_id, ending)
+        waiter = self.waiting.pop(workflow_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(ending)
+
+    async def run(self, task: str, artifact_id: str) -> str:
+        """Start one workflow and wait for it to end; return how it ended."""
+        request = StartRequest(
+            task=task, to="bench", artifact_id=artifact_id, scope="bench", request_id=uuid4().hex
+        )
+        reply = await ask_runtime(self.nc, self.subjects, "start", request, StartReply)
+        if reply.workflow_id in self.ended:
+            return self.ended[reply.workflow_id]
+        waiter = self.waiting[reply.workflow_id] = asyncio.get_running_loop().create_future()
+        return await asyncio.wait_for(waiter, 120)
+
+
+async def run_workflows(
+    count: int, steps: int, postgres: str, progress: Progress
+) -> list[Measurement]:
+    results = await on_stack(count, steps, "", 1, progress)
+    raw = await raw_handoffs(count, progress)
+    results = [
+        replace(r, baseline_value=raw) if r.path == "handoff end to end" else r for r in results
+    ]
+    if postgres:
+        for runtimes in (1, 2):
+            results += await on_stack(count, steps, postgres, runtimes, progress)
+    return results
+
+
+async def on_stack(
+    count: int, steps: int, ledger: str, runtimes: int, progress: Progress
+) -> list[Measurement]:
+    where = f"PostgreSQL, {runtimes} runtime{'s' if runtimes > 1 else ''}" if ledger else "SQLite"
+    with tempfile.TemporaryDirectory() as directory:
+        state = Path(directory)
+        ledger_url = f"{ledger}{'&' if '?' in ledger else '?'}schema=" if ledger else ""
+        settings = Settings(
+            state_dir=state,
+            nats_port=0,
+            policy=bench_policy(state),
+            ledger=await fresh_schema(ledger_url) if ledger else "",
+            agent_concurrency=AGENT_CONCURRENCY,
+        )
+        async with Stack(settings, agents=("agents.bench:worker",), runtimes=runtimes) as stack:
+            nc = await connect(settings, "claimcheck-bench")
+            try:
+                subjects = Subjects(settings.prefix)
+                workflows = Workflows(nc, subjects)
+                await workflows.listen((*ENDINGS, HANDLED))
+                store = ArtifactStore(nc.jetstream(), subjects.artifact_bucket)
+                artifact = await store.put(json.dumps({"steps": steps}).encode())
+                await workflows.run("bench_workflow", artifact)  # warm: every process ready
+                results = []
+                levels = IN_FLIGHT if not ledger else (16, 200)
+                for in_flight in levels:
+                    progress(f"whole workflows ({where}), {in_flight} in flight")
+                    results.append(
+                        await measure(stack, workflows, artifact, count, steps, in_flight, where)
+                    )
+                if not ledger:
+                    progress("handoffs end to end, 16 in flight")
+                    handoff = await store.put(b'{"steps": 0}')
+                    busy = Busy(stack)
+                    ours, _ = await rate(
+                        count, 16, lambda _: workflows.run("bench_handoff", handoff)
+                    )
+                    results.append(
+                        Measurement(
+                            "handoff end to end",
+                            16,
+                            ours,
+                            "JetStream publish, consume, ack",
+                            None,
+                            Busy.bound(shares := busy.shares()),
+                            detail={"cpu": shares},
+                        )
+                    )
+                return results
+            finally:
+                await nc.close()
+
+
+async def measure(
+    stack: Stack,
+    workflows: Workflows,
+    artifact: str,
+    count: int,
+    steps: int,
+    in_flight: int,
+    where: str,
+) -> Measurement:
+    count = count if in_flight > 1 else max(5, count // 10)
+    endings: list[str] = []
+
+    async def one(_: int) -> None:
+        endings.append(await workflows.run("bench_workflow", artifact))
+
+    busy = Busy(stack)
+    per_second, _ = await rate(count, in_flight, one)
+    shares = busy.shares()
+    failed = [ending for ending in endings if ending != "WorkflowCompleted"]
+    return Measurement(
+        f"whole workflows, {steps} tool steps ({where})",
+        in_flight,
+        per_second * steps,
+        "Temporal (see its rows)",
+        None,
+        Busy.bound(shares),
+        unit="steps per s",
+        detail={
+            "workflows": count,
+            "workflows_per_s": round(per_second, 1),
+            "not_completed": len(failed),
+            "cpu": shares,
+        },
+    )
+
+
+async def raw_handoffs(count: int, progress: Progress) -> float:
+    """The handoff row's baseline: publish, consume and acknowledge on bare JetStream,
+    16 in flight, on a private nats-server on the same disk."""
+    progress("JetStream publish, consume, ack, 16 in flight")
+    with tempfile.TemporaryDirectory() as directory:
+        server = EmbeddedNats(Path(directory))
+        await server.start()
+        nc = await connect(Settings(state_dir=Path(directory), nats_url=server.url), "raw")
+        try:
+            js = nc.jetstream()
+            await js.add_stream(name="RAW", subjects=["raw.>"])
+            inbox = await js.pull_subscribe(
+                "raw.>", durable="raw", config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT)
+            )
+            await nc.subscribe("bench.echo", cb=echo)
+
+            async def handoff(i: int) -> None:
+                await js.publish("raw.inbox", b"x" * 300, headers={"Nats-Msg-Id": f"m{i}"})
+                for msg in await inbox.fetch(1, timeout=10):
+                    await nc.request("bench.echo", b"{}", timeout=10)  # the runtime request
+                    await msg.ack_sync()
+
+            raw, _ = await rate(count, 16, handoff)
+        finally:
+            await nc.close()
+            await server.stop()
+    return raw
+
+
+async def fresh_schema(url_with_schema: str) -> str:
+    """A new, empty PostgreSQL schema for one run (dropped with the database's clean-up)."""
+    import psycopg
+
+    schema = f"cc_bench_{uuid4().hex[:10]}"
+    base = url_with_schema.rsplit("schema=", 1)[0].rstrip("?&")
+
+    def create() -> None:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+
+    await asyncio.to_thread(create)
+    return f"{url_with_schema}{schema}"

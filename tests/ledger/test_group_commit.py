@@ -1,0 +1,113 @@
+"""Group commit: many commands, one transaction, each answered as if it had run alone."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from bus.ledger import Ledger, Workflow
+from bus.ledger.errors import WorkflowClosed
+from bus.runtime.steps import Steps
+from tests.ledger.test_ledger import start
+
+
+def checkpoint(name: str) -> Any:
+    def change(workflow: Workflow) -> str:
+        workflow.reach_checkpoint("triage", name, {}, f"step-{name}")
+        return name
+
+    return change
+
+
+def broken(workflow: Workflow) -> None:
+    workflow.reach_checkpoint("triage", "half", {}, "step-half")
+    raise RuntimeError("a bug after the first event")
+
+
+def refused(workflow: Workflow) -> None:
+    workflow.reject_handoff({"to": "x"}, "recorded before refusing")
+    raise WorkflowClosed("refused")
+
+
+def counting_saves(ledger: Ledger) -> list[int]:
+    """How many aggregates each ``save`` (one transaction) carried."""
+    saves: list[int] = []
+    save = ledger.save
+
+    def spy(*aggregates: Any, **kwargs: Any) -> Any:
+        saves.append(len(aggregates))
+        return save(*aggregates, **kwargs)
+
+    ledger.save = spy  # type: ignore[method-assign]
+    return saves
+
+
+def test_a_batch_commits_once_and_keeps_each_outcome(ledger: Ledger) -> None:
+    first, second = start(ledger), start(ledger)
+    saves = counting_saves(ledger)
+    outcomes = ledger.command_batch(
+        [(first, checkpoint("a")), (second, checkpoint("b")), (first, refused)]
+    )
+    assert saves == [2]
+    assert outcomes[0].unwrap() == "a" and outcomes[1].unwrap() == "b"
+    with pytest.raises(WorkflowClosed):
+        outcomes[2].unwrap()
+    types = [event.type for event in ledger.history(first)]
+    assert types[-2:] == ["CheckpointReached", "HandoffRejected"]  # the refusal's reason kept
+    assert ledger.workflow(second).checkpoints == {"b": {}}
+
+
+def test_a_failing_change_loses_nothing_of_its_neighbours(ledger: Ledger) -> None:
+    workflow_id = start(ledger)
+    outcomes = ledger.command_batch(
+        [
+            (workflow_id, checkpoint("before")),
+            (workflow_id, broken),
+            (workflow_id, checkpoint("after")),
+        ]
+    )
+    assert [o.error is None for o in outcomes] == [True, False, True]
+    assert isinstance(outcomes[1].error, RuntimeError)
+    checkpoints = ledger.workflow(workflow_id).checkpoints
+    assert set(checkpoints) == {"before", "after"}  # the broken change's event is not kept
+    assert "half" not in checkpoints
+
+
+def test_a_concurrent_writer_makes_each_change_run_alone(ledger_url: str) -> None:
+    ledger, other = Ledger.from_url(ledger_url), Ledger.from_url(ledger_url)
+    try:
+        workflow_id = start(ledger)
+        raced: list[str] = []
+
+        def racing(workflow: Workflow) -> str:
+            if not raced:  # another replica commits between this read and this save
+                raced.append(other.command(workflow_id, checkpoint("elsewhere")))
+            return checkpoint("here")(workflow)
+
+        outcomes = ledger.command_batch([(workflow_id, racing), (workflow_id, checkpoint("too"))])
+        assert [outcome.unwrap() for outcome in outcomes] == ["here", "too"]
+        assert set(ledger.workflow(workflow_id).checkpoints) == {"elsewhere", "here", "too"}
+    finally:
+        other.close()
+        ledger.close()
+
+
+async def test_concurrent_commands_share_commits_and_are_answered_after_them(
+    ledger: Ledger,
+) -> None:
+    workflows = [start(ledger) for _ in range(4)]
+    saves = counting_saves(ledger)
+    steps = Steps(ledger, on_commit=lambda: None)
+    try:
+        names = await asyncio.gather(
+            *(steps.command(workflows[i % 4], checkpoint(f"c{i}")) for i in range(40))
+        )
+        assert names == [f"c{i}" for i in range(40)]
+        assert sum(saves) >= 4 and len(saves) < 40  # shared commits
+        for index, workflow_id in enumerate(workflows):
+            stored = ledger.workflow(workflow_id).checkpoints
+            assert set(stored) == {f"c{i}" for i in range(index, 40, 4)}
+    finally:
+        steps.close()
