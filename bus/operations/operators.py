@@ -93,10 +93,7 @@ async def submit(
 
     Both through the runtime: the operator has no rights on the object store either.
     """
-    stored = await ask_runtime(
-        nc, subjects, "artifact_put", ArtifactPutRequest(data=data), ArtifactPutReply
-    )
-    artifact_id = stored.artifact_id
+    artifact_id = await store_artifact(nc, subjects, data)
     request = StartRequest(
         task=task,
         to=to,
@@ -106,6 +103,12 @@ async def submit(
         request_id=uuid4().hex,  # the same for every retry: one submit, one workflow
     )
     return await ask_runtime(nc, subjects, "start", request, StartReply)
+
+
+async def store_artifact(nc: Client, subjects: Subjects, data: bytes) -> str:
+    """Store ``data`` as an artifact through the runtime; return its id."""
+    request = ArtifactPutRequest(data=data)
+    return (await ask_runtime(nc, subjects, "artifact_put", request, ArtifactPutReply)).artifact_id
 
 
 async def read_artifact(nc: Client, subjects: Subjects, artifact_id: str) -> bytes:

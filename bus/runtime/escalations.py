@@ -17,15 +17,15 @@ from typing import Any
 import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from pydantic import ValidationError
 
 from bus.ledger import LedgerError, Workflow
+from bus.runtime.catalogue import fill_resource
 from bus.runtime.execution import ToolExecution
 from bus.runtime.governance import after_failure, granted, handoff_of, rule_uses
 from bus.runtime.policy import Policy
 from bus.runtime.protocol import Handler, Refusal
+from bus.runtime.registry import payload_problems
 from bus.runtime.steps import Steps
-from bus.runtime.tool_host import pydantic_field_errors
 from bus.settings import Settings
 from bus.transport.subjects import OPERATOR
 from handoff_schemas import (
@@ -84,9 +84,7 @@ class EscalationHandlers:
             )
         corrected = None
         if request.corrections:
-            corrected = await self.steps.read(
-                request.workflow_id, lambda wf: self._corrected(wf, request)
-            )
+            corrected = await self._corrected(request)
         escalation = await self.steps.command(
             request.workflow_id,
             lambda wf: wf.resolve_escalation(
@@ -115,36 +113,29 @@ class EscalationHandlers:
         status = await self.steps.read(request.workflow_id, lambda wf: wf.status)
         return ResolveReply(workflow_status=status)
 
-    def _corrected(self, workflow: Workflow, request: ResolveRequest) -> dict[str, Any]:
+    async def _corrected(self, request: ResolveRequest) -> dict[str, Any]:
         """The held action with the human's corrections, if the policy allows it as corrected.
 
         A plain approval is the human's grant over the policy's denial; a correction makes a
-        new action nobody has checked, so it must pass the policy on its own.
+        new action nobody has checked, so it must fit the tool's registered schema and pass
+        the policy on its own.
         """
         if request.decision != "approve":
             raise Refusal("invalid_request", "only an approval carries corrections")
-        escalation = workflow.escalations.get(request.escalation_id)
-        held = None if escalation is None else escalation["action"]
-        if held is None:
-            raise Refusal(
-                "invalid_request",
-                f"escalation {request.escalation_id} holds no action to correct",
-            )
-        tool = self.execution.tools.get(held["tool"])
-        if tool is None:
-            raise Refusal("invalid_request", f"no tool {held['tool']!r} to correct")
-        payload = {**held["payload"], **request.corrections}
-        try:
-            resource = tool.resource(tool.payload.model_validate(payload))
-        except ValidationError as error:
-            raise Refusal(
-                "invalid_tool_payload",
-                f"the corrected {held['tool']} payload is invalid",
-                pydantic_field_errors(error),
-            ) from None
-        decision = self.policy.decide(
-            escalation["agent"], held["tool"], resource, rule_uses(workflow)
+        held, agent, uses = await self.steps.read(
+            request.workflow_id, lambda wf: self._held(wf, request)
         )
+        tool = await self.execution.tools.get(held["tool"])
+        if tool is None:
+            raise Refusal("invalid_request", f"no tool host serves {held['tool']!r} to correct")
+        payload = {**held["payload"], **request.corrections}
+        problems = payload_problems(tool.input_schema, payload)
+        if problems:
+            raise Refusal(
+                "invalid_tool_payload", f"the corrected {held['tool']} payload is invalid", problems
+            )
+        resource = fill_resource(tool.resource, payload)
+        decision = self.policy.decide(agent, held["tool"], resource, uses)
         if not decision.allowed:
             raise Refusal(
                 "permission_denied",
@@ -152,6 +143,18 @@ class EscalationHandlers:
                 f"by rule {decision.rule}: {decision.reason}; the escalation stays open",
             )
         return {"tool": held["tool"], "resource": resource, "payload": payload}
+
+    @staticmethod
+    def _held(workflow: Workflow, request: ResolveRequest) -> tuple[dict[str, Any], str, Any]:
+        """The action an escalation holds, the agent it was for, and the rule uses so far."""
+        escalation = workflow.escalations.get(request.escalation_id)
+        held = None if escalation is None else escalation["action"]
+        if held is None:
+            raise Refusal(
+                "invalid_request",
+                f"escalation {request.escalation_id} holds no action to correct",
+            )
+        return held, escalation["agent"], rule_uses(workflow)
 
     async def _carry_out_approval(self, request: ResolveRequest, escalation: dict) -> None:
         """Run the held action (as corrected, if it was), or grant one more attempt, then

@@ -21,12 +21,9 @@ class Order(BaseModel):
     item: str
 
 
-worker = Agent(
-    "worker",
-    model=ScriptedModel([]),
-    ack_wait=2.0,
-    max_deliver=2,  # a handler that keeps failing is dead-lettered in seconds
-)
+worker = Agent("worker", model=ScriptedModel([]))
+"""Its inbox (made by the runtime) redelivers after 2 s and dead-letters after 2 deliveries,
+so a handler that keeps failing is dead-lettered in seconds: see the stack's settings."""
 
 
 @worker.task("order")

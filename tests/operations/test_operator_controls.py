@@ -115,7 +115,13 @@ async def running(
     gates.mkdir()
     monkeypatch.setenv("CLAIMCHECK_TEST_GATES", str(gates))
     monkeypatch.setenv("CLAIMCHECK_POLICY", str(policy))
-    settings = Settings(state_dir=tmp_path / "state", smtp_port=mailbox.port, policy=policy)
+    settings = Settings(
+        state_dir=tmp_path / "state",
+        smtp_port=mailbox.port,
+        policy=policy,
+        inbox_ack_wait=2.0,
+        inbox_max_deliver=2,  # a handler that keeps failing is dead-lettered in seconds
+    )
     agents = ("tests.operations.operator_agents:worker",)
     async with Stack(settings, agents=agents) as stack:
         yield Running(settings, mailbox, gates, Faults(stack, mailbox, gates, tmp_path / "m.log"))

@@ -21,10 +21,13 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from bus.ledger import Ledger
 from bus.ledger.relay import Relay
 from bus.operations.bench import Measurement, Progress, cpu_bound, percentile, rate
+from bus.runtime.catalogue import Call
 from bus.runtime.policy import Policy
 from bus.runtime.service import Runtime
 from bus.runtime.tool_host import ToolHost
 from bus.settings import Settings
+from bus.tools import complaints
+from bus.tools.tickets import Ticket, create_ticket
 from bus.transport.connection import connect, ensure_streams
 from bus.transport.server import EmbeddedNats
 from bus.transport.subjects import Subjects
@@ -99,7 +102,7 @@ class Micro:
     async def measure(self) -> list[Measurement]:
         await ensure_streams(self.js, self.subjects)
         await self.runtime.serve()
-        await ToolHost(self.settings).serve(self.nc)
+        await ToolHost(self.settings, [complaints]).serve(self.nc)
         await self.nc.subscribe("bench.echo", cb=echo)
         self.workflows = [self.start() for _ in range(WORKFLOWS)]
         try:
@@ -195,9 +198,11 @@ class Micro:
             await self.nc.request(subject, body, timeout=30)
             ours.append((time.perf_counter() - started) * 1000)
         raw = [await timed(self.nc.request("bench.echo", b"{}", timeout=30)) for _ in range(count)]
-        tool = ToolHost(self.settings).tools["create_ticket"]
-        model = tool.payload.model_validate(payload)
-        own = [await timed(tool.run(model, f"direct-{i}")) for i in range(count)]  # type: ignore[arg-type]
+        ticket = Ticket.model_validate(payload)
+        own = [
+            await timed(create_ticket(ticket, Call(f"direct-{i}", "bench", "bench", self.settings)))
+            for i in range(count)
+        ]
         baseline = percentile(raw, 0.5) + percentile(own, 0.5)
         return Measurement(
             "tool step latency p50",

@@ -22,10 +22,9 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from bus.operations.bench import Measurement, Progress, cores, rate
 from bus.operations.bench.micro import bench_policy, echo
-from bus.operations.operators import ask_runtime
+from bus.operations.operators import ask_runtime, store_artifact
 from bus.operations.stack import Stack
 from bus.settings import Settings
-from bus.transport.artifacts import ArtifactStore
 from bus.transport.connection import connect
 from bus.transport.server import EmbeddedNats
 from bus.transport.subjects import Subjects
@@ -147,8 +146,8 @@ async def on_stack(
                 subjects = Subjects(settings.prefix)
                 workflows = Workflows(nc, subjects)
                 await workflows.listen((*ENDINGS, HANDLED))
-                store = ArtifactStore(nc.jetstream(), subjects.artifact_bucket)
-                artifact = await store.put(json.dumps({"steps": steps}).encode())
+                data = json.dumps({"steps": steps}).encode()
+                artifact = await store_artifact(nc, subjects, data)
                 await workflows.run("bench_workflow", artifact)  # warm: every process ready
                 results = []
                 levels = IN_FLIGHT if not ledger else (16, 200)
@@ -159,7 +158,7 @@ async def on_stack(
                     )
                 if not ledger:
                     progress("handoffs end to end, 16 in flight")
-                    handoff = await store.put(b'{"steps": 0}')
+                    handoff = await store_artifact(nc, subjects, b'{"steps": 0}')
                     busy = Busy(stack)
                     ours, _ = await rate(
                         count, 16, lambda _: workflows.run("bench_handoff", handoff)
