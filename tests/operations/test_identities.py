@@ -56,7 +56,7 @@ async def test_a_deployment_set_up_with_its_own_identities(tmp_path: Path) -> No
         creds = Credentials.load(auth / "agent-billing.creds")
         assert creds.user == "agent-billing"
         nc = await nats.connect(server.url, error_cb=on_error, **creds.connect_options())
-        await nc.jetstream().stream_info("CC_HANDOFF")  # its inbox stream: allowed
+        await nc.publish("cc.rt.billing.state", b"{}")  # its own runtime subject: allowed
         await nc.publish("cc.tool.send_email", b"{}")
         await nc.flush()
         await asyncio.sleep(0.2)
