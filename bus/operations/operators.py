@@ -135,10 +135,15 @@ async def watch(
 ) -> WorkflowView:
     """Follow a workflow on the events stream until ``until`` holds or ``timeout`` passes."""
     view = WorkflowView(workflow_id)
-    subscription = await nc.jetstream().subscribe(
-        subjects.event(workflow_id, ">"),
-        ordered_consumer=True,
-        deliver_policy=DeliverPolicy.ALL,
+    # Creating the consumer is a JetStream API call: asked again while the cluster elects.
+    subscription = await retrying(
+        lambda: nc.jetstream().subscribe(
+            subjects.event(workflow_id, ">"),
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.ALL,
+        ),
+        timeout,
+        "watch",
     )
     try:
         async with asyncio.timeout(timeout):
