@@ -9,7 +9,6 @@ not run twice and the model is not asked twice.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -18,8 +17,8 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from agents.client import RuntimeClient, RuntimeRefused, unwrap
-from agents.model import Model, ModelFailure, ModelRequest, ModelResult
-from bus import telemetry
+from agents.model import Model, ModelRequest
+from agents.model_calls import ModelCalls, WorkflowHalted
 from bus.runtime.catalogue import ToolSpec
 from handoff_schemas import (
     Ack,
@@ -47,8 +46,6 @@ from handoff_schemas import (
     IntentRequest,
     PermitReply,
     PermitRequest,
-    ReasoningReply,
-    ReasoningRequest,
     Reply,
     RetryAdvice,
     SignalReply,
@@ -64,20 +61,6 @@ M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 Verifier = Callable[[M], str | None]
 """Checks a model's decision; returns the problem, or None when it is acceptable."""
-
-
-class WorkflowHalted(Exception):
-    """The runtime decided a failure ends this handling: escalated, stopped or failed."""
-
-    def __init__(self, kind: str, detail: str, advice: RetryAdvice) -> None:
-        super().__init__(f"{kind}: {detail} -> {advice.strategy}")
-        self.kind = kind
-        self.advice = advice
-
-
-def provider(model: Model) -> str:
-    """The ``gen_ai.provider.name`` of a model adapter."""
-    return "anthropic" if type(model).__name__ == "AnthropicModel" else model.name
 
 
 def validation_problems(error: ValidationError) -> list[str]:
@@ -159,6 +142,7 @@ class Context:
         self.permissions = Permissions(self)
         self.tools = Tools(self)
         self.audit = Audit(self)
+        self._model_calls = ModelCalls(self)
         self.artifact: bytes = b""
         self.state = StepsReply(workflow_id=self.workflow_id, status="", steps={}, checkpoints={})
         self._client = client
@@ -267,7 +251,7 @@ class Context:
         escalates it to a human, and an approval lets the model be asked once more.
         """
         while True:
-            answer = await self._ask_model(request, purpose)
+            answer = await self._model_calls.ask(request, purpose)
             if answer.stop_reason == "refusal":
                 await self._report("model_refused", f"{purpose}: the model declined to answer")
                 continue
@@ -284,95 +268,6 @@ class Context:
                 previous=answer.output,
                 repair=["$: the answer was cut off at the output token limit; answer in full"],
             )
-
-    async def _ask_model(self, request: ModelRequest, purpose: str) -> ReasoningReply:
-        """One model call, each attempt one step: what the model said, or why it did not.
-
-        A failed attempt is reported to the runtime (``model_unavailable`` or
-        ``model_error``); the agent follows its advice: wait the delay and try
-        again in a new step, or stop. Replayed, a recorded answer is returned and
-        recorded failures are passed over without asking the model again.
-        """
-        while True:
-            key = self._next_key()
-            recorded = self.state.steps.get(key)
-            if recorded is not None:
-                reply = convert(recorded, Reply)
-                if reply.ok and isinstance(reply.result, dict) and "strategy" in reply.result:
-                    self._follow(convert(reply.result, RetryAdvice), "model", "recorded failure")
-                    continue
-                return unwrap(reply, ReasoningReply)
-            result = await self._attempt(request, purpose)
-            if isinstance(result, ModelFailure):
-                advice = await self._client.call(
-                    "failure",
-                    FailureRequest(
-                        workflow_id=self.workflow_id,
-                        step_key=key,
-                        kind=result.kind,
-                        detail=f"{self.model.name}: {result.detail}",
-                        retry_after_seconds=result.retry_after,
-                    ),
-                    RetryAdvice,
-                )
-                self._follow(advice, result.kind, result.detail)
-                await asyncio.sleep(advice.delay_seconds)
-                continue
-            reasoning = ReasoningRequest(
-                workflow_id=self.workflow_id,
-                step_key=key,
-                purpose=purpose,
-                model=result.model,
-                output=result.output,
-                usage=result.usage,
-                stop_reason=result.stop_reason,
-            )
-            return await self._client.call("reasoning", reasoning, ReasoningReply)
-
-    async def _attempt(self, request: ModelRequest, purpose: str) -> ModelResult | ModelFailure:
-        """Ask the model once, in a span that says what came of it."""
-        with telemetry.span(
-            f"chat {self.model.name}",
-            kind="CLIENT",
-            **{
-                "gen_ai.operation.name": "chat",
-                "gen_ai.request.model": self.model.name,
-                "gen_ai.provider.name": provider(self.model),
-                "gen_ai.agent.name": self.agent,
-                "claimcheck.purpose": purpose,
-            },
-        ) as span:
-            try:
-                result = await self.model.complete(request)
-            except ModelFailure as failure:
-                telemetry.set_attributes(
-                    span,
-                    **{
-                        "error.type": failure.kind,
-                        "claimcheck.failure": failure.detail,
-                        "claimcheck.retry_after": failure.retry_after,
-                    },
-                )
-                return failure
-            telemetry.set_attributes(
-                span,
-                **{
-                    "gen_ai.response.model": result.model,
-                    "gen_ai.response.finish_reasons": [result.stop_reason],
-                    "gen_ai.usage.input_tokens": result.usage.input_tokens,
-                    "gen_ai.usage.output_tokens": result.usage.output_tokens,
-                    "gen_ai.usage.cache_read.input_tokens": result.usage.cache_read_tokens,
-                    "gen_ai.usage.cache_creation.input_tokens": result.usage.cache_write_tokens,
-                    "claimcheck.belief": json.dumps(result.output, sort_keys=True),
-                },
-            )
-        return result
-
-    @staticmethod
-    def _follow(advice: RetryAdvice, kind: str, detail: str) -> None:
-        """Go on only when the runtime advises another model attempt."""
-        if advice.strategy != "retry":
-            raise WorkflowHalted(kind, detail, advice)
 
     async def _report(self, kind: str, detail: str) -> RetryAdvice:
         """Report a model failure; go on only if the runtime says the model may try again."""
