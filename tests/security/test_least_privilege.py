@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from agents import Agent, Context, ScriptedModel
 from bus.operations.mailbox import Mailbox
@@ -296,11 +298,24 @@ async def test_the_cache_keeps_the_most_recently_used_within_its_bytes(
     assert artifact_id(b"x" * 11) not in store._cache
 
 
+async def relayed(js: JetStreamContext, stream: str, subject: str) -> None:
+    """Wait for the relay to publish ``subject``: it publishes what an event caused (the
+    handoff) before the event, so nothing of the start arrives after this."""
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                await js.get_last_msg(stream, subject)
+                return
+            except NotFoundError:
+                await asyncio.sleep(0.05)
+
+
 @pytest.mark.parametrize("kind", ["events", "evidence", "handoff", "escalation", "security"])
 async def test_no_rights_delete_purge_or_roll_up_a_stream(secure_bus: SecureBus, kind: str) -> None:
     """Even the runtime's broad rights: what the relay published stays."""
     workflow_id = await secure_bus.start(to="triage")
     js, stream = secure_bus.nc.jetstream(), secure_bus.subjects.stream(kind)
+    await relayed(js, secure_bus.subjects.stream("events"), f"cc.events.{workflow_id}.HandoffSent")
     subject = f"cc.{kind}.{workflow_id}" + (".X" if kind == "events" else "")
     ack = await js.publish(subject, b"{}")
     before = (await js.stream_info(stream)).state.messages
