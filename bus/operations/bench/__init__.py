@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-Progress = Callable[[str], None]
+ProgressLine = Callable[[str], None]
 """Where a long run says what it is measuring now."""
 
 
@@ -84,7 +84,7 @@ async def run_bench(
     workflows: int = 200,
     steps: int = 5,
     postgres: str = "",
-    progress: Progress = lambda _: None,
+    progress: ProgressLine = lambda _: None,
 ) -> list[Measurement]:
     """Every row: the micro paths at 1, 16 and 64 in flight, then whole workflows."""
     from bus.operations.bench.micro import run_micro

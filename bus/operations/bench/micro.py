@@ -20,7 +20,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from bus.ledger import Ledger
 from bus.ledger.relay import Relay
-from bus.operations.bench import Measurement, Progress, cpu_bound, percentile, rate
+from bus.operations.bench import Measurement, ProgressLine, cpu_bound, percentile, rate
 from bus.runtime.catalogue import Call
 from bus.runtime.policy import Policy
 from bus.runtime.service import Runtime
@@ -69,7 +69,7 @@ def bench_policy(directory: Path) -> Path:
     return path
 
 
-async def run_micro(count: int, progress: Progress) -> list[Measurement]:
+async def run_micro(count: int, progress: ProgressLine) -> list[Measurement]:
     with tempfile.TemporaryDirectory() as directory:
         state = Path(directory)
         server = EmbeddedNats(state / "nats")
@@ -86,7 +86,7 @@ async def run_micro(count: int, progress: Progress) -> list[Measurement]:
 
 
 class Micro:
-    def __init__(self, nc: Client, settings: Settings, count: int, progress: Progress) -> None:
+    def __init__(self, nc: Client, settings: Settings, count: int, progress: ProgressLine) -> None:
         self.nc, self.settings, self.count, self.progress = nc, settings, count, progress
         self.subjects = Subjects(settings.prefix)
         self.js = nc.jetstream()

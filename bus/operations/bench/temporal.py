@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-from bus.operations.bench import Measurement, Progress, rate
+from bus.operations.bench import Measurement, ProgressLine, rate
 from bus.operations.bench.workflows import IN_FLIGHT, cpu_seconds
 from bus.settings import Settings
 from bus.transport.server import free_port
@@ -30,7 +30,7 @@ def temporal_cli() -> str | None:
     return str(beside_python) if beside_python.exists() else shutil.which("temporal")
 
 
-async def run_temporal(count: int, steps: int, progress: Progress) -> list[Measurement]:
+async def run_temporal(count: int, steps: int, progress: ProgressLine) -> list[Measurement]:
     cli = temporal_cli()
     try:
         import temporalio  # noqa: F401

@@ -20,7 +20,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from bus.operations.bench import Measurement, Progress, cores, rate
+from bus.operations.bench import Measurement, ProgressLine, cores, rate
 from bus.operations.bench.micro import bench_policy, echo
 from bus.operations.operators import ask_runtime, store_artifact
 from bus.operations.stack import Stack
@@ -113,7 +113,7 @@ class Workflows:
 
 
 async def run_workflows(
-    count: int, steps: int, postgres: str, progress: Progress
+    count: int, steps: int, postgres: str, progress: ProgressLine
 ) -> list[Measurement]:
     results = await on_stack(count, steps, "", 1, progress)
     raw = await raw_handoffs(count, progress)
@@ -127,7 +127,7 @@ async def run_workflows(
 
 
 async def on_stack(
-    count: int, steps: int, ledger: str, runtimes: int, progress: Progress
+    count: int, steps: int, ledger: str, runtimes: int, progress: ProgressLine
 ) -> list[Measurement]:
     where = f"PostgreSQL, {runtimes} runtime{'s' if runtimes > 1 else ''}" if ledger else "SQLite"
     with tempfile.TemporaryDirectory() as directory:
@@ -215,7 +215,7 @@ async def measure(
     )
 
 
-async def raw_handoffs(count: int, progress: Progress) -> float:
+async def raw_handoffs(count: int, progress: ProgressLine) -> float:
     """The handoff row's baseline: publish, consume and acknowledge on bare JetStream,
     16 in flight, on a private nats-server on the same disk."""
     progress("JetStream publish, consume, ack, 16 in flight")
