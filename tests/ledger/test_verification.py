@@ -37,7 +37,8 @@ def verify(bus: Bus, *args: str) -> subprocess.CompletedProcess[str]:
         "CLAIMCHECK_NATS_URL": bus.settings.nats_url,
         "CLAIMCHECK_LEDGER": bus.settings.ledger,
     }
-    return claimcheck("verify", *args, env=ledger)
+    # This test's state directory, so its key (not a demo's in ./.claimcheck) verifies.
+    return claimcheck("verify", *args, env=ledger, state_dir=bus.settings.state_dir)
 
 
 def tamper(ledger_url: str, workflow_id: str, version: int, change: Callable[[dict], None]) -> None:
