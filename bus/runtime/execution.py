@@ -88,6 +88,7 @@ class ToolExecution:
         steps: Steps,
         policy: Policy,
         tools: ToolRegistry,
+        artifacts: ArtifactStore,
         nc: Client,
         settings: Settings,
         signer: Signer,
@@ -101,7 +102,7 @@ class ToolExecution:
         self.subjects = Subjects(settings.prefix)
         self._running: InFlight[ExecuteReply] = InFlight()
         self.admission = Admission(steps, policy, tools, nc, settings, signer)
-        self.artifacts = ArtifactStore(nc.jetstream(), self.subjects.artifact_bucket)
+        self.artifacts = artifacts
 
     def operations(self) -> dict[str, Handler]:
         return {"execute": self.execute}
@@ -249,7 +250,6 @@ class ToolExecution:
         caller = ToolCaller(
             self.nc, self.steps, self.settings, agent, workflow_id, step_key, action, self.signer
         )
-        artifacts = {"input": await self.store(action["payload"])}
         while True:
             try:
                 result = await caller.call(permission)
@@ -279,12 +279,13 @@ class ToolExecution:
                 fields or [FieldError(field="$", message=detail)],
                 retry=advice,
             )
+            stored_input = {"input": await self.store(action["payload"])}
             await self.steps.step(
                 agent,
                 "execute",
                 workflow_id,
                 step_key,
-                lambda wf, r=refusal, k=kind: give_up(
+                lambda wf, r=refusal, k=kind, a=stored_input: give_up(
                     wf,
                     agent,
                     step_key,
@@ -294,7 +295,7 @@ class ToolExecution:
                     r,
                     k,
                     facts({}),
-                    artifacts,
+                    a,
                     self.signer.sign,
                 ),
                 require_open=False,
@@ -303,7 +304,10 @@ class ToolExecution:
             raise AssertionError("unreachable: give_up raises the refusal")
         duration_ms = caller.last_duration_ms
 
-        artifacts["output"] = await self.store(msgspec.to_builtins(result))
+        stored = await asyncio.gather(
+            self.store(action["payload"]), self.store(msgspec.to_builtins(result))
+        )  # side by side: a tool step waits for one store, not two
+        artifacts = dict(zip(("input", "output"), stored, strict=True))
 
         def record(workflow: Workflow) -> ExecuteReply:
             if result.reconciled:

@@ -88,7 +88,7 @@ class Runtime:
         )
         signer = runtime_signer(settings)  # tool calls and evidence carry its signature
         tools = ToolRegistry(nc.jetstream(), self.subjects)  # learned from the tool hosts
-        execution = ToolExecution(self.steps, policy, tools, nc, settings, signer)
+        execution = ToolExecution(self.steps, policy, tools, artifacts, nc, settings, signer)
         self.workflows = WorkflowHandlers(self.steps, policy, artifacts, self.security)
         self.escalations = EscalationHandlers(self.steps, policy, execution, settings)
         self._handlers: dict[str, Handler] = {

@@ -43,11 +43,9 @@ class ArtifactStore:
         identifier = artifact_id(data)
         if identifier in self._cache:
             return identifier
-        store = await self._object_store()
-        try:
-            await store.get_info(identifier)
-        except ObjectNotFoundError:
-            await store.put(identifier, data)
+        # No look first: the object store's put looks itself (storing bytes that are there
+        # already rewrites the same bytes), and one round trip fewer is a tool step faster.
+        await (await self._object_store()).put(identifier, data)
         self._remember(identifier, data)
         return identifier
 
