@@ -1,8 +1,8 @@
 """Feeds the ledger's events to the read models (``projections``), exactly once.
 
 eventsourcing's SQLite recorder has no subscription, so the runner reads the
-notification log from the views' tracked position, woken by the events stream
-(and by a timer, should a wake-up be missed). The same runner serves
+notification log from the views' tracked position, woken by its runtime's commits
+(and by a timer, for other replicas' commits or a missed wake-up). The same runner serves
 PostgreSQL. Several runners may share one set of views: an event applied twice
 fails on its tracking record and rolls back, so it counts once.
 """
@@ -19,12 +19,10 @@ from eventsourcing.persistence import (
     Notification,
     Tracking,
 )
-from nats.aio.client import Client
 
 from bus.ledger.setup import private_file
 from bus.ledger.store import Ledger, sqlite_or_postgres_env
 from bus.settings import Settings
-from bus.transport.subjects import Subjects
 from handoff_schemas import EventEnvelope
 from projections.ledger_views import LedgerViews, statements
 from projections.views import VIEW_TABLES, PostgresViews, SQLiteViews, ViewStore
@@ -121,8 +119,13 @@ class ViewRunner:
         except IntegrityError:
             pass
 
-    async def run(self, nc: Client, subjects: Subjects) -> None:
-        await nc.subscribe(f"{subjects.prefix}.events.>", cb=self._on_event)
+    def wake(self) -> None:
+        """Called after a local commit. Another replica's commits wake its own runner, and
+        the timer finds them here too: listening to the events stream instead would cost
+        this process every event's bytes."""
+        self._wake.set()
+
+    async def run(self) -> None:
         while True:
             self._wake.clear()
             await asyncio.get_running_loop().run_in_executor(self._thread, self.catch_up)
@@ -130,6 +133,3 @@ class ViewRunner:
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
             except TimeoutError:
                 pass
-
-    async def _on_event(self, _: object) -> None:
-        self._wake.set()

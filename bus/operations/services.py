@@ -71,18 +71,23 @@ async def run_runtime(settings: Settings, policy: Policy, stop: asyncio.Event) -
         raise
     relay = Relay(
         ledger,
-        js,
+        nc,
         subjects,
         inbox=InboxConfig.of(settings),
         after_quarantine=after_quarantine(policy),
     )
-    runtime = Runtime(settings, ledger, policy, nc, on_commit=relay.wake)
+    views = ViewRunner(ledger, open_views(settings, create=False))
+
+    def committed() -> None:
+        relay.wake()
+        views.wake()
+
+    runtime = Runtime(settings, ledger, policy, nc, on_commit=committed)
     await runtime.serve()
     # One replica's relay publishes at a time; the others stand by to take over.
     lease = await Lease.open(js, subjects.lease_bucket, RELAY_JOB)
     relay_task = asyncio.create_task(lease.run_while_held(relay.run))
-    views = ViewRunner(ledger, open_views(settings, create=False))
-    views_task = asyncio.create_task(views.run(nc, subjects))
+    views_task = asyncio.create_task(views.run())
     where = redacted(settings.ledger_url())
     log.info("runtime serving %s with ledger %s", subjects.runtime_all, where)
     try:

@@ -37,7 +37,7 @@ effect = "allow"
 async def live_views(bus: Bus) -> AsyncIterator[ViewStore]:
     views = open_views(bus.settings)
     runner = ViewRunner(bus.ledger, views, poll_interval=0.2)
-    task = asyncio.create_task(runner.run(bus.nc, bus.subjects))
+    task = asyncio.create_task(runner.run())
     yield views
     task.cancel()
     await runner.close()

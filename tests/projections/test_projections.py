@@ -40,10 +40,10 @@ class Plan(BaseModel):
 
 @pytest.fixture
 async def live_views(bus: Bus) -> AsyncIterator[ViewStore]:
-    """The views, fed live by a runner woken by the events stream."""
+    """The views, fed live by a runner polling the ledger."""
     views = open_views(bus.settings)
     runner = ViewRunner(bus.ledger, views, poll_interval=0.2)
-    task = asyncio.create_task(runner.run(bus.nc, bus.subjects))
+    task = asyncio.create_task(runner.run())
     yield views
     task.cancel()
     await runner.close()
