@@ -245,7 +245,7 @@ async def bus(
     nc = await connect(settings, "test-bus")
     subjects = Subjects(settings.prefix)
     await ensure_streams(nc.jetstream(), subjects)
-    relay = Relay(ledger, nc.jetstream(), subjects, poll_interval=0.2)
+    relay = Relay(ledger, nc, subjects, poll_interval=0.2)
     runtime = Runtime(settings, ledger, policy, nc, on_commit=relay.wake)
     await runtime.serve()
     await ToolHost(settings, [catalogue]).serve(nc)

@@ -38,14 +38,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from eventsourcing.persistence import IntegrityError, Notification, Tracking, TrackingRecorder
+from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.errors import MaxPayloadError
-from nats.js import JetStreamContext
 from nats.js.errors import APIError, BadRequestError
 
 from bus.ledger.store import Ledger
 from bus.ledger.workflow import Workflow
 from bus.transport.connection import InboxConfig, ensure_inbox_consumer
+from bus.transport.publishing import BulkPublisher
 from bus.transport.subjects import Subjects
 from handoff_schemas import EventEnvelope, encode
 
@@ -63,22 +64,43 @@ def is_duplicate_in_process(error: APIError) -> bool:
     )
 
 
-async def publish_once(
-    js: JetStreamContext, subject: str, payload: bytes, headers: dict[str, str]
-) -> None:
-    """Publish a message with a ``Nats-Msg-Id``; another replica storing that id is success.
+def outcome(sent: asyncio.Future[None] | BaseException) -> BaseException | None:
+    """Why a publish failed, or None; another replica storing the same id is success.
 
     Relay replicas of one ledger publish the same ids. A cluster answers the second of two
     simultaneous publishes with 409 "duplicate message id is in process": the message is
     being stored by the first, which is what this publish wanted (a later republish, the
     usual case, is acknowledged as a duplicate without error).
     """
-    try:
-        await js.publish(subject, payload, headers=headers)
-    except APIError as error:
-        if not is_duplicate_in_process(error):
-            raise
-        log.debug("%s already being stored by another relay", headers.get("Nats-Msg-Id"))
+    error = sent if isinstance(sent, BaseException) else sent.exception()
+    if isinstance(error, APIError) and is_duplicate_in_process(error):
+        return None
+    return error
+
+
+async def publish_all(
+    publisher: BulkPublisher, messages: list[Message]
+) -> list[BaseException | None]:
+    """Publish every message without waiting in between, then wait for all their
+    acknowledgements at once (in order on one connection, as JetStream stores them).
+
+    Each result is None (stored, or being stored by another replica) or why not; no
+    acknowledgement within :data:`ACK_TIMEOUT` fails the whole call.
+    """
+    pending: list[asyncio.Future[None] | BaseException] = []
+    for subject, headers, payload in messages:
+        try:
+            pending.append(await publisher.publish(subject, payload, headers))
+        except MaxPayloadError as error:  # refused before it left: larger than the server's
+            pending.append(error)
+    acks = [p for p in pending if isinstance(p, asyncio.Future)]
+    if acks:
+        _, late = await asyncio.wait(acks, timeout=ACK_TIMEOUT)
+        for ack in late:
+            ack.cancel()
+        if late:
+            raise TimeoutError(f"{len(late)} publishes were not acknowledged")
+    return [outcome(p) for p in pending]
 
 
 TRACKING_NAME = "relay"
@@ -93,8 +115,9 @@ what the workflow does next."""
 DELIVERIES = ("HandoffSent", "WorkflowResumed")
 """Events whose publish delivers a handoff to an agent's inbox."""
 
-MAX_IN_FLIGHT = 256
-"""Publishes awaiting JetStream's acknowledgement at once: the relay pipelines, within this."""
+ACK_TIMEOUT = 10.0
+"""Seconds a batch's publishes may wait for JetStream's acknowledgements: then the batch is
+published again (the ids make the repeats duplicates)."""
 
 Message = tuple[str, dict[str, str], bytes]
 """A subject, its headers (``Nats-Msg-Id`` among them) and a payload."""
@@ -111,7 +134,7 @@ class Relay:
     def __init__(
         self,
         ledger: Ledger,
-        js: JetStreamContext,
+        nc: Client,
         subjects: Subjects,
         poll_interval: float = 1.0,
         inbox: InboxConfig | None = None,
@@ -121,7 +144,8 @@ class Relay:
         self.after_quarantine = after_quarantine
         self._inboxes: set[str] = set()  # agents whose inbox consumer is known to exist
         self.ledger = ledger
-        self.js = js
+        self.js = nc.jetstream()
+        self.publisher = BulkPublisher(nc)
         self.subjects = subjects
         self.poll_interval = poll_interval
         self.tracking: TrackingRecorder = ledger.factory.tracking_recorder()
@@ -158,8 +182,8 @@ class Relay:
     async def publish(self, batch: list[Notification]) -> int:
         """Publish a batch; return the position of its last notification.
 
-        The publishes are pipelined (up to ``MAX_IN_FLIGHT`` unacknowledged, in ledger order
-        on one connection): first what each event caused, then the events themselves, so
+        The publishes are pipelined (all sent, then all acknowledgements awaited, in ledger
+        order on one connection): first what each event caused, then the events themselves, so
         whoever sees an event finds what it caused even if the relay dies in between.
         """
         readable: list[Readable] = []
@@ -198,14 +222,7 @@ class Relay:
         sends = [
             (index, message) for index, (_, _, ms) in enumerate(readable) for message in ms[part]
         ]
-        in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
-
-        async def send(message: Message) -> None:
-            async with in_flight:
-                subject, headers, payload = message
-                await publish_once(self.js, subject, payload, headers)
-
-        results = await asyncio.gather(*(send(m) for _, m in sends), return_exceptions=True)
+        results = await publish_all(self.publisher, [message for _, message in sends])
         refused: dict[int, BaseException] = {}
         for (index, _), result in zip(sends, results, strict=True):
             if isinstance(result, UNPUBLISHABLE):

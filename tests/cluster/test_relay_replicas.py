@@ -2,7 +2,7 @@
 
 Three real nats-server processes form a cluster and a stream has three replicas. Publishes
 of one ``Nats-Msg-Id`` racing from three connections (one per node, as relay replicas of
-one ledger do) make the cluster answer 409 to some; ``publish_once`` takes that answer as
+one ledger do) make the cluster answer 409 to some; the relay's ``publish_all`` takes that answer as
 the success it is, and the stream holds each id exactly once.
 """
 
@@ -15,7 +15,8 @@ import pytest
 from nats.js.api import StreamConfig
 from nats.js.errors import APIError
 
-from bus.ledger.relay import is_duplicate_in_process, publish_once
+from bus.ledger.relay import is_duplicate_in_process, publish_all
+from bus.transport.publishing import BulkPublisher
 from bus.transport.server import EmbeddedNats
 
 pytestmark = pytest.mark.timeout(120)
@@ -39,15 +40,21 @@ async def race(clients: list[nats.NATS], publish, prefix: str) -> list[BaseExcep
     for n in range(ROUNDS):
         headers = {"Nats-Msg-Id": f"{prefix}-{n}"}
         results = await asyncio.gather(
-            *(publish(nc.jetstream(), f"race.{prefix}", b"x", headers) for nc in clients),
+            *(publish(nc, f"race.{prefix}", b"x", headers) for nc in clients),
             return_exceptions=True,
         )
         errors.extend(r for r in results if isinstance(r, BaseException))
     return errors
 
 
-async def raw(js, subject: str, payload: bytes, headers: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
-    await js.publish(subject, payload, headers=headers)
+async def raw(nc: nats.NATS, subject: str, payload: bytes, headers: dict[str, str]) -> None:
+    await nc.jetstream().publish(subject, payload, headers=headers)
+
+
+async def relayed(nc: nats.NATS, subject: str, payload: bytes, headers: dict[str, str]) -> None:
+    [error] = await publish_all(BulkPublisher(nc), [(subject, headers, payload)])
+    if error is not None:
+        raise error
 
 
 async def test_duplicate_in_process_is_success(nats_cluster: list[EmbeddedNats]) -> None:
@@ -61,7 +68,7 @@ async def test_duplicate_in_process_is_success(nats_cluster: list[EmbeddedNats])
         assert raw_errors == conflicts, raw_errors  # the only failure racing replicas meet
         assert conflicts, "the race never produced a 409: the test would prove nothing"
 
-        relay_errors = await race(clients, publish_once, "relay")
+        relay_errors = await race(clients, relayed, "relay")
         assert relay_errors == []
         info = await clients[0].jetstream().stream_info("RACE")
         assert info.state.messages == 2 * ROUNDS  # each id stored exactly once

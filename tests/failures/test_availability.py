@@ -39,7 +39,7 @@ async def runtime_only(settings: Settings, ledger: Ledger, policy: Policy) -> As
     nc = await connect(settings, "test-runtime")
     subjects = Subjects(settings.prefix)
     await ensure_streams(nc.jetstream(), subjects)
-    relay = Relay(ledger, nc.jetstream(), subjects, poll_interval=0.2)
+    relay = Relay(ledger, nc, subjects, poll_interval=0.2)
     runtime = Runtime(settings, ledger, policy, nc, on_commit=relay.wake)
     await runtime.serve()
     relay_task = asyncio.create_task(relay.run())

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
@@ -46,8 +47,8 @@ async def stream_positions(js, subjects: Subjects) -> list[int]:  # type: ignore
     return positions
 
 
-async def run_relay_until_idle(ledger: Ledger, js, subjects: Subjects) -> None:  # type: ignore[no-untyped-def]
-    relay = Relay(ledger, js, subjects, poll_interval=0.05)
+async def run_relay_until_idle(ledger: Ledger, nc: Client, subjects: Subjects) -> None:
+    relay = Relay(ledger, nc, subjects, poll_interval=0.05)
     task = asyncio.create_task(relay.run())
     last = ledger.recorder.max_notification_id()
     while (relay.tracking.max_tracking_id("relay") or 0) < last:  # noqa: ASYNC110 (polls the ledger)
@@ -57,34 +58,38 @@ async def run_relay_until_idle(ledger: Ledger, js, subjects: Subjects) -> None: 
 
 
 @pytest.fixture
-async def js(settings: Settings) -> AsyncIterator[JetStreamContext]:
-    """JetStream on the test's nats-server, with the deployment's streams."""
-    nc = await connect(settings, "test")
-    context = nc.jetstream()
-    await ensure_streams(context, Subjects(settings.prefix))
-    yield context
-    await nc.close()
+async def nc(settings: Settings) -> AsyncIterator[Client]:
+    """A connection to the test's nats-server, with the deployment's streams."""
+    client = await connect(settings, "test")
+    await ensure_streams(client.jetstream(), Subjects(settings.prefix))
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+def js(nc: Client) -> JetStreamContext:
+    return nc.jetstream()
 
 
 async def test_the_relay_resumes_from_its_tracked_position(
-    settings: Settings, ledger: Ledger, js: JetStreamContext
+    settings: Settings, ledger: Ledger, nc: Client, js: JetStreamContext
 ) -> None:
     subjects = Subjects(settings.prefix)
     add_workflow(ledger)
-    await run_relay_until_idle(ledger, js, subjects)
+    await run_relay_until_idle(ledger, nc, subjects)
     add_workflow(ledger)  # committed while no relay runs
-    await run_relay_until_idle(ledger, js, subjects)
+    await run_relay_until_idle(ledger, nc, subjects)
     expected = [n.id for n in ledger.notifications(0)]
     assert await stream_positions(js, subjects) == expected
 
 
 async def test_a_republished_batch_is_deduplicated_by_the_stream(
-    settings: Settings, ledger: Ledger, js: JetStreamContext
+    settings: Settings, ledger: Ledger, nc: Client, js: JetStreamContext
 ) -> None:
     """A crash between publishing and tracking makes the relay publish again: no duplicates."""
     subjects = Subjects(settings.prefix)
     add_workflow(ledger)
-    relay = Relay(ledger, js, subjects)
+    relay = Relay(ledger, nc, subjects)
     batch = ledger.notifications(0)
     await relay.publish(batch)
     await relay.publish(batch)  # as a second replica's relay, or after a lost tracking write

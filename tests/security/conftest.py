@@ -130,7 +130,7 @@ async def secure_bus(tmp_path: Path, policy: Policy, mailbox: Mailbox) -> AsyncI
     )
     nc = await connect(settings, "runtime")
     await ensure_streams(nc.jetstream(), subjects)
-    relay = Relay(ledger, nc.jetstream(), subjects, poll_interval=0.2)
+    relay = Relay(ledger, nc, subjects, poll_interval=0.2)
     runtime = Runtime(settings, ledger, policy, nc, on_commit=relay.wake)
     await runtime.serve()
     tool_settings = settings.model_copy(update={"credentials": credentials["tools"]})

@@ -15,6 +15,7 @@ from uuid import uuid4
 
 import pytest
 from eventsourcing.persistence import StoredEvent
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from bus.ledger import Ledger
@@ -35,14 +36,14 @@ SUBJECTS = Subjects("cc")
 
 
 @pytest.fixture
-async def small_js(tmp_path: Path) -> AsyncIterator[JetStreamContext]:
+async def small(tmp_path: Path) -> AsyncIterator[Client]:
+    """A connection to a nats-server whose ``max_payload`` is small."""
     server = EmbeddedNats(tmp_path / "nats", max_payload=MAX_PAYLOAD)
     await server.start()
     nc = await connect(Settings(nats_url=server.url, state_dir=tmp_path), "relay-test")
     assert nc.max_payload == MAX_PAYLOAD
-    js = nc.jetstream()
-    await ensure_streams(js, SUBJECTS)
-    yield js
+    await ensure_streams(nc.jetstream(), SUBJECTS)
+    yield nc
     await nc.close()
     await server.stop()
 
@@ -67,10 +68,10 @@ def checkpoint(ledger: Ledger, workflow_id: str, name: str, size: int) -> None:
 
 
 async def relay_until_idle(
-    ledger: Ledger, js: JetStreamContext, after_quarantine: AfterQuarantine | None = None
+    ledger: Ledger, nc: Client, after_quarantine: AfterQuarantine | None = None
 ) -> None:
     """Run a relay until it tracked every notification (quarantine records included)."""
-    relay = Relay(ledger, js, SUBJECTS, poll_interval=0.05, after_quarantine=after_quarantine)
+    relay = Relay(ledger, nc, SUBJECTS, poll_interval=0.05, after_quarantine=after_quarantine)
     task = asyncio.create_task(relay.run())
     try:
         async with asyncio.timeout(20):
@@ -99,7 +100,7 @@ async def published(js: JetStreamContext, workflow_id: str) -> list[EventEnvelop
 
 
 async def test_an_event_too_large_to_publish_is_quarantined_and_the_rest_flow_on(
-    ledger: Ledger, small_js: JetStreamContext, caplog: pytest.LogCaptureFixture
+    ledger: Ledger, small: Client, caplog: pytest.LogCaptureFixture
 ) -> None:
     big, other = started(ledger, "big"), started(ledger, "other")
     checkpoint(ledger, big, "huge", 4 * MAX_PAYLOAD)
@@ -108,7 +109,7 @@ async def test_an_event_too_large_to_publish_is_quarantined_and_the_rest_flow_on
     checkpoint(ledger, other, "fine", 10)
 
     with caplog.at_level(logging.ERROR, logger="bus.ledger.relay"):
-        await relay_until_idle(ledger, small_js)
+        await relay_until_idle(ledger, small)
     assert any("ALERT" in r.message and str(huge_position) in r.message for r in caplog.records)
 
     history = ledger.history(big)
@@ -117,7 +118,7 @@ async def test_an_event_too_large_to_publish_is_quarantined_and_the_rest_flow_on
         (huge_position, "CheckpointReached")
     ]
     assert "MaxPayloadError" in quarantines[0]["reason"]
-    copies = await published(small_js, big)
+    copies = await published(small.jetstream(), big)
     assert [e.type for e in copies] == [
         "WorkflowStarted",
         "HandoffSent",
@@ -125,23 +126,23 @@ async def test_an_event_too_large_to_publish_is_quarantined_and_the_rest_flow_on
         "EventQuarantined",
     ]
     assert copies[2].data["name"] == "after"
-    assert [e.type for e in await published(small_js, other)][-1] == "CheckpointReached"
+    assert [e.type for e in await published(small.jetstream(), other)][-1] == "CheckpointReached"
     assert first_break(history, copies) is None  # verify expects no copy of a quarantined event
 
     # a restarted relay neither stops at it nor quarantines it twice; new events flow
     checkpoint(ledger, other, "later", 10)
-    await relay_until_idle(ledger, small_js)
+    await relay_until_idle(ledger, small)
     assert [e.type for e in ledger.history(big)].count("EventQuarantined") == 1
-    assert (await published(small_js, other))[-1].data["name"] == "later"
+    assert (await published(small.jetstream(), other))[-1].data["name"] == "later"
 
 
 async def test_a_republished_batch_does_not_quarantine_twice(
-    ledger: Ledger, small_js: JetStreamContext
+    ledger: Ledger, small: Client
 ) -> None:
     """A crash between quarantining and tracking makes the relay see the event again."""
     workflow_id = started(ledger, "w")
     checkpoint(ledger, workflow_id, "huge", 2 * MAX_PAYLOAD)
-    relay = Relay(ledger, small_js, SUBJECTS)
+    relay = Relay(ledger, small, SUBJECTS)
     batch = ledger.notifications(0)
     await relay.publish(batch)
     await relay.publish(batch)
@@ -150,7 +151,7 @@ async def test_a_republished_batch_does_not_quarantine_twice(
 
 
 async def test_an_unreadable_stored_event_stops_neither_the_relay_nor_the_views(
-    ledger: Ledger, ledger_url: str, small_js: JetStreamContext, tmp_path: Path
+    ledger: Ledger, ledger_url: str, small: Client, tmp_path: Path
 ) -> None:
     """A stored event today's code cannot read (a corrupt row, a topic that no longer exists)."""
     workflow_id = started(ledger, "w")
@@ -159,8 +160,8 @@ async def test_an_unreadable_stored_event_stops_neither_the_relay_nor_the_views(
     )
     checkpoint(ledger, workflow_id, "after", 10)
 
-    await relay_until_idle(ledger, small_js)
-    assert (await published(small_js, workflow_id))[-1].data["name"] == "after"
+    await relay_until_idle(ledger, small)
+    assert (await published(small.jetstream(), workflow_id))[-1].data["name"] == "after"
 
     views = open_views(Settings(state_dir=tmp_path / "state", ledger=ledger_url))
     assert ViewRunner(ledger, views).catch_up() == ledger.recorder.max_notification_id()
@@ -189,7 +190,7 @@ def hand_on(ledger: Ledger, workflow_id: str, size: int) -> str:
     [("escalate", "escalated", "EscalationRaised"), ("fail", "failed", "WorkflowFailed")],
 )
 async def test_a_quarantined_handoff_goes_on_to_a_decision_at_once(
-    ledger: Ledger, small_js: JetStreamContext, strategy: str, status: str, last: str
+    ledger: Ledger, small: Client, strategy: str, status: str, last: str
 ) -> None:
     """Nobody will receive the handoff, so the failure table decides now, not the sweeper
     a step lease later: a human by default, or whatever the policy says."""
@@ -198,7 +199,7 @@ async def test_a_quarantined_handoff_goes_on_to_a_decision_at_once(
     workflow_id = started(ledger, "w")
     handoff_id = hand_on(ledger, workflow_id, 2 * MAX_PAYLOAD)
 
-    await relay_until_idle(ledger, small_js, after_quarantine(policy))
+    await relay_until_idle(ledger, small, after_quarantine(policy))
     history = ledger.history(workflow_id)
     assert [e.type for e in history][-5:] == [
         "HandoffSent",
@@ -211,14 +212,14 @@ async def test_a_quarantined_handoff_goes_on_to_a_decision_at_once(
     assert failure["kind"] == "handoff_quarantined" and handoff_id in failure["detail"]
     assert ledger.read(workflow_id, lambda wf: wf.status) == status
     # the decision reached the streams: a human sees the escalation, a watcher the end
-    assert [e.type for e in await published(small_js, workflow_id)][-1] == last
+    assert [e.type for e in await published(small.jetstream(), workflow_id)][-1] == last
 
 
 async def test_a_quarantined_event_that_delivers_nothing_decides_nothing(
-    ledger: Ledger, small_js: JetStreamContext
+    ledger: Ledger, small: Client
 ) -> None:
     workflow_id = started(ledger, "w")
     checkpoint(ledger, workflow_id, "huge", 2 * MAX_PAYLOAD)
-    await relay_until_idle(ledger, small_js, after_quarantine(Policy.load()))
+    await relay_until_idle(ledger, small, after_quarantine(Policy.load()))
     assert [e.type for e in ledger.history(workflow_id)][-1] == "EventQuarantined"
     assert ledger.read(workflow_id, lambda wf: wf.status) == "running"

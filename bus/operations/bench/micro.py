@@ -222,7 +222,7 @@ class Micro:
     async def relay(self) -> Measurement:
         """The relay publishing ledger events against bare JetStream publishes, pipelined."""
         self.progress("relay publishing")
-        relay = Relay(self.ledger, self.js, self.subjects)
+        relay = Relay(self.ledger, self.nc, self.subjects)
         notifications = self.ledger.notifications(0, limit=self.count)
         started = time.perf_counter()
         await relay.publish(notifications)

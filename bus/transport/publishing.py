@@ -1,0 +1,70 @@
+"""JetStream publishes sent back to back, each acknowledgement matched on one subscription.
+
+A publisher that waits for each acknowledgement before the next send pays a round trip
+(and the server's fsync) per message; this one sends a batch at once and waits for all
+its acknowledgements together, as JetStream's asynchronous publish does in other clients.
+nats-py's own ``publish_async`` is not used: its reply handler raises a refusal instead of
+setting it on the publish's future, so a publish the stream refuses would never complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.errors import APIError, NoStreamResponseError
+
+NO_RESPONDERS = "503"
+
+
+def api_error(error: dict[str, object]) -> APIError:
+    """The exception nats-py raises for a JetStream error reply, as a value."""
+    try:
+        APIError.from_error(error)
+    except APIError as raised:
+        return raised
+    raise AssertionError("unreachable: from_error always raises")
+
+
+class BulkPublisher:
+    def __init__(self, nc: Client) -> None:
+        self.nc = nc
+        self._prefix = ""
+        self._subscription: Subscription | None = None
+        self._tokens = itertools.count()
+        self._waiting: dict[str, asyncio.Future[None]] = {}
+
+    async def publish(
+        self, subject: str, payload: bytes, headers: dict[str, str]
+    ) -> asyncio.Future[None]:
+        """Send one message; the future completes with its acknowledgement or refusal."""
+        if self._subscription is None:
+            self._prefix = self.nc.new_inbox()
+            self._subscription = await self.nc.subscribe(f"{self._prefix}.*", cb=self._on_reply)
+        token = str(next(self._tokens))
+        acknowledged = self._waiting[token] = asyncio.get_running_loop().create_future()
+        acknowledged.add_done_callback(lambda _: self._waiting.pop(token, None))
+        try:
+            reply = f"{self._prefix}.{token}"
+            await self.nc.publish(subject, payload, reply=reply, headers=headers)
+        except BaseException:
+            acknowledged.cancel()
+            raise
+        return acknowledged
+
+    async def _on_reply(self, msg: Msg) -> None:
+        acknowledged = self._waiting.get(msg.subject.rsplit(".", 1)[-1])
+        if acknowledged is None or acknowledged.done():
+            return  # a publish given up on (its batch timed out)
+        if msg.headers and msg.headers.get("Status") == NO_RESPONDERS:
+            acknowledged.set_exception(NoStreamResponseError())
+            return
+        reply = json.loads(msg.data)
+        if "error" in reply:
+            acknowledged.set_exception(api_error(reply["error"]))
+        else:
+            acknowledged.set_result(None)
