@@ -194,7 +194,7 @@ class Ledger(Application[UUID]):
             # whatever goes wrong before its events are saved evicts it from the cache.
             workflow = self._cached(workflow_id)
             try:
-                result = change(workflow)
+                result = self._decide(workflow, change)
             except LedgerError:
                 self.save(workflow)
                 raise
@@ -258,7 +258,7 @@ class Ledger(Application[UUID]):
         except LedgerError as error:
             return Outcome(error=error), None
         try:
-            return Outcome(change(workflow)), workflow
+            return Outcome(self._decide(workflow, change)), workflow
         except LedgerError as error:  # a refusal: the events it triggered still commit
             return Outcome(error=error), workflow
         except Exception as error:
@@ -323,9 +323,27 @@ class Ledger(Application[UUID]):
         except (ValueError, AggregateNotFoundError):
             raise UnknownWorkflow(f"no workflow {workflow_id!r}") from None
         if fresh:
-            later = self.repository.event_store.get(originator_id=workflow.id, gt=workflow.version)
-            project_aggregate(workflow, later)
+            self._catch_up(workflow)
         return workflow
+
+    def _catch_up(self, workflow: Workflow) -> bool:
+        """Apply the events stored after the cached version; whether there were any."""
+        later = list(
+            self.repository.event_store.get(originator_id=workflow.id, gt=workflow.version)
+        )
+        project_aggregate(workflow, later)
+        return bool(later)
+
+    def _decide(self, workflow: Workflow, change: Callable[[Workflow], T]) -> T:
+        """``change`` on the cached aggregate; a refusal that records nothing is decided
+        again on the stored state if another writer moved it on, since no version check
+        on save would notice (one that records events meets that check)."""
+        try:
+            return change(workflow)
+        except LedgerError:
+            if workflow.pending_events or not self._catch_up(workflow):
+                raise
+        return change(workflow)
 
     def _evict(self, workflow_id: str) -> None:
         if self.repository.cache is not None:

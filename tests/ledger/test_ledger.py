@@ -217,3 +217,33 @@ def test_a_concurrent_writer_is_retried_not_lost(ledger_url: str, ledger: Ledger
     ]
     assert notes == ["first", "second"]
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_refusal_is_decided_on_what_another_replica_stored(
+    ledger_url: str, ledger: Ledger, batched: bool
+) -> None:
+    """A refusal that records nothing meets no version check on save: decided on a cached
+    copy another replica moved on from, it would stand. The ledger decides it again on the
+    stored state instead."""
+    workflow_id = start(ledger)
+    ledger.read(workflow_id, lambda wf: None)  # cached here
+    other = Ledger.from_url(ledger_url)
+    try:
+        other.command(
+            workflow_id,
+            lambda wf: wf.send_handoff({"handoffId": "ho-2", "to": "billing", "status": "new"}),
+        )
+    finally:
+        other.close()
+
+    def acts(workflow: Workflow) -> str:
+        workflow.require_participant("billing")  # handed to billing only by the other replica
+        workflow.note_audit("billing", "acted", {}, "b1")
+        return "acted"
+
+    if batched:
+        [outcome] = ledger.command_batch([(workflow_id, acts)])
+        assert outcome.unwrap() == "acted"
+    else:
+        assert ledger.command(workflow_id, acts) == "acted"
