@@ -43,6 +43,24 @@ class Outcome:
         return self.value
 
 
+@dataclass(frozen=True)
+class NewWorkflow:
+    """A start among a group commit's commands: the workflow is made when the batch runs
+    (a failed save leaves an aggregate with nothing left to save, so a retry makes it anew)."""
+
+    workflow_id: str
+    """Its key in the batch: the workflow's id when started with a request id, else one of
+    its own (the workflow's id is drawn when it is made)."""
+    make: Callable[[], Workflow]
+    repeatable: bool
+    """Started with a request id: its id is derived from it, and a start asked again
+    returns the workflow the first one made."""
+
+
+Change = Callable[["Workflow"], Any] | NewWorkflow
+"""A command of a group commit: a change of an existing workflow, or a start."""
+
+
 STARTED_TOPICS = [get_topic(Workflow.WorkflowStarted), f"{LEGACY_TOPIC}.WorkflowStarted"]  # type: ignore[attr-defined]
 """How a workflow's first event is named, today and in ledgers written before."""
 
@@ -124,19 +142,55 @@ class Ledger(Application[UUID]):
         request_id: str = "",
     ) -> Workflow:
         """Start a workflow; with a ``request_id`` asked again, return the one it started."""
-        trace_id = traceparent.split("-")[1] if traceparent.count("-") == 3 else ""
-        workflow = Workflow(
-            task, agent, artifact_id, scope, started_by, budget_usd, trace_id, request_id
+        return self._save_new(
+            self.starting(
+                task,
+                agent,
+                artifact_id,
+                scope,
+                started_by,
+                budget_usd,
+                handoff,
+                traceparent,
+                request_id,
+            )
         )
-        workflow.send_handoff({**handoff, "workflowId": str(workflow.id)}, traceparent)
+
+    @staticmethod
+    def starting(
+        task: str,
+        agent: str,
+        artifact_id: str,
+        scope: str,
+        started_by: str,
+        budget_usd: float,
+        handoff: dict[str, Any],
+        traceparent: str = "",
+        request_id: str = "",
+    ) -> NewWorkflow:
+        """A start to commit with other commands (:meth:`command_batch`)."""
+        trace_id = traceparent.split("-")[1] if traceparent.count("-") == 3 else ""
+        workflow_id = Workflow.create_id(request_id)
+
+        def make() -> Workflow:
+            workflow = Workflow(
+                task, agent, artifact_id, scope, started_by, budget_usd, trace_id, request_id
+            )
+            workflow.send_handoff({**handoff, "workflowId": str(workflow.id)}, traceparent)
+            return workflow
+
+        return NewWorkflow(str(workflow_id), make, bool(request_id))
+
+    def _save_new(self, new: NewWorkflow) -> Workflow:
+        workflow = new.make()
         try:
             self.save(workflow)
         except IntegrityError:
-            if not request_id:
+            if not new.repeatable:
                 raise
             # The id comes from the request id: this request started it before (or another
             # replica did just now). Saving first and looking only then costs a start no read.
-            return self.workflow(str(workflow.id))
+            return self.workflow(new.workflow_id)
         return workflow
 
     def branch(
@@ -211,7 +265,7 @@ class Ledger(Application[UUID]):
             return result
         raise AssertionError("unreachable")
 
-    def command_batch(self, commands: list[tuple[str, Callable[[Workflow], Any]]]) -> list[Outcome]:
+    def command_batch(self, commands: list[tuple[str, Change]]) -> list[Outcome]:
         """Apply every change, then commit all their events in one transaction (group commit).
 
         Each outcome is what :meth:`command` would have returned or raised for its change,
@@ -224,8 +278,9 @@ class Ledger(Application[UUID]):
         touched: dict[str, Workflow] = {}
         broken: set[str] = set()
         for index, (workflow_id, change) in enumerate(commands):
-            if workflow_id in broken:
-                continue  # runs alone, after the commit
+            started_twice = isinstance(change, NewWorkflow) and workflow_id in touched
+            if workflow_id in broken or started_twice:
+                continue  # runs alone, after the commit (a start asked twice finds the first)
             outcome, workflow = self._apply(workflow_id, change)
             outcomes[index] = outcome
             if workflow is not None:
@@ -249,10 +304,11 @@ class Ledger(Application[UUID]):
                 outcomes[index] = self._alone(workflow_id, change)
         return [outcomes[index] for index in range(len(commands))]
 
-    def _apply(
-        self, workflow_id: str, change: Callable[[Workflow], Any]
-    ) -> tuple[Outcome, Workflow | None]:
+    def _apply(self, workflow_id: str, change: Change) -> tuple[Outcome, Workflow | None]:
         """One change of a batch, and the workflow to save (None: nothing to save)."""
+        if isinstance(change, NewWorkflow):
+            workflow = change.make()
+            return Outcome(workflow), workflow
         try:
             workflow = self._cached(workflow_id)
         except LedgerError as error:
@@ -268,7 +324,7 @@ class Ledger(Application[UUID]):
         self,
         workflow_id: str,
         touched: dict[str, Workflow],
-        commands: list[tuple[str, Callable[[Workflow], Any]]],
+        commands: list[tuple[str, Change]],
         outcomes: dict[int, Outcome],
         keep: int = -1,
     ) -> None:
@@ -279,8 +335,10 @@ class Ledger(Application[UUID]):
             if other == workflow_id and index != keep:
                 outcomes.pop(index, None)
 
-    def _alone(self, workflow_id: str, change: Callable[[Workflow], Any]) -> Outcome:
+    def _alone(self, workflow_id: str, change: Change) -> Outcome:
         try:
+            if isinstance(change, NewWorkflow):
+                return Outcome(self._save_new(change))
             return Outcome(self.command(workflow_id, change))
         except Exception as error:
             return Outcome(error=error)

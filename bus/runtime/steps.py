@@ -20,7 +20,7 @@ import msgspec
 
 from bus import telemetry
 from bus.ledger import Ledger, Workflow
-from bus.ledger.store import Outcome
+from bus.ledger.store import Change, NewWorkflow, Outcome
 from bus.runtime.protocol import INCOMING_TRACE, Refusal, as_reply, ok_reply, replayed
 from handoff_schemas import Reply
 
@@ -35,7 +35,7 @@ class Steps:
         self.ledger = ledger
         self.on_commit = on_commit
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
-        self._waiting: list[tuple[str, Callable[[Workflow], Any], asyncio.Future[Outcome]]] = []
+        self._waiting: list[tuple[str, Change, asyncio.Future[Outcome]]] = []
         self._committing: asyncio.Task[None] | None = None
 
     def close(self) -> None:
@@ -54,12 +54,19 @@ class Steps:
         Commands that arrive while a commit is under way share the next one (group commit):
         one transaction, and one fsync, for many. Each is answered after its shared commit.
         """
+        return await self._committed(workflow_id, change)  # type: ignore[no-any-return]
+
+    async def start(self, new: NewWorkflow) -> Workflow:
+        """Start a workflow in the next shared commit, as :meth:`command` changes one."""
+        return await self._committed(new.workflow_id, new)  # type: ignore[no-any-return]
+
+    async def _committed(self, workflow_id: str, change: Change) -> Any:
         done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._waiting.append((workflow_id, change, done))
         if self._committing is None or self._committing.done():
             self._committing = asyncio.create_task(self._commit_waiting())
         try:
-            return (await asyncio.shield(done)).unwrap()  # type: ignore[no-any-return]
+            return (await asyncio.shield(done)).unwrap()
         finally:
             self.on_commit()
 

@@ -101,19 +101,19 @@ class WorkflowHandlers:
             request.budget_usd if request.budget_usd is not None else self.policy.budget.default_usd
         )
         with telemetry.span(f"start_workflow {request.task}", **{"gen_ai.agent.name": request.to}):
-            workflow = await self.steps.in_ledger_thread(
-                self.steps.ledger.start,
-                request.task,
-                request.to,
-                request.artifact_id,
-                request.scope,
-                agent,
-                budget,
-                msgspec.to_builtins(handoff),
-                telemetry.traceparent(),  # the workflow's trace starts here (or at the caller)
-                request.request_id,
+            workflow = await self.steps.start(
+                self.steps.ledger.starting(
+                    request.task,
+                    request.to,
+                    request.artifact_id,
+                    request.scope,
+                    agent,
+                    budget,
+                    msgspec.to_builtins(handoff),
+                    telemetry.traceparent(),  # the workflow's trace starts here (or the caller's)
+                    request.request_id,
+                )
             )
-        self.steps.on_commit()
         first_handoff = next(iter(workflow.handoffs), handoff.handoff_id)  # a repeated start's
         return StartReply(workflow_id=str(workflow.id), handoff_id=first_handoff)
 

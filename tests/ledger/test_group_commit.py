@@ -10,7 +10,7 @@ import pytest
 from bus.ledger import Ledger, Workflow
 from bus.ledger.errors import WorkflowClosed
 from bus.runtime.steps import Steps
-from tests.ledger.test_ledger import start
+from tests.ledger.test_ledger import ARTIFACT, start
 
 
 def checkpoint(name: str) -> Any:
@@ -111,3 +111,25 @@ async def test_concurrent_commands_share_commits_and_are_answered_after_them(
             assert set(stored) == {f"c{i}" for i in range(index, 40, 4)}
     finally:
         steps.close()
+
+
+def test_starts_share_a_batch_and_a_repeated_request_finds_its_workflow(ledger: Ledger) -> None:
+    """Starts commit with the other commands; a start asked again (same request id) in a
+    later batch, or twice in one, returns the workflow the first made."""
+
+    def starting(request_id: str) -> Any:
+        handoff = {"handoffId": f"ho-{request_id}", "to": "triage", "status": "new"}
+        return ledger.starting("t", "triage", ARTIFACT, "s", "cli", 1.0, handoff, "", request_id)
+
+    first = start(ledger)
+    saves = counting_saves(ledger)
+    new, other = starting("r1"), starting("")
+    outcomes = ledger.command_batch(
+        [(new.workflow_id, new), (first, checkpoint("a")), (other.workflow_id, other)]
+    )
+    assert saves == [3]
+    made = outcomes[0].unwrap()
+    assert str(made.id) == new.workflow_id
+    again = ledger.command_batch([(new.workflow_id, new), (new.workflow_id, starting("r1"))])
+    assert {str(outcome.unwrap().id) for outcome in again} == {str(made.id)}
+    assert len(ledger.workflow_ids()) == 3
