@@ -103,11 +103,17 @@ class SQLiteViews(SQLiteTrackingRecorder):
         self.apply_batch(statements, [tracking])
 
     def apply_batch(self, statements: Sequence[Statement], tracking: Sequence[Tracking]) -> None:
-        with self.datastore.transaction(commit=True) as cursor:
-            for sql, params in statements:
-                cursor.execute(sql, params)
-            for record in tracking:
-                self._insert_tracking(cursor, record)
+        """Commit without waiting for the disk (WAL with ``synchronous=NORMAL``): a view is
+        derived, and one lost to a power cut loses its tracking in the same transaction, so
+        the runner applies those events again. The ledger's own commits stay synchronous."""
+        with self.datastore.get_connection(commit=True) as connection:
+            with connection.cursor() as pragma:  # not inside a transaction: SQLite refuses
+                pragma.execute("PRAGMA synchronous=NORMAL")
+            with connection.transaction(commit=True) as cursor:
+                for sql, params in statements:
+                    cursor.execute(sql, params)
+                for record in tracking:
+                    self._insert_tracking(cursor, record)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self.datastore.transaction(commit=False) as cursor:
