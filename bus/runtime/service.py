@@ -90,10 +90,14 @@ class Runtime:
         tools = ToolRegistry(nc.jetstream(), self.subjects)  # learned from the tool hosts
         execution = ToolExecution(self.steps, policy, tools, artifacts, nc, settings, signer)
         self.workflows = WorkflowHandlers(self.steps, policy, artifacts, self.security)
+        pipeline = PipelineHandlers(self.steps, policy)
+        self._one_step = frozenset(pipeline.operations())
+        """Operations that are a single :meth:`Steps.step`: it checks the caller and replays
+        a recorded reply in its own command, so they skip the look before dispatch."""
         self.escalations = EscalationHandlers(self.steps, policy, execution, settings)
         self._handlers: dict[str, Handler] = {
             **self.workflows.operations(),
-            **PipelineHandlers(self.steps, policy).operations(),
+            **pipeline.operations(),
             **PermissionHandlers(self.steps, policy, signer).operations(),
             **execution.operations(),
             **ClaimHandlers(self.steps, policy).operations(),
@@ -187,7 +191,7 @@ class Runtime:
                 await self.workflows.record_rejected_handoff(agent, data, str(error))
             return error_reply("invalid_request", str(error), error.fields)
         try:
-            if isinstance(request, StepRequest):
+            if isinstance(request, StepRequest) and op not in self._one_step:
                 # A recorded reply is the caller's only if the workflow and the step are:
                 # checked before replaying, or a recorded reply would answer anyone.
                 recorded = await self.steps.recorded(agent, request.workflow_id, request.step_key)

@@ -117,13 +117,13 @@ class Steps:
         trace_id = telemetry.trace_id(INCOMING_TRACE.get())
 
         def apply(workflow: Workflow) -> Any:
-            if require_open:
-                workflow.require_open()
             workflow.require_participant(agent)
             workflow.require_step_owner(agent, step_key)
             recorded = workflow.steps.get(step_key)
-            if recorded is not None and not redo:  # another replica finished it first
+            if recorded is not None and not redo:  # asked again, or another replica was first
                 return replayed(msgspec.convert(recorded, Reply))
+            if require_open:  # a recorded reply stands even once the workflow has ended
+                workflow.require_open()
             try:
                 result = change(workflow)
             except Refusal as refusal:

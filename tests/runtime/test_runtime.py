@@ -339,3 +339,32 @@ async def test_a_step_another_replica_refused_is_refused_again(bus: Bus) -> None
             "triage", "execute", workflow_id, "t/1", lambda wf: {"ok": "no"}, require_open=False
         )
     assert raised.value.code == "permission_denied"
+
+
+@pytest.mark.parametrize("op", ["checkpoint", "execute"])
+async def test_a_step_asked_again_after_its_workflow_ended_gets_its_recorded_reply(
+    bus: Bus, op: str
+) -> None:
+    """Checked in the step's own command (a pipeline step) or before dispatch (a tool
+    call), a recorded reply stands after the workflow ended: the agent that lost the
+    first answer gets it, not ``workflow_closed``."""
+    workflow_id = await started(bus)
+    body = {"workflowId": workflow_id, "stepKey": "t/1"}
+    body |= (
+        {"name": "filed"}
+        if op == "checkpoint"
+        else {
+            "tool": "create_ticket",
+            "payload": {"customer": "c", "title": "t", "severity": "low"},
+        }
+    )
+    first = await ask(bus, "triage", op, body)
+    assert first.ok, first.error
+    cancelled = await ask(
+        bus, "cli", "cancel", {"workflowId": workflow_id, "by": "ops", "reason": "test"}
+    )
+    assert cancelled.ok, cancelled.error
+    again = await ask(bus, "triage", op, body)
+    assert again == first
+    late = await ask(bus, "triage", op, {**body, "stepKey": "t/2"})
+    assert late.error is not None and late.error.code != "internal"
