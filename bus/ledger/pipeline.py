@@ -242,9 +242,12 @@ class Pipeline(Aggregate):
     ) -> None:
         """The durable-execution marker: ``result`` is the reply a retry gets back.
 
+        The aggregate keeps this event's version, not the reply: the reply stays in the
+        event, read back when the step is asked again (:mod:`bus.ledger.step_replies`), so
+        that snapshots do not carry every reply ever recorded.
         A step completed again (a human approved what was refused) keeps the later reply.
         ``agent`` owns the step (empty in histories recorded before owners were).
         """
-        self.steps[step_key] = result
+        self.steps[step_key] = self.version + 1  # this event's version (applied before it)
         if agent:
             self._step_owners()[step_key] = agent

@@ -86,7 +86,7 @@ class Steps:
         def view(workflow: Workflow) -> Any:
             workflow.require_participant(agent)
             workflow.require_step_owner(agent, step_key)
-            return workflow.steps.get(step_key)
+            return self.ledger.recorded_reply(workflow, step_key)
 
         recorded = await self.read(workflow_id, view)
         return None if recorded is None else msgspec.convert(recorded, Reply)
@@ -114,8 +114,8 @@ class Steps:
                 workflow.require_open()
             workflow.require_participant(agent)
             workflow.require_step_owner(agent, step_key)
-            recorded = workflow.steps.get(step_key)
-            if recorded is not None and not redo:  # another replica finished it first
+            if step_key in workflow.steps and not redo:  # another replica finished it first
+                recorded = self.ledger.recorded_reply(workflow, step_key)
                 return replayed(msgspec.convert(recorded, Reply))
             try:
                 result = change(workflow)
