@@ -43,6 +43,20 @@ def is_version(recorded: Any) -> bool:
     return isinstance(recorded, int) and not isinstance(recorded, bool)
 
 
+def step_outcome(workflow: Any, step_key: str) -> str:
+    """What decisions read of a recorded step's reply: ``failed``, ``signal:<name>`` (a wait
+    that read a signal) or ``""``; from the reply itself when it is kept inline."""
+    recorded = workflow.steps[step_key]
+    if is_version(recorded):
+        return str(workflow.__dict__.get("step_outcomes", {}).get(step_key, ""))
+    if not recorded.get("ok", True):
+        return "failed"
+    result = recorded.get("result")
+    if isinstance(result, dict) and result.get("signalId"):
+        return f"signal:{result.get('name')}"
+    return ""
+
+
 def recorded_reply(ledger: Ledger, workflow: Workflow, step_key: str) -> Any | None:
     """The reply recorded for ``step_key`` (None: the step never completed)."""
     recorded = workflow.steps.get(step_key)
