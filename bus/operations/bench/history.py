@@ -29,6 +29,7 @@ from nats.aio.client import Client
 from rich.table import Table
 
 from bus.ledger import Ledger, Workflow
+from bus.ledger.step_replies import SNAPSHOT_EVERY
 from bus.operations.bench import Measurement, ProgressLine, percentile
 from bus.operations.bench.micro import bench_policy
 from bus.runtime.policy import Policy
@@ -203,6 +204,12 @@ class History:
                 await self.in_ledger(self.ledger.recorder.insert_events, batch)
                 batch = []
         self.events += steps * EVENTS_PER_STEP
+        longest = max(versions.values()) + (per_workflow + 1) * EVENTS_PER_STEP
+        if len(workflow_ids) > 1 and longest >= SNAPSHOT_EVERY:
+            # Workflows this long have snapshots when their events come through the
+            # aggregate; a step that loads one replays at most an interval, not it all.
+            for workflow_id in workflow_ids:
+                await self.in_ledger(self.ledger.take_snapshot, UUID(workflow_id))
 
     def versions(self, workflow_ids: list[str]) -> dict[str, int]:
         """Each workflow's last stored version (read in the ledger thread)."""
