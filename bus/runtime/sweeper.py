@@ -64,12 +64,14 @@ def is_cached(ledger: Ledger, workflow_id: str) -> bool:
     return isinstance(entries, dict) and UUID(workflow_id) in entries
 
 
-def first_and_last_times(ledger: Ledger, workflow_id: str) -> tuple[datetime, datetime]:
+def first_and_last_times(ledger: Ledger, workflow_id: str) -> tuple[datetime, datetime] | None:
     """When the workflow started and when its last event was recorded, from the store: two
-    rows decoded, however long its history."""
+    rows decoded, however long its history (None: it has no events)."""
     uuid = UUID(workflow_id)
     first = ledger.recorder.select_events(uuid, limit=1)
     last = ledger.recorder.select_events(uuid, desc=True, limit=1)
+    if not first or not last:
+        return None
     started = ledger.mapper.to_domain_event(first[0]).timestamp
     return started, ledger.mapper.to_domain_event(last[0]).timestamp
 
@@ -137,8 +139,11 @@ class Sweeper:
         lease cannot be due; its stored first and last events say so without loading it.
         """
         ledger = self.steps.ledger
-        if not is_cached(ledger, workflow_id):
-            started, last = first_and_last_times(ledger, workflow_id)
+        times = (
+            None if is_cached(ledger, workflow_id) else first_and_last_times(ledger, workflow_id)
+        )
+        if times is not None:
+            started, last = times
             now = datetime.now(UTC)
             deadlines = self.policy.deadlines
             shortest = min([deadlines.default_task_seconds, *deadlines.tasks.values()])
