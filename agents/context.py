@@ -154,9 +154,7 @@ class Context:
 
     async def begin(self) -> None:
         """Load recorded steps, resolve the intent, assemble the context."""
-        self.state = await self._client.call(
-            "state", StateRequest(workflow_id=self.workflow_id), StepsReply
-        )
+        self.state = await self._recorded()
         await self._step(
             "intent",
             IntentRequest,
@@ -168,6 +166,20 @@ class Context:
         self.artifact = await self.get_artifact(self.incoming.artifact_id)
         digest = ArtifactDigest(artifact_id=self.incoming.artifact_id, size=len(self.artifact))
         await self._step("context", ContextRequest, Ack, artifacts=[digest])
+
+    async def _recorded(self) -> StepsReply:
+        """This handling's recorded steps (the only ones it replays) and the workflow's
+        checkpoints, every page of them."""
+        prefix = f"{self.incoming.handoff_id}/"
+        request = StateRequest(workflow_id=self.workflow_id, step_prefix=prefix)
+        state = await self._client.call("state", request, StepsReply)
+        while state.next_cursor is not None:
+            request = StateRequest(self.workflow_id, prefix, cursor=state.next_cursor)
+            page = await self._client.call("state", request, StepsReply)
+            state.steps.update(page.steps)
+            state.checkpoints.update(page.checkpoints)
+            state.status, state.next_cursor = page.status, page.next_cursor
+        return state
 
     def artifact_json(self) -> Any:
         return json.loads(self.artifact)

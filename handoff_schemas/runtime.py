@@ -124,8 +124,27 @@ class StartRequest(WireStruct):
     """The client's id for this start: asked again, it starts nothing new (retries are safe)."""
 
 
+STATE_PAGE = 100
+"""Steps, and checkpoints, a ``state`` reply holds when the caller names no ``limit``."""
+MAX_STATE_PAGE = 1000
+StateCursor = Annotated[str, msgspec.Meta(pattern=r"^([0-9]{1,9}\.[0-9]{1,9})?$")]
+"""Where a ``state`` page continues: opaque to callers, who pass back ``nextCursor``."""
+
+
 class StateRequest(WireStruct):
+    """A workflow's recorded steps and checkpoints (operation ``state``), a page at a time.
+
+    Both grow with the workflow's history, so a reply holds at most ``limit`` steps and
+    ``limit`` checkpoints; ``nextCursor`` in the reply, passed back as ``cursor``, asks for
+    the next page (a caller that passes none gets the first). ``stepPrefix`` keeps only the
+    step keys that start with it: an agent resuming a handling asks for ``<handoffId>/``,
+    the only steps it replays.
+    """
+
     workflow_id: Id
+    step_prefix: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    cursor: StateCursor = ""
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_STATE_PAGE)] = STATE_PAGE
 
 
 class ArtifactPutRequest(WireStruct):
@@ -343,12 +362,14 @@ class StartReply(WireStruct):
 
 
 class StepsReply(WireStruct):
-    """What a workflow already did, so a re-delivered handler can skip it."""
+    """What a workflow already did, so a re-delivered handler can skip it: one page of it
+    (:class:`StateRequest`); ``nextCursor`` is None on the last page."""
 
     workflow_id: str
     status: str
     steps: dict[str, Any]
     checkpoints: dict[str, Any]
+    next_cursor: str | None = None
 
 
 class Ack(WireStruct):

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from eventsourcing.domain import Aggregate, event
 
 from bus.ledger.completion import handling_of, parents
+from bus.ledger.step_replies import step_outcome
 
 CARRIED = (
     "steps",
@@ -135,8 +136,8 @@ class Controls(Aggregate):
         """Run a handling of a failed workflow again; return the failed steps forgotten."""
         failed = sorted(
             key
-            for key, reply in self.steps.items()
-            if handling_of(key) == handoff_id and not reply.get("ok", True)
+            for key in self.steps
+            if handling_of(key) == handoff_id and step_outcome(self, key) == "failed"
         )
         self._retried(handoff_id, failed, by, role, reason)
         self.resume(
@@ -172,13 +173,7 @@ class Controls(Aggregate):
 
     def unread_signal(self, name: str) -> dict[str, Any] | None:
         """The next signal ``name`` no wait step has read, in the order they arrived."""
-        read = sum(
-            1
-            for reply in self.steps.values()
-            if isinstance(reply.get("result"), dict)
-            and reply["result"].get("signalId")
-            and reply["result"].get("name") == name
-        )
+        read = sum(1 for key in self.steps if step_outcome(self, key) == f"signal:{name}")
         received = self.signals().get(name, [])
         return received[read] if read < len(received) else None
 

@@ -242,9 +242,20 @@ class Pipeline(Aggregate):
     ) -> None:
         """The durable-execution marker: ``result`` is the reply a retry gets back.
 
+        The aggregate keeps this event's version, not the reply: the reply stays in the
+        event, read back when the step is asked again (:mod:`bus.ledger.step_replies`), so
+        that snapshots do not carry every reply ever recorded. What decisions read of a
+        reply is kept beside (``step_outcomes``): that it failed, or read which signal.
         A step completed again (a human approved what was refused) keeps the later reply.
         ``agent`` owns the step (empty in histories recorded before owners were).
         """
-        self.steps[step_key] = result
+        self.steps[step_key] = self.version + 1  # this event's version (applied before it)
+        outcome = self.__dict__.setdefault("step_outcomes", {})
+        outcome.pop(step_key, None)
+        if isinstance(result, dict) and not result.get("ok", True):
+            outcome[step_key] = "failed"
+        elif isinstance(result, dict) and isinstance(result.get("result"), dict):
+            if result["result"].get("signalId"):  # a wait step that read a signal
+                outcome[step_key] = f"signal:{result['result'].get('name')}"
         if agent:
             self._step_owners()[step_key] = agent

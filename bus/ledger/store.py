@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import sys
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -18,12 +19,23 @@ from urllib.parse import parse_qs, urlparse
 from uuid import UUID
 
 import msgspec
-from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
+from eventsourcing.application import (
+    AggregateNotFoundError,
+    Application,
+    ProcessingEvent,
+    project_aggregate,
+)
 from eventsourcing.persistence import IntegrityError, Notification
 from eventsourcing.utils import get_topic
 
 from bus.ledger.errors import LedgerError, UnknownWorkflow
 from bus.ledger.replay import replay
+from bus.ledger.step_replies import (
+    carried_steps,
+    recorded_replies,
+    recorded_reply,
+    snapshot_due,
+)
 from bus.ledger.workflow import LEGACY_TOPIC, Workflow
 from handoff_schemas import EventEnvelope
 
@@ -124,6 +136,7 @@ class Ledger(Application[UUID]):
         "IS_SNAPSHOTTING_ENABLED": "y",
     }
     snapshotting_intervals = {Workflow: 100}
+    """The shortest interval: :meth:`_take_snapshots` lengthens it as a workflow grows."""
 
     @classmethod
     def from_url(cls, url: str) -> Ledger:
@@ -224,7 +237,9 @@ class Ledger(Application[UUID]):
             old.budget_usd,
             old.trace_id,
         )
-        new.start_branch(workflow_id, version, by, role, reason, past.carried_state(str(new.id)))
+        carried = past.carried_state(str(new.id))
+        carried["steps"] = carried_steps(history, version)  # replies inline: not in new's events
+        new.start_branch(workflow_id, version, by, role, reason, carried)
         for handling in new.open_handlings():
             new.resume(new.handoffs[handling], f"reset-{workflow_id}-{version}")
         old.mark_reset(str(new.id), version, by, role, reason)
@@ -235,6 +250,35 @@ class Ledger(Application[UUID]):
     def workflow(self, workflow_id: str) -> Workflow:
         """A private copy of the workflow as stored now."""
         return copy.deepcopy(self._cached(workflow_id, fresh=True))
+
+    def recorded_reply(self, workflow: Workflow, step_key: str) -> Any | None:
+        """The reply recorded for ``step_key`` of ``workflow`` (None: never completed), read
+        from the event that recorded it; call it in the thread that owns ``workflow``."""
+        return recorded_reply(self, workflow, step_key)
+
+    def recorded_replies(self, workflow: Workflow, step_keys: list[str]) -> dict[str, Any]:
+        """The replies of recorded steps (each key in ``workflow.steps``), read together."""
+        return recorded_replies(self, workflow, step_keys)
+
+    def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
+        """Snapshot the aggregates just saved, as they are in memory, when their events
+        crossed a boundary of their own interval (:func:`snapshot_due`).
+
+        eventsourcing would rebuild each one from the store first (the last snapshot and
+        the events since), paying for the whole state twice more per snapshot; the saved
+        aggregate is that same state, and the interval grows with it, so a long
+        workflow's snapshots cost each of its events a bounded amount.
+        """
+        if self.snapshots is None:
+            return
+        saved = Counter(event.originator_id for event in processing_event.events)
+        snapshots = [
+            type(aggregate).Snapshot.take(aggregate)
+            for aggregate_id, aggregate in processing_event.aggregates.items()
+            if isinstance(aggregate, Workflow) and snapshot_due(aggregate, saved[aggregate_id])
+        ]
+        if snapshots:
+            self.snapshots.put(snapshots)
 
     def command(self, workflow_id: str, change: Callable[[Workflow], T], attempts: int = 5) -> T:
         """Apply ``change`` to the workflow and commit, retrying on a concurrent writer.

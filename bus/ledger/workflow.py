@@ -93,6 +93,8 @@ class Workflow(Pipeline, Handoffs, Escalations, Audits, Controls, Participation)
         self.model_call_costs: list[float] = []
         self.status = "running"
         self.steps: dict[str, Any] = {}
+        """Step key -> the version of the event holding its reply (or, carried over or
+        snapshotted before, the reply itself): :mod:`bus.ledger.step_replies`."""
         self.checkpoints: dict[str, Any] = {}
         self.permissions: dict[str, dict[str, str]] = {}
         self.evidence: dict[str, dict[str, Any]] = {}

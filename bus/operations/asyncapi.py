@@ -31,7 +31,7 @@ SUBJECTS = Subjects(PREFIX)
 
 OPERATION_SUMMARIES = {
     "start": "Start a workflow: its first handoff (the operator identity only).",
-    "state": "The steps and checkpoints a workflow already recorded (before any step).",
+    "state": "The steps and checkpoints a workflow recorded, a page at a time (first of all).",
     "intent": "Resolve the handoff to one of the tasks this agent knows (first step).",
     "context": "Record the artifacts read for this handoff, with their sizes (second step).",
     "reasoning": "Record a model call: what it believed, its usage and why it stopped.",

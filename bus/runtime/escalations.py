@@ -180,7 +180,11 @@ class EscalationHandlers:
                     wf.complete_step(
                         step_key,
                         "resolve",
-                        granted(wf.steps[step_key], self.policy, escalation["kind"]),
+                        granted(
+                            self.steps.ledger.recorded_reply(wf, step_key),
+                            self.policy,
+                            escalation["kind"],
+                        ),
                         agent=escalation["agent"],
                     )
                     if step_key in wf.steps

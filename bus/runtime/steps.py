@@ -93,7 +93,7 @@ class Steps:
         def view(workflow: Workflow) -> Any:
             workflow.require_participant(agent)
             workflow.require_step_owner(agent, step_key)
-            return workflow.steps.get(step_key)
+            return self.ledger.recorded_reply(workflow, step_key)
 
         recorded = await self.read(workflow_id, view)
         return None if recorded is None else msgspec.convert(recorded, Reply)
@@ -119,8 +119,8 @@ class Steps:
         def apply(workflow: Workflow) -> Any:
             workflow.require_participant(agent)
             workflow.require_step_owner(agent, step_key)
-            recorded = workflow.steps.get(step_key)
-            if recorded is not None and not redo:  # asked again, or another replica was first
+            if step_key in workflow.steps and not redo:  # asked again, or another replica was first
+                recorded = self.ledger.recorded_reply(workflow, step_key)
                 return replayed(msgspec.convert(recorded, Reply))
             if require_open:  # a recorded reply stands even once the workflow has ended
                 workflow.require_open()

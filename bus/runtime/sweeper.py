@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
+from uuid import UUID
 
 from eventsourcing.utils import get_topic
 
@@ -54,6 +55,25 @@ def topics(names: tuple[str, ...]) -> list[str]:
         for name in names
         for topic in (get_topic(getattr(Workflow, name)), f"{LEGACY_TOPIC}.{name}")
     ]
+
+
+def is_cached(ledger: Ledger, workflow_id: str) -> bool:
+    """Whether reading the workflow now costs no load from the store (a peek: the cache's
+    order of use is left as it was)."""
+    entries = getattr(ledger.repository.cache, "cache", None)
+    return isinstance(entries, dict) and UUID(workflow_id) in entries
+
+
+def first_and_last_times(ledger: Ledger, workflow_id: str) -> tuple[datetime, datetime] | None:
+    """When the workflow started and when its last event was recorded, from the store: two
+    rows decoded, however long its history (None: it has no events)."""
+    uuid = UUID(workflow_id)
+    first = ledger.recorder.select_events(uuid, limit=1)
+    last = ledger.recorder.select_events(uuid, desc=True, limit=1)
+    if not first or not last:
+        return None
+    started = ledger.mapper.to_domain_event(first[0]).timestamp
+    return started, ledger.mapper.to_domain_event(last[0]).timestamp
 
 
 class OpenWorkflows:
@@ -103,12 +123,34 @@ class Sweeper:
         """Act on every running workflow past its deadline or its step lease; return their ids."""
         acted = []
         for workflow_id in await self.steps.in_ledger_thread(self.workflows.refresh):
-            overdue = await self.steps.read(workflow_id, self.finding)
+            overdue = await self.steps.in_ledger_thread(self.look, workflow_id)
             if overdue is None:
                 continue
             if await self.steps.command(workflow_id, self.act):
                 acted.append(workflow_id)
         return acted
+
+    def look(self, workflow_id: str) -> tuple[str, str] | None:
+        """:meth:`finding` for one workflow, loading it only when it may be due.
+
+        With thousands of open workflows, most are out of the aggregate cache: loading each
+        one every sweep kept the ledger thread busy and steps waited behind it. A workflow
+        not cached whose start and last event are too recent for any deadline or the step
+        lease cannot be due; its stored first and last events say so without loading it.
+        """
+        ledger = self.steps.ledger
+        times = (
+            None if is_cached(ledger, workflow_id) else first_and_last_times(ledger, workflow_id)
+        )
+        if times is not None:
+            started, last = times
+            now = datetime.now(UTC)
+            deadlines = self.policy.deadlines
+            shortest = min([deadlines.default_task_seconds, *deadlines.tasks.values()])
+            young = (now - started).total_seconds() <= shortest
+            if young and (now - last).total_seconds() <= deadlines.step_lease_seconds:
+                return None
+        return ledger.read(workflow_id, self.finding)
 
     def finding(self, workflow: Workflow) -> tuple[str, str] | None:
         """``(kind, detail)`` when the sweeper must act on ``workflow`` now, else ``None``."""

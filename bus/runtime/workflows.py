@@ -24,6 +24,7 @@ from bus.runtime.claims import after_unverified
 from bus.runtime.policy import Policy
 from bus.runtime.protocol import INCOMING_TRACE, Handler, Refusal
 from bus.runtime.security import SecurityLog
+from bus.runtime.state_pages import state_page
 from bus.runtime.steps import Steps
 from bus.transport.artifacts import ArtifactError, ArtifactStore
 from bus.transport.subjects import OPERATOR
@@ -118,24 +119,16 @@ class WorkflowHandlers:
         return StartReply(workflow_id=str(workflow.id), handoff_id=first_handoff)
 
     async def state(self, agent: str, request: StateRequest) -> StepsReply:
-        """A workflow's status, checkpoints and the caller's own recorded steps.
+        """A page of a workflow's status, checkpoints and the caller's own recorded steps.
 
         Only for who takes part in it; another agent's recorded replies are never shown
-        (an agent replays what ``state`` returns as its own steps).
+        (an agent replays what ``state`` returns as its own steps). Paged
+        (:mod:`bus.runtime.state_pages`): what a read costs does not grow with the history.
         """
 
         def view(workflow: Workflow) -> StepsReply:  # copies, taken in the ledger thread
             workflow.require_reader(agent)
-            return StepsReply(
-                workflow_id=request.workflow_id,
-                status=workflow.status,
-                steps={
-                    key: reply
-                    for key, reply in workflow.steps.items()
-                    if agent == workflow.started_by or workflow.step_owner(key) in (agent, None)
-                },
-                checkpoints=dict(workflow.checkpoints),
-            )
+            return state_page(self.steps.ledger, workflow, agent, request)
 
         return await self.steps.read(request.workflow_id, view)
 

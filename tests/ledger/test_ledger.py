@@ -101,7 +101,7 @@ def test_a_completed_step_keeps_its_reply_across_a_restart(ledger_url: str, ledg
     ledger.command(workflow_id, lambda wf: wf.complete_step("ho-1/1", "intent", reply))
     restarted = Ledger.from_url(ledger_url)
     try:
-        assert restarted.workflow(workflow_id).steps["ho-1/1"] == reply
+        assert restarted.recorded_reply(restarted.workflow(workflow_id), "ho-1/1") == reply
     finally:
         restarted.close()
 

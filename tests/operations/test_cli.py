@@ -172,6 +172,12 @@ def test_the_benchmark_writes_every_figure_beside_its_baseline(tmp_path: Path) -
     assert {"tool step latency p50", "handoff end to end", "relay publish (per event)"} <= {
         path for path, _ in paths
     }
+    assert ("one workflow's steps at 5,000 steps of history", 1) in paths
+    by_size = [row["detail"] for row in rows if "ledger_events" in row["detail"]]
+    assert [size["ledger_events"] for size in by_size] == [1_000, 10_000, 100_000]
+    assert by_size[-1]["open_workflows"] == 10_000
+    assert all(size["p99_ms"] > 0 and size["runtime_rss_mb"] > 0 for size in by_size)
+    assert "runtime RSS" in result.stdout  # the table by ledger size
     for row in rows:
         assert set(row) >= {"value", "baseline", "baseline_value", "ratio", "bound", "unit"}
         assert row["bound"], row

@@ -7,6 +7,7 @@ same concurrency, on the same nats-server and disk, so the ratio shows what clai
 adds, and says what bounded it.
 
 - :mod:`~bus.operations.bench.micro`: one process, the runtime in it (steps, relay, inbox);
+- :mod:`~bus.operations.bench.history`: step cost and memory as histories grow;
 - :mod:`~bus.operations.bench.workflows`: whole workflows on the real processes;
 - :mod:`~bus.operations.bench.temporal`: the same workflows on Temporal, when installed.
 """
@@ -85,13 +86,18 @@ async def run_bench(
     steps: int = 5,
     postgres: str = "",
     progress: ProgressLine = lambda _: None,
+    big_ledger: bool = False,
 ) -> list[Measurement]:
-    """Every row: the micro paths at 1, 16 and 64 in flight, then whole workflows."""
+    """Every row: the micro paths at 1, 16 and 64 in flight, cost against history (a
+    workflow's own, the ledger's, up to a million events with ``big_ledger``), then whole
+    workflows."""
+    from bus.operations.bench.history import run_history
     from bus.operations.bench.micro import run_micro
     from bus.operations.bench.temporal import run_temporal
     from bus.operations.bench.workflows import run_workflows
 
     results = await run_micro(count, progress)
+    results += await run_history(count, big_ledger, progress)
     ours = await run_workflows(workflows, steps, postgres, progress)
     theirs = await run_temporal(workflows, steps, progress)
     return results + against(ours, theirs) + theirs

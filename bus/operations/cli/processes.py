@@ -274,17 +274,27 @@ def bench(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write every figure, as JSON, here.")
     ] = None,
+    big_ledger: Annotated[
+        bool, typer.Option(help="Also measure a 1,000,000-event ledger (minutes).")
+    ] = False,
 ) -> None:
     """Measure each hot path next to its raw baseline, on a private nats-server and disk."""
     from rich.console import Console
 
     from bus.operations.bench import run_bench
+    from bus.operations.bench.history import ledger_size_table
     from bus.operations.bench.report import table, write_json
 
     results = asyncio.run(
-        run_bench(count, workflows, steps, postgres, lambda line: notes.print(line))
+        run_bench(
+            count, workflows, steps, postgres, lambda line: notes.print(line), big_ledger
+        )
     )
-    Console(width=max(console.width, 200)).print(table(results))
+    wide = Console(width=max(console.width, 200))
+    wide.print(table(results))
+    by_size = ledger_size_table(results)
+    if by_size is not None:
+        wide.print(by_size)
     if json_out is not None:
         write_json(json_out, results)
 

@@ -1,0 +1,44 @@
+"""A sweep loads only the workflows that may be due: with thousands open, loading each one
+every sweep kept the ledger thread busy and steps waited behind it (on SQLite and
+PostgreSQL)."""
+
+from __future__ import annotations
+
+from bus.ledger import Ledger
+from bus.runtime.policy import Deadlines, Policy
+from bus.runtime.steps import Steps
+from bus.runtime.sweeper import Sweeper, is_cached
+
+
+def started(ledger: Ledger, count: int) -> list[str]:
+    handoff = {"to": "triage", "status": "new"}
+    workflows = [
+        ledger.start(
+            "triage_complaint",
+            "triage",
+            "sha256-" + "0" * 64,
+            "test",
+            "cli",
+            10.0,
+            {**handoff, "handoffId": f"ho-{n}"},
+        )
+        for n in range(count)
+    ]
+    return [str(workflow.id) for workflow in workflows]
+
+
+async def test_a_sweep_loads_no_workflow_too_young_to_be_due(
+    ledger_url: str, ledger: Ledger
+) -> None:
+    workflow_ids = started(ledger, 5)
+    fresh = Ledger.from_url(ledger_url)  # nothing cached
+    steps = Steps(fresh, lambda: None)
+    try:
+        assert await Sweeper(steps, Policy(), 60).sweep() == []
+        assert not any(is_cached(fresh, workflow_id) for workflow_id in workflow_ids)
+
+        stalled = Policy(deadlines=Deadlines(step_lease_seconds=0.001))
+        assert sorted(await Sweeper(steps, stalled, 60).sweep()) == sorted(workflow_ids)
+    finally:
+        steps.close()
+        fresh.close()
