@@ -84,7 +84,7 @@ class Runtime:
         self.security = SecurityLog(nc, self.subjects)
         self.steps = Steps(ledger, on_commit)
         artifacts = ArtifactStore(
-            nc.jetstream(), self.subjects.artifact_bucket, cache_bytes=ARTIFACT_CACHE_BYTES
+            nc, self.subjects.artifact_bucket, cache_bytes=ARTIFACT_CACHE_BYTES
         )
         signer = runtime_signer(settings)  # tool calls and evidence carry its signature
         tools = ToolRegistry(nc.jetstream(), self.subjects)  # learned from the tool hosts

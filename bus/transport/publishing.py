@@ -39,7 +39,7 @@ class BulkPublisher:
         self._waiting: dict[str, asyncio.Future[None]] = {}
 
     async def publish(
-        self, subject: str, payload: bytes, headers: dict[str, str]
+        self, subject: str, payload: bytes, headers: dict[str, str] | None = None
     ) -> asyncio.Future[None]:
         """Send one message; the future completes with its acknowledgement or refusal."""
         if self._subscription is None:

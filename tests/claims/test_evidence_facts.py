@@ -107,7 +107,7 @@ async def test_the_full_input_and_output_are_content_addressed_artifacts(
     bus: Bus, mailbox: Any
 ) -> None:
     view = await run_workflow(bus, acts, ScriptedModel([]), until=three_records)
-    store = ArtifactStore(bus.nc.jetstream(), bus.subjects.artifact_bucket)
+    store = ArtifactStore(bus.nc, bus.subjects.artifact_bucket)
     ticket, email, denied = view.evidence
     payload = json.loads(await store.get(ticket["artifacts"]["input"]))
     result = json.loads(await store.get(ticket["artifacts"]["output"]))

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 async def test_a_start_asked_again_starts_nothing_new(bus: Bus) -> None:
-    artifact = await ArtifactStore(bus.nc.jetstream(), bus.subjects.artifact_bucket).put(b"{}")
+    artifact = await ArtifactStore(bus.nc, bus.subjects.artifact_bucket).put(b"{}")
     request = StartRequest(task="t", to="triage", artifact_id=artifact, request_id="req-1")
     replies = await asyncio.gather(
         *(ask_runtime(bus.nc, bus.subjects, "start", request, StartReply) for _ in range(4))

@@ -98,10 +98,10 @@ async def test_a_republished_batch_is_deduplicated_by_the_stream(
 
 
 async def test_artifacts_are_content_addressed_and_checked_on_read(
-    settings: Settings, js: JetStreamContext
+    settings: Settings, nc: Client, js: JetStreamContext
 ) -> None:
     subjects = Subjects(settings.prefix)
-    store = ArtifactStore(js, subjects.artifact_bucket)
+    store = ArtifactStore(nc, subjects.artifact_bucket)
     identifier = await store.put(b"complaint")
     assert identifier == artifact_id(b"complaint")
     assert await store.put(b"complaint") == identifier
@@ -113,3 +113,9 @@ async def test_artifacts_are_content_addressed_and_checked_on_read(
         await store.get(forged)
     with pytest.raises(ArtifactError, match="not found"):
         await store.get(artifact_id(b"never stored"))
+    # written as the object store writes (its chunks, its meta), readable by its own reader
+    large = bytes(range(256)) * 1200  # three chunks
+    large_id = await store.put(large)
+    read = await (await js.object_store(subjects.artifact_bucket)).get(large_id)
+    assert read.data == large and read.info.chunks == 3 and read.info.size == len(large)
+    assert await ArtifactStore(nc, subjects.artifact_bucket).get(large_id) == large

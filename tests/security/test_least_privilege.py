@@ -114,7 +114,7 @@ async def test_an_agent_cannot_write_the_object_store(secure_bus: SecureBus) -> 
     await asyncio.sleep(0.3)
 
     assert (await secure_bus.nc.jetstream().stream_info(ARTIFACTS)).state.messages == before
-    fresh = ArtifactStore(secure_bus.nc.jetstream(), "cc-artifacts")  # no cache: the store
+    fresh = ArtifactStore(secure_bus.nc, "cc-artifacts")  # no cache: the store
     assert await fresh.get(victim) == COMPLAINT
 
 
@@ -267,7 +267,7 @@ async def test_reads_through_the_runtime_create_no_consumer_each_time(
     advisories = f"$JS.EVENT.ADVISORY.CONSUMER.CREATED.{ARTIFACTS}.>"
     await secure_bus.nc.subscribe(advisories, cb=count)
     _, own, mallory = await two_workflows(secure_bus)
-    fresh = ArtifactStore(secure_bus.nc.jetstream(), "cc-artifacts")
+    fresh = ArtifactStore(secure_bus.nc, "cc-artifacts")
     await fresh.get(first_artifact(secure_bus, own))  # what an uncached read costs: one
     await secure_bus.nc.flush()
     await asyncio.sleep(0.2)
@@ -288,7 +288,7 @@ async def test_reads_through_the_runtime_create_no_consumer_each_time(
 async def test_the_cache_keeps_the_most_recently_used_within_its_bytes(
     secure_bus: SecureBus,
 ) -> None:
-    store = ArtifactStore(secure_bus.nc.jetstream(), "cc-artifacts", cache_bytes=10)
+    store = ArtifactStore(secure_bus.nc, "cc-artifacts", cache_bytes=10)
     first, second = await store.put(b"12345"), await store.put(b"67890")
     await store.get(first)  # now the most recently used
     await store.put(b"abc")  # over 10 bytes: the least recently used goes
