@@ -21,6 +21,7 @@ from eventsourcing.persistence import (
 )
 from nats.aio.client import Client
 
+from bus.ledger.scan import EnvelopeReader
 from bus.ledger.setup import private_file
 from bus.ledger.store import Ledger, sqlite_or_postgres_env
 from bus.settings import Settings
@@ -30,6 +31,10 @@ from projections.ledger_views import LedgerViews, statements
 from projections.views import VIEW_TABLES, PostgresViews, SQLiteViews, ViewStore
 
 log = logging.getLogger(__name__)
+
+
+REBUILD_BATCH = 5000
+"""Events per transaction in a rebuild: few commits, and a batch's statements in memory."""
 
 
 def open_views(settings: Settings, create: bool = True) -> ViewStore:
@@ -56,7 +61,7 @@ def rebuild_views(settings: Settings, ledger: Ledger) -> int:
     views = open_views(settings)
     drop_views(views)
     views = open_views(settings)  # recreates the tables
-    return ViewRunner(ledger, views).catch_up()
+    return ViewRunner(ledger, views).catch_up(REBUILD_BATCH)
 
 
 def drop_views(views: ViewStore) -> None:
@@ -72,6 +77,7 @@ class ViewRunner:
         self.ledger = ledger
         self.views = views
         self.projection = LedgerViews(view=views)  # type: ignore[arg-type]
+        self.reader = EnvelopeReader(ledger)
         self.poll_interval = poll_interval
         self._wake = asyncio.Event()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="views")
@@ -100,8 +106,7 @@ class ViewRunner:
         return position
 
     def envelope(self, notification: Notification) -> EventEnvelope:
-        domain_event = self.ledger.mapper.to_domain_event(notification)
-        return self.ledger.envelope(domain_event, position=notification.id)
+        return self.reader.envelope(notification)
 
     def apply_one_by_one(self, batch: list[Notification]) -> None:
         for notification in batch:
