@@ -151,7 +151,7 @@ async def published_batches(
     subjects: Subjects,
     workflow_id: str | None = None,
     unreadable: list[str] | None = None,
-    size: int = COPIES_PER_BATCH,
+    size: int | None = None,
 ) -> AsyncIterator[list[EventEnvelope]]:
     """The events stream (or one workflow's part), in stream order, a batch at a time.
 
@@ -168,7 +168,7 @@ async def published_batches(
         done = False
         while not done:
             batch: list[EventEnvelope] = []
-            while len(batch) < size:
+            while len(batch) < (size or COPIES_PER_BATCH):
                 try:
                     msg = await subscription.next_msg(timeout=1.0)
                 except TimeoutError:

@@ -32,9 +32,9 @@ PAGE = 2000
 _decode = msgspec.json.Decoder()
 
 
-def pages(ledger: Ledger, after: int = 0, page: int = PAGE) -> Iterator[list[Notification]]:
-    """The ledger's notifications after position ``after``, a page at a time."""
-    while batch := ledger.recorder.select_notifications(after + 1, page):
+def pages(ledger: Ledger, after: int = 0, page: int | None = None) -> Iterator[list[Notification]]:
+    """The ledger's notifications after position ``after``, a page (``PAGE``) at a time."""
+    while batch := ledger.recorder.select_notifications(after + 1, page or PAGE):
         yield batch
         after = batch[-1].id
 
@@ -69,7 +69,7 @@ class EnvelopeReader:
             data=state,
         )
 
-    def envelopes(self, after: int = 0, page: int = PAGE) -> Iterator[EventEnvelope]:
+    def envelopes(self, after: int = 0, page: int | None = None) -> Iterator[EventEnvelope]:
         """Every event after position ``after``, in ledger order."""
         for batch in pages(self.ledger, after, page):
             for notification in batch:
