@@ -274,6 +274,9 @@ def bench(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write every figure, as JSON, here.")
     ] = None,
+    ledger_events: Annotated[
+        int, typer.Option(min=1, help="Events in the ledger that verify and views rebuild read.")
+    ] = 20_000,
 ) -> None:
     """Measure each hot path next to its raw baseline, on a private nats-server and disk."""
     from rich.console import Console
@@ -282,7 +285,7 @@ def bench(
     from bus.operations.bench.report import table, write_json
 
     results = asyncio.run(
-        run_bench(count, workflows, steps, postgres, lambda line: notes.print(line))
+        run_bench(count, workflows, steps, postgres, lambda line: notes.print(line), ledger_events)
     )
     Console(width=max(console.width, 200)).print(table(results))
     if json_out is not None:
