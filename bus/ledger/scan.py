@@ -50,7 +50,7 @@ class EnvelopeReader:
         self._names: dict[str, str | None] = {}  # topic -> event name, None: use the mapper
 
     def envelope(self, notification: Notification) -> EventEnvelope:
-        name = self._event_name(notification.topic)
+        name = self.event_name(notification.topic)
         if name is None:
             return self.slow(notification)
         state = _decode.decode(notification.state)
@@ -85,7 +85,8 @@ class EnvelopeReader:
             return datetime.fromisoformat(stamp["_data_"])  # as DatetimeAsISO decodes it
         return self._typed(stamp)
 
-    def _event_name(self, topic: str) -> str | None:
+    def event_name(self, topic: str) -> str | None:
+        """The event type a topic names, or None when the fast path cannot read its events."""
         if topic not in self._names:
             cls = resolve_topic(topic)
             fast = self._exact and getattr(cls, "class_version", 1) == 1

@@ -21,7 +21,8 @@ the events stream (:mod:`bus.ledger.ledger_check`), fit in bounded memory.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import msgspec
@@ -67,6 +68,8 @@ class ChainCheck:
     With the runtime's public key (``verifier``), a record must carry the runtime's
     signature of its hash: one re-hashed by someone who can write the ledger is not.
     A workflow whose chain broke is not checked further (what follows is its consequence).
+    Signatures of a page handed to :meth:`prefetch` are checked on another thread (libsodium
+    runs outside the GIL) while this one decodes the next page: they were a fifth of the time.
     """
 
     def __init__(self, verifier: Verifier | None = None, key: Key = by_version) -> None:
@@ -75,13 +78,42 @@ class ChainCheck:
         self.last: dict[str, str] = {}
         self.broken: set[str] = set()
         self.records = 0
+        self._signed: dict[int, tuple[dict, Future[list[bool]], int]] = {}
+        """By ``id`` of a record (held, so the id stays its own): its page's checks, its index."""
+        self._pool: ThreadPoolExecutor | None = None
+
+    def prefetch(self, events: Sequence[EventEnvelope]) -> None:
+        """Start checking the signatures of these events' evidence records."""
+        if self.verifier is None:
+            return
+        records = [e.data["evidence"] for e in events if e.type == "EvidenceRecorded"]
+        if not records:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="signatures")
+        future = self._pool.submit(self._signatures, records)
+        for index, record in enumerate(records):
+            self._signed[id(record)] = (record, future, index)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+    def _signatures(self, records: list[dict]) -> list[bool]:
+        assert self.verifier is not None
+        return [
+            self.verifier.verify(str(r.get("hash")).encode(), r.get("signature")) for r in records
+        ]
 
     def check(self, event: EventEnvelope) -> Break | None:
-        if event.type != "EvidenceRecorded" or event.workflow_id in self.broken:
+        if event.type != "EvidenceRecorded":
+            return None
+        record = event.data["evidence"]
+        signed = self._prefetched(record)
+        if event.workflow_id in self.broken:
             return None
         self.records += 1
-        record = event.data["evidence"]
-        problem = self.problem(record, self.last.get(event.workflow_id, GENESIS_HASH))
+        problem = self.problem(record, self.last.get(event.workflow_id, GENESIS_HASH), signed)
         if problem is None:
             self.last[event.workflow_id] = record["hash"]
             return None
@@ -90,16 +122,38 @@ class ChainCheck:
         where = f"evidence {record.get('auditId')}"
         return Break(event.workflow_id, event.version, event.type, where, problem, self.key(event))
 
-    def problem(self, record: dict, previous: str) -> str | None:
+    def problem(self, record: dict, previous: str, signed: bool | None = None) -> str | None:
         if evidence_hash(record) != record.get("hash"):
             return "its fields do not match its hash (changed after it was recorded)"
-        if self.verifier is not None and not self.verifier.verify(
-            str(record.get("hash")).encode(), record.get("signature")
-        ):
-            return "it is not signed by the runtime's key"
+        if self.verifier is not None:
+            if signed is None:
+                signed = self.verifier.verify(
+                    str(record.get("hash")).encode(), record.get("signature")
+                )
+            if not signed:
+                return "it is not signed by the runtime's key"
         if record.get("prevHash") != previous:
             return "its prevHash does not link to the record before it"
         return None
+
+    def _prefetched(self, record: dict) -> bool | None:
+        """The prefetched signature check of this very record, if there is one."""
+        found = self._signed.pop(id(record), None)
+        if found is None or found[0] is not record:
+            return None
+        return found[1].result()[found[2]]
+
+
+def ahead(pages: Iterable[list[EventEnvelope]], chain: ChainCheck) -> Iterator[list[EventEnvelope]]:
+    """``pages``, each given to :meth:`ChainCheck.prefetch` one page before it is yielded."""
+    previous: list[EventEnvelope] | None = None
+    for page in pages:
+        chain.prefetch(page)
+        if previous is not None:
+            yield previous
+        previous = page
+    if previous is not None:
+        yield previous
 
 
 class StreamComparison:
