@@ -28,7 +28,7 @@ from bus.settings import Settings
 from bus.transport.subjects import Subjects
 from handoff_schemas import EventEnvelope
 from projections.ledger_views import LedgerViews, statements
-from projections.views import VIEW_TABLES, PostgresViews, SQLiteViews, ViewStore
+from projections.views import VIEW_TABLES, PostgresViews, SQLiteViews, Statement, ViewStore
 
 log = logging.getLogger(__name__)
 
@@ -92,18 +92,34 @@ class ViewRunner:
         A batch commits in one transaction, with a tracking record per event (so a batch
         that overlaps another runner's fails as a whole); if it fails, its events are
         applied one at a time, which skips what another runner applied or what cannot apply.
+        The next batch is read and turned into SQL on another thread meanwhile: SQLite
+        reads, writes and commits outside the GIL, so reading and writing overlap.
         """
         position = self.views.max_tracking_id(self.ledger.name) or 0
-        while batch := self.ledger.notifications(position, batch_size):
-            try:
-                self.views.apply_batch(
-                    [statement for n in batch for statement in statements(self.envelope(n))],
-                    [Tracking(self.ledger.name, n.id) for n in batch],
-                )
-            except Exception:
-                self.apply_one_by_one(batch)
-            position = batch[-1].id
-        return position
+        with ThreadPoolExecutor(1, thread_name_prefix="views-read") as reading:
+            ahead = reading.submit(self.prepared, position, batch_size)
+            while True:
+                batch, sql = ahead.result()
+                if not batch:
+                    return position
+                ahead = reading.submit(self.prepared, batch[-1].id, batch_size)
+                try:
+                    if sql is None:
+                        raise ValueError("an event of the batch cannot apply")
+                    self.views.apply_batch(sql, [Tracking(self.ledger.name, n.id) for n in batch])
+                except Exception:
+                    self.apply_one_by_one(batch)
+                position = batch[-1].id
+
+    def prepared(
+        self, after: int, batch_size: int
+    ) -> tuple[list[Notification], list[Statement] | None]:
+        """The notifications after ``after`` and their SQL (None: one cannot be read)."""
+        batch = self.ledger.notifications(after, batch_size)
+        try:
+            return batch, [statement for n in batch for statement in statements(self.envelope(n))]
+        except Exception:
+            return batch, None
 
     def envelope(self, notification: Notification) -> EventEnvelope:
         return self.reader.envelope(notification)
