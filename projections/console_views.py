@@ -47,9 +47,10 @@ def update(workflow_id: str, assignments: str, *params: Any) -> Statement:
     )
 
 
-def console_statements(event: EventEnvelope) -> list[Statement]:
-    """The list row's changes for one event (none for most events)."""
-    wf, data, at = event.workflow_id, event.data, event.timestamp.isoformat()
+def console_statements(event: EventEnvelope, at: str | None = None) -> list[Statement]:
+    """The list row's changes for one event (none for most events); ``at`` is its time in
+    ISO form, when the caller has it already (a rebuild formats each time once)."""
+    wf, data, at = event.workflow_id, event.data, at or event.timestamp.isoformat()
     found: list[Statement] = []
     match event.type:
         case "WorkflowStarted":

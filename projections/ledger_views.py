@@ -167,7 +167,7 @@ def statements(event: EventEnvelope) -> list[Statement]:
         found.append(set_status(wf, STATUS_BY_EVENT[event.type], at))
     if event.type == "SignalReceived" and data.get("woke"):
         found.append(set_status(wf, "running", at))
-    found.extend(console_statements(event))  # the console's list row
+    found.extend(console_statements(event, at))  # the console's list row
     return found
 
 

@@ -20,14 +20,19 @@ from eventsourcing.persistence import (
     Tracking,
 )
 
+from bus.ledger.scan import EnvelopeReader
 from bus.ledger.setup import private_file
 from bus.ledger.store import Ledger, sqlite_or_postgres_env
 from bus.settings import Settings
 from handoff_schemas import EventEnvelope
 from projections.ledger_views import LedgerViews, statements
-from projections.views import VIEW_TABLES, PostgresViews, SQLiteViews, ViewStore
+from projections.views import VIEW_TABLES, PostgresViews, SQLiteViews, Statement, ViewStore
 
 log = logging.getLogger(__name__)
+
+
+REBUILD_BATCH = 5000
+"""Events per transaction in a rebuild: few commits, and a batch's statements in memory."""
 
 
 def open_views(settings: Settings, create: bool = True) -> ViewStore:
@@ -54,7 +59,7 @@ def rebuild_views(settings: Settings, ledger: Ledger) -> int:
     views = open_views(settings)
     drop_views(views)
     views = open_views(settings)  # recreates the tables
-    return ViewRunner(ledger, views).catch_up()
+    return ViewRunner(ledger, views).catch_up(REBUILD_BATCH)
 
 
 def drop_views(views: ViewStore) -> None:
@@ -70,6 +75,7 @@ class ViewRunner:
         self.ledger = ledger
         self.views = views
         self.projection = LedgerViews(view=views)  # type: ignore[arg-type]
+        self.reader = EnvelopeReader(ledger)
         self.poll_interval = poll_interval
         self._wake = asyncio.Event()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="views")
@@ -84,22 +90,37 @@ class ViewRunner:
         A batch commits in one transaction, with a tracking record per event (so a batch
         that overlaps another runner's fails as a whole); if it fails, its events are
         applied one at a time, which skips what another runner applied or what cannot apply.
+        The next batch is read and turned into SQL on another thread meanwhile: SQLite
+        reads, writes and commits outside the GIL, so reading and writing overlap.
         """
         position = self.views.max_tracking_id(self.ledger.name) or 0
-        while batch := self.ledger.notifications(position, batch_size):
-            try:
-                self.views.apply_batch(
-                    [statement for n in batch for statement in statements(self.envelope(n))],
-                    [Tracking(self.ledger.name, n.id) for n in batch],
-                )
-            except Exception:
-                self.apply_one_by_one(batch)
-            position = batch[-1].id
-        return position
+        with ThreadPoolExecutor(1, thread_name_prefix="views-read") as reading:
+            ahead = reading.submit(self.prepared, position, batch_size)
+            while True:
+                batch, sql = ahead.result()
+                if not batch:
+                    return position
+                ahead = reading.submit(self.prepared, batch[-1].id, batch_size)
+                try:
+                    if sql is None:
+                        raise ValueError("an event of the batch cannot apply")
+                    self.views.apply_batch(sql, [Tracking(self.ledger.name, n.id) for n in batch])
+                except Exception:
+                    self.apply_one_by_one(batch)
+                position = batch[-1].id
+
+    def prepared(
+        self, after: int, batch_size: int
+    ) -> tuple[list[Notification], list[Statement] | None]:
+        """The notifications after ``after`` and their SQL (None: one cannot be read)."""
+        batch = self.ledger.notifications(after, batch_size)
+        try:
+            return batch, [statement for n in batch for statement in statements(self.envelope(n))]
+        except Exception:
+            return batch, None
 
     def envelope(self, notification: Notification) -> EventEnvelope:
-        domain_event = self.ledger.mapper.to_domain_event(notification)
-        return self.ledger.envelope(domain_event, position=notification.id)
+        return self.reader.envelope(notification)
 
     def apply_one_by_one(self, batch: list[Notification]) -> None:
         for notification in batch:

@@ -154,7 +154,20 @@ def test_the_benchmark_writes_every_figure_beside_its_baseline(tmp_path: Path) -
     """Only the shape of what it reports: speed is judged from `claimcheck bench`, not in tests."""
     out = tmp_path / "bench.json"
     result = subprocess.run(
-        [*CLI, "bench", "--count", "20", "--workflows", "3", "--steps", "1", "--json", str(out)],
+        [
+            *CLI,
+            "bench",
+            "--count",
+            "20",
+            "--workflows",
+            "3",
+            "--steps",
+            "1",
+            "--ledger-events",
+            "500",
+            "--json",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         timeout=240,
@@ -178,6 +191,10 @@ def test_the_benchmark_writes_every_figure_beside_its_baseline(tmp_path: Path) -
     assert by_size[-1]["open_workflows"] == 10_000
     assert all(size["p99_ms"] > 0 and size["runtime_rss_mb"] > 0 for size in by_size)
     assert "runtime RSS" in result.stdout  # the table by ledger size
+    reads = {row["path"]: row for row in rows if row["path"].endswith("events)")}
+    assert {path.split(" (")[0] for path in reads} == {"verify --offline", "views rebuild"}
+    for row in reads.values():  # each read's own process: its peak memory beside the baseline's
+        assert row["detail"]["events"] >= 500 and row["detail"]["peak_mb"] > 0, row
     for row in rows:
         assert set(row) >= {"value", "baseline", "baseline_value", "ratio", "bound", "unit"}
         assert row["bound"], row

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from bus.ledger.verification import published_events
+from bus.ledger.ledger_check import published_events
 from bus.operations.audit import ChainWatcher, Finding, follow
 from bus.operations.operators import escalations, watch
 from tests.security.conftest import SecureBus

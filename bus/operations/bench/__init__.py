@@ -9,7 +9,9 @@ adds, and says what bounded it.
 - :mod:`~bus.operations.bench.micro`: one process, the runtime in it (steps, relay, inbox);
 - :mod:`~bus.operations.bench.history`: step cost and memory as histories grow;
 - :mod:`~bus.operations.bench.workflows`: whole workflows on the real processes;
-- :mod:`~bus.operations.bench.temporal`: the same workflows on Temporal, when installed.
+- :mod:`~bus.operations.bench.temporal`: the same workflows on Temporal, when installed;
+- :mod:`~bus.operations.bench.ledger_scale`: ``verify --offline`` and ``views rebuild``
+  reading a ledger of N events, beside the bare recorder reading it.
 """
 
 from __future__ import annotations
@@ -87,11 +89,13 @@ async def run_bench(
     postgres: str = "",
     progress: ProgressLine = lambda _: None,
     big_ledger: bool = False,
+    ledger_events: int = 20_000,
 ) -> list[Measurement]:
     """Every row: the micro paths at 1, 16 and 64 in flight, cost against history (a
-    workflow's own, the ledger's, up to a million events with ``big_ledger``), then whole
-    workflows."""
+    workflow's own, the ledger's, up to a million events with ``big_ledger``), whole
+    workflows, then reading a ledger of ``ledger_events`` events."""
     from bus.operations.bench.history import run_history
+    from bus.operations.bench.ledger_scale import run_ledger_scale
     from bus.operations.bench.micro import run_micro
     from bus.operations.bench.temporal import run_temporal
     from bus.operations.bench.workflows import run_workflows
@@ -100,7 +104,8 @@ async def run_bench(
     results += await run_history(count, big_ledger, progress)
     ours = await run_workflows(workflows, steps, postgres, progress)
     theirs = await run_temporal(workflows, steps, progress)
-    return results + against(ours, theirs) + theirs
+    reads = await run_ledger_scale(ledger_events, progress)
+    return results + against(ours, theirs) + theirs + reads
 
 
 def against(ours: list[Measurement], theirs: list[Measurement]) -> list[Measurement]:

@@ -277,6 +277,9 @@ def bench(
     big_ledger: Annotated[
         bool, typer.Option(help="Also measure a 1,000,000-event ledger (minutes).")
     ] = False,
+    ledger_events: Annotated[
+        int, typer.Option(min=1, help="Events in the ledger that verify and views rebuild read.")
+    ] = 20_000,
 ) -> None:
     """Measure each hot path next to its raw baseline, on a private nats-server and disk."""
     from rich.console import Console
@@ -287,7 +290,13 @@ def bench(
 
     results = asyncio.run(
         run_bench(
-            count, workflows, steps, postgres, lambda line: notes.print(line), big_ledger
+            count,
+            workflows,
+            steps,
+            postgres,
+            lambda line: notes.print(line),
+            big_ledger,
+            ledger_events,
         )
     )
     wide = Console(width=max(console.width, 200))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from nats.aio.client import Client
@@ -29,6 +29,9 @@ from bus.operations.cli.common import (
 from bus.operations.cli.output import age, events_json, parse_since, show_json
 from bus.settings import Settings
 from bus.transport.subjects import Subjects
+
+if TYPE_CHECKING:
+    from bus.ledger.ledger_check import Outcome
 
 
 @app.command()
@@ -80,31 +83,36 @@ def verify(
     With ``--external``, every succeeded evidence record is put to its tool's own system;
     the running runtime records each answer in its workflow (``claims`` and ``status`` show
     it beside the claimed items); with the stack down the answers are only printed."""
-    from bus.ledger.verification import first_break, published_events
+    from bus.ledger.ledger_check import verify_offline, verify_online
     from bus.transport.signing import runtime_verifier
 
     settings = settings_for(state_dir)
-    histories = ledger_histories(settings, workflow)
     verifier = runtime_verifier(settings)  # with the runtime's key, only signed evidence
+    ledger = open_ledger(settings)
+    try:
+        history = ledger.history(workflow) if workflow else None
 
-    async def published(nc: Client, subjects: Subjects) -> dict[str, list] | None:
-        return {wf: await published_events(nc, subjects, wf) for wf in histories}
+        async def online(nc: Client, subjects: Subjects) -> Outcome:
+            return await verify_online(ledger, nc, subjects, verifier, history)
 
-    copies = None if offline else from_stack_or_ledger(settings, published, lambda: None)
-    for workflow_id, history in histories.items():
-        broken = first_break(history, None if copies is None else copies[workflow_id], verifier)
-        if broken:
-            raise fail(f"broken: {broken}")
-    evidence = sum(1 for h in histories.values() for e in h if e.type == "EvidenceRecorded")
-    if copies is not None:
+        found = None if offline else from_stack_or_ledger(settings, online, lambda: None)
+        if found is None:
+            found = verify_offline(ledger, verifier, history)
+    except LedgerError as error:
+        raise fail(str(error)) from None
+    finally:
+        ledger.close()
+    if found.broken:
+        raise fail(f"broken: {found.broken}")
+    if found.compared:
         against = ", and every event matches the events stream"
     else:
         against = "" if offline else " (the events stream was not compared: the stack is down)"
     console.print(
-        f"intact: {len(histories)} workflow(s), {evidence} evidence record(s) chain{against}"
+        f"intact: {found.workflows} workflow(s), {found.evidence} evidence record(s) chain{against}"
     )
     if external:
-        confirm_externally(settings, histories)
+        confirm_externally(settings, ledger_histories(settings, workflow))
 
 
 def confirm_externally(settings: Settings, histories: dict[str, list]) -> None:
