@@ -13,7 +13,6 @@ import copy
 import sys
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlparse
 from uuid import UUID
@@ -29,6 +28,7 @@ from eventsourcing.persistence import IntegrityError, Notification
 from eventsourcing.utils import get_topic
 
 from bus.ledger.errors import LedgerError, UnknownWorkflow
+from bus.ledger.group_commit import GroupCommit, NewWorkflow
 from bus.ledger.replay import replay
 from bus.ledger.step_replies import (
     carried_steps,
@@ -40,37 +40,6 @@ from bus.ledger.workflow import LEGACY_TOPIC, Workflow
 from handoff_schemas import EventEnvelope
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What one change of a group commit returned, or raised."""
-
-    value: Any = None
-    error: BaseException | None = None
-
-    def unwrap(self) -> Any:
-        if self.error is not None:
-            raise self.error
-        return self.value
-
-
-@dataclass(frozen=True)
-class NewWorkflow:
-    """A start among a group commit's commands: the workflow is made when the batch runs
-    (a failed save leaves an aggregate with nothing left to save, so a retry makes it anew)."""
-
-    workflow_id: str
-    """Its key in the batch: the workflow's id when started with a request id, else one of
-    its own (the workflow's id is drawn when it is made)."""
-    make: Callable[[], Workflow]
-    repeatable: bool
-    """Started with a request id: its id is derived from it, and a start asked again
-    returns the workflow the first one made."""
-
-
-Change = Callable[["Workflow"], Any] | NewWorkflow
-"""A command of a group commit: a change of an existing workflow, or a start."""
 
 
 STARTED_TOPICS = [get_topic(Workflow.WorkflowStarted), f"{LEGACY_TOPIC}.WorkflowStarted"]  # type: ignore[attr-defined]
@@ -119,7 +88,7 @@ def sqlite_or_postgres_env(url: str) -> dict[str, str]:
     raise ValueError(f"unsupported ledger URL {url!r}: use sqlite:///PATH or postgresql://...")
 
 
-class Ledger(Application[UUID]):
+class Ledger(GroupCommit, Application[UUID]):
     """The eventsourcing application holding every workflow.
 
     Its methods are synchronous (the eventsourcing recorders are); the runtime
@@ -308,84 +277,6 @@ class Ledger(Application[UUID]):
                 continue
             return result
         raise AssertionError("unreachable")
-
-    def command_batch(self, commands: list[tuple[str, Change]]) -> list[Outcome]:
-        """Apply every change, then commit all their events in one transaction (group commit).
-
-        Each outcome is what :meth:`command` would have returned or raised for its change,
-        and it stands only once the shared commit succeeded: nothing is answered before its
-        events are durable. A change that fails unexpectedly leaves its workflow half-changed,
-        so that workflow leaves the batch (evicted) and its other changes run alone after the
-        commit; a batch that meets a concurrent writer runs its changes alone, which retries.
-        """
-        outcomes: dict[int, Outcome] = {}
-        touched: dict[str, Workflow] = {}
-        broken: set[str] = set()
-        for index, (workflow_id, change) in enumerate(commands):
-            started_twice = isinstance(change, NewWorkflow) and workflow_id in touched
-            if workflow_id in broken or started_twice:
-                continue  # runs alone, after the commit (a start asked twice finds the first)
-            outcome, workflow = self._apply(workflow_id, change)
-            outcomes[index] = outcome
-            if workflow is not None:
-                touched[workflow_id] = workflow
-            elif not isinstance(outcome.error, LedgerError):  # it left the workflow half-changed
-                broken.add(workflow_id)
-                self._drop(workflow_id, touched, commands, outcomes, keep=index)
-        try:
-            if touched:
-                self.save(*touched.values())
-        except IntegrityError:  # another replica wrote one of these workflows
-            for workflow_id in list(touched):
-                self._drop(workflow_id, touched, commands, outcomes)
-        except Exception as error:
-            for index, (workflow_id, _) in enumerate(commands):
-                if workflow_id in touched:
-                    outcomes[index] = Outcome(error=error)
-                    self._evict(workflow_id)
-        for index, (workflow_id, change) in enumerate(commands):
-            if index not in outcomes:
-                outcomes[index] = self._alone(workflow_id, change)
-        return [outcomes[index] for index in range(len(commands))]
-
-    def _apply(self, workflow_id: str, change: Change) -> tuple[Outcome, Workflow | None]:
-        """One change of a batch, and the workflow to save (None: nothing to save)."""
-        if isinstance(change, NewWorkflow):
-            workflow = change.make()
-            return Outcome(workflow), workflow
-        try:
-            workflow = self._cached(workflow_id)
-        except LedgerError as error:
-            return Outcome(error=error), None
-        try:
-            return Outcome(self._decide(workflow, change)), workflow
-        except LedgerError as error:  # a refusal: the events it triggered still commit
-            return Outcome(error=error), workflow
-        except Exception as error:
-            return Outcome(error=error), None
-
-    def _drop(
-        self,
-        workflow_id: str,
-        touched: dict[str, Workflow],
-        commands: list[tuple[str, Change]],
-        outcomes: dict[int, Outcome],
-        keep: int = -1,
-    ) -> None:
-        """Take a workflow out of the batch: its changes so far (but ``keep``) run alone."""
-        self._evict(workflow_id)
-        touched.pop(workflow_id, None)
-        for index, (other, _) in enumerate(commands):
-            if other == workflow_id and index != keep:
-                outcomes.pop(index, None)
-
-    def _alone(self, workflow_id: str, change: Change) -> Outcome:
-        try:
-            if isinstance(change, NewWorkflow):
-                return Outcome(self._save_new(change))
-            return Outcome(self.command(workflow_id, change))
-        except Exception as error:
-            return Outcome(error=error)
 
     def command_detached(
         self, workflow_id: str, change: Callable[[Workflow], T], attempts: int = 5

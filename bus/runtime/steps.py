@@ -20,7 +20,7 @@ import msgspec
 
 from bus import telemetry
 from bus.ledger import Ledger, Workflow
-from bus.ledger.store import Change, NewWorkflow, Outcome
+from bus.ledger.group_commit import Change, NewWorkflow, Outcome
 from bus.runtime.protocol import INCOMING_TRACE, Refusal, as_reply, ok_reply, replayed
 from handoff_schemas import Reply
 
