@@ -64,7 +64,7 @@ def is_duplicate_in_process(error: APIError) -> bool:
     )
 
 
-def outcome(sent: asyncio.Future[None] | BaseException) -> BaseException | None:
+def outcome(error: BaseException | None) -> BaseException | None:
     """Why a publish failed, or None; another replica storing the same id is success.
 
     Relay replicas of one ledger publish the same ids. A cluster answers the second of two
@@ -72,7 +72,6 @@ def outcome(sent: asyncio.Future[None] | BaseException) -> BaseException | None:
     being stored by the first, which is what this publish wanted (a later republish, the
     usual case, is acknowledged as a duplicate without error).
     """
-    error = sent if isinstance(sent, BaseException) else sent.exception()
     if isinstance(error, APIError) and is_duplicate_in_process(error):
         return None
     return error
@@ -81,26 +80,11 @@ def outcome(sent: asyncio.Future[None] | BaseException) -> BaseException | None:
 async def publish_all(
     publisher: BulkPublisher, messages: list[Message]
 ) -> list[BaseException | None]:
-    """Publish every message without waiting in between, then wait for all their
-    acknowledgements at once (in order on one connection, as JetStream stores them).
-
-    Each result is None (stored, or being stored by another replica) or why not; no
-    acknowledgement within :data:`ACK_TIMEOUT` fails the whole call.
-    """
-    pending: list[asyncio.Future[None] | BaseException] = []
-    for subject, headers, payload in messages:
-        try:
-            pending.append(await publisher.publish(subject, payload, headers))
-        except MaxPayloadError as error:  # refused before it left: larger than the server's
-            pending.append(error)
-    acks = [p for p in pending if isinstance(p, asyncio.Future)]
-    if acks:
-        _, late = await asyncio.wait(acks, timeout=ACK_TIMEOUT)
-        for ack in late:
-            ack.cancel()
-        if late:
-            raise TimeoutError(f"{len(late)} publishes were not acknowledged")
-    return [outcome(p) for p in pending]
+    """Publish every message, in order on one connection, and wait for their
+    acknowledgements together; each result is None (stored, or being stored by another
+    replica) or why not. No acknowledgement within :data:`ACK_TIMEOUT` fails the call."""
+    sent = [(subject, payload, headers) for subject, headers, payload in messages]
+    return [outcome(error) for error in await publisher.publish_all(sent, ACK_TIMEOUT)]
 
 
 TRACKING_NAME = "relay"

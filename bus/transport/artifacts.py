@@ -12,7 +12,6 @@ consumer, and one per read does not keep up with a busy bus.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
@@ -95,8 +94,9 @@ class ArtifactStore:
                 {api.Header.ROLLUP: MSG_ROLLUP_SUBJECT},
             ),
         ]
-        sent = [await self._publisher.publish(*message) for message in messages]
-        await asyncio.wait_for(asyncio.gather(*sent), WRITE_TIMEOUT)
+        for error in await self._publisher.publish_all(messages, WRITE_TIMEOUT):
+            if error is not None:
+                raise error
 
     async def get(self, identifier: str) -> bytes:
         cached = self._cache.get(identifier)

@@ -16,6 +16,7 @@ import json
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import MaxPayloadError
 from nats.js.errors import APIError, NoStreamResponseError
 
 NO_RESPONDERS = "503"
@@ -68,3 +69,29 @@ class BulkPublisher:
             acknowledged.set_exception(api_error(reply["error"]))
         else:
             acknowledged.set_result(None)
+
+    async def publish_all(
+        self, messages: list[tuple[str, bytes, dict[str, str] | None]], timeout: float
+    ) -> list[BaseException | None]:
+        """Send every message, then wait for all their acknowledgements together.
+
+        Each result is None or why that publish failed (a message larger than the server
+        takes fails before it leaves); no acknowledgement within ``timeout`` fails the whole
+        call, and no publish given up on is left waiting.
+        """
+        pending: list[asyncio.Future[None] | BaseException] = []
+        try:
+            for subject, payload, headers in messages:
+                try:
+                    pending.append(await self.publish(subject, payload, headers))
+                except MaxPayloadError as error:
+                    pending.append(error)
+            acks = [p for p in pending if isinstance(p, asyncio.Future)]
+            if acks and (late := (await asyncio.wait(acks, timeout=timeout))[1]):
+                raise TimeoutError(f"{len(late)} publishes were not acknowledged")
+        finally:
+            for sent in pending:
+                if isinstance(sent, asyncio.Future) and not sent.done():
+                    sent.cancel()
+        return [p if isinstance(p, BaseException) else p.exception() for p in pending]
+
