@@ -16,8 +16,8 @@ import json
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.errors import MaxPayloadError
-from nats.js.errors import APIError, NoStreamResponseError
+from nats.errors import MaxPayloadError, NoRespondersError
+from nats.js.errors import APIError
 
 NO_RESPONDERS = "503"
 
@@ -62,7 +62,9 @@ class BulkPublisher:
         if acknowledged is None or acknowledged.done():
             return  # a publish given up on (its batch timed out)
         if msg.headers and msg.headers.get("Status") == NO_RESPONDERS:
-            acknowledged.set_exception(NoStreamResponseError())
+            # No stream (or, in a cluster, no stream leader yet): "nobody answered yet",
+            # which callers treat as transient and ask again.
+            acknowledged.set_exception(NoRespondersError())
             return
         reply = json.loads(msg.data)
         if "error" in reply:
