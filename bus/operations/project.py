@@ -67,7 +67,6 @@ class Project(BaseModel):
         return project
 
 
-
 EXAMPLE = Project(
     agents=[
         AgentEntry(target="agents.complaints:triage"),

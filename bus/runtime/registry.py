@@ -106,4 +106,3 @@ class ToolRegistry:
             return sorted(await (await self._bucket()).keys())
         except NoKeysError:
             return []
-

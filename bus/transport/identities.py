@@ -200,4 +200,3 @@ class Identities:
             write_secret(path, bytes(seed).decode())
         signer = Signer(path.read_bytes().strip())
         (self.directory / PUBLIC_FILE).write_text(signer.public_key + "\n")
-

@@ -96,4 +96,3 @@ class BulkPublisher:
                 if isinstance(sent, asyncio.Future) and not sent.done():
                     sent.cancel()
         return [p if isinstance(p, BaseException) else p.exception() for p in pending]
-

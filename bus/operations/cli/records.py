@@ -248,6 +248,8 @@ def checkpoint_text(backing: dict[str, list[str]]) -> str:
         else f"{name} (declared; no evidence backs it)"
         for name, ids in backing.items()
     )
+
+
 def add_age(rows: list[dict[str, Any]]) -> None:
     """How long each workflow has run (to now, or to its end) and since its latest change."""
     now = datetime.now(UTC)
