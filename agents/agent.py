@@ -100,15 +100,18 @@ class Agent:
             "agent %s consuming %s, %d at a time", self.name, subjects.inbox(self.name), concurrency
         )
         working: set[asyncio.Task[None]] = set()
+
+        def begin(msg: Msg) -> None:
+            task = asyncio.create_task(self._handle_logged(msg, client))
+            working.add(task)
+            task.add_done_callback(working.discard)
+
         try:
             while not stop.is_set():
                 if len(working) >= concurrency:
                     await asyncio.wait(working, return_when=asyncio.FIRST_COMPLETED)
                     continue
-                for msg in await self._fetch(inbox, concurrency - len(working)):
-                    task = asyncio.create_task(self._handle_logged(msg, client))
-                    working.add(task)
-                    task.add_done_callback(working.discard)
+                await self._fetch(inbox, concurrency - len(working), begin)
         finally:
             # Handoffs under way finish (and are acknowledged) before the agent leaves; a
             # drain would wait on the idle pull request instead.
@@ -118,29 +121,35 @@ class Agent:
             await nc.close()
 
     @staticmethod
-    async def _fetch(inbox: JetStreamContext.PullSubscription, room: int) -> list[Msg]:
-        """The next handoff as soon as there is one, with whatever else waits (up to ``room``).
+    async def _fetch(
+        inbox: JetStreamContext.PullSubscription, room: int, begin: Callable[[Msg], None]
+    ) -> None:
+        """Begin the next handoff as soon as there is one, then whatever else waits (up to
+        ``room`` in all).
 
         One message is waited for: a pull for a batch would wait for the whole batch, or
-        its timeout, before returning. What else is waiting comes in one more request.
-        An inbox consumer the runtime has not made yet (it makes it just before this
-        agent's first handoff) is looked for again soon.
+        its timeout, before returning. What else is waiting comes in one more request,
+        made while the first handoff is already being worked on. An inbox consumer the
+        runtime has not made yet (it makes it just before this agent's first handoff) is
+        looked for again soon.
         """
         try:
-            messages = await inbox.fetch(1, timeout=1.0)
+            first = await inbox.fetch(1, timeout=1.0)
         except TimeoutError:  # nats-py raises its own, or asyncio's, depending on the path
-            return []
+            return
         except INBOX_MISSING:
             await asyncio.sleep(INBOX_LOOK_INTERVAL)
-            return []
+            return
         except NatsError as error:  # disconnected: the client reconnects by itself
             log.warning("inbox fetch failed (%s); retrying", error)
             await asyncio.sleep(0.5)
-            return []
+            return
+        for msg in first:
+            begin(msg)
         if room > 1:
             with contextlib.suppress(TimeoutError, NatsError):
-                messages += await inbox.fetch(room - 1, timeout=BATCH_WAIT)
-        return messages
+                for msg in await inbox.fetch(room - 1, timeout=BATCH_WAIT):
+                    begin(msg)
 
     async def _handle_logged(self, msg: Msg, client: RuntimeClient) -> None:
         """:meth:`handle`, with what escapes it logged: unacknowledged, it is redelivered."""
