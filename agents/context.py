@@ -22,17 +22,17 @@ from agents.model_calls import ModelCalls, WorkflowHalted
 from bus.runtime.catalogue import ToolSpec
 from handoff_schemas import (
     Ack,
-    ArtifactDigest,
     ArtifactGetRequest,
     ArtifactPutReply,
     ArtifactPutRequest,
     ArtifactReply,
     AuditRequest,
     AwaitSignalRequest,
+    BeginReply,
+    BeginRequest,
     CheckpointRequest,
     ClaimAssertion,
     ClaimItem,
-    ContextRequest,
     DeniedActionRequest,
     Evidence,
     EvidenceReply,
@@ -42,8 +42,6 @@ from handoff_schemas import (
     Handoff,
     HandoffReply,
     HandoffRequest,
-    IntentReply,
-    IntentRequest,
     PermitReply,
     PermitRequest,
     Reply,
@@ -153,33 +151,25 @@ class Context:
     # -- the pipeline before the handler --------------------------------------
 
     async def begin(self) -> None:
-        """Load recorded steps, resolve the intent, assemble the context."""
-        self.state = await self._recorded()
-        await self._step(
-            "intent",
-            IntentRequest,
-            IntentReply,
-            handoff_id=self.incoming.handoff_id,
-            task=self.incoming.task,
-            known_tasks=self._known_tasks,
+        """Resolve the intent, read the artifact and record the context (steps 1 and 2, one
+        request), and load what this handling recorded before, every page of it."""
+        request = BeginRequest(
+            self.workflow_id,
+            self.incoming.handoff_id,
+            self.incoming.task,
+            self._known_tasks,
+            self.incoming.artifact_id,
         )
-        self.artifact = await self.get_artifact(self.incoming.artifact_id)
-        digest = ArtifactDigest(artifact_id=self.incoming.artifact_id, size=len(self.artifact))
-        await self._step("context", ContextRequest, Ack, artifacts=[digest])
-
-    async def _recorded(self) -> StepsReply:
-        """This handling's recorded steps (the only ones it replays) and the workflow's
-        checkpoints, every page of them."""
+        begun = await self._client.call("begin", request, BeginReply)
+        self.artifact, self.state = begun.data, begun.state
+        self._step_number = 2
         prefix = f"{self.incoming.handoff_id}/"
-        request = StateRequest(workflow_id=self.workflow_id, step_prefix=prefix)
-        state = await self._client.call("state", request, StepsReply)
-        while state.next_cursor is not None:
-            request = StateRequest(self.workflow_id, prefix, cursor=state.next_cursor)
+        while self.state.next_cursor is not None:
+            request = StateRequest(self.workflow_id, prefix, cursor=self.state.next_cursor)
             page = await self._client.call("state", request, StepsReply)
-            state.steps.update(page.steps)
-            state.checkpoints.update(page.checkpoints)
-            state.status, state.next_cursor = page.status, page.next_cursor
-        return state
+            self.state.steps.update(page.steps)
+            self.state.checkpoints.update(page.checkpoints)
+            self.state.status, self.state.next_cursor = page.status, page.next_cursor
 
     def artifact_json(self) -> Any:
         return json.loads(self.artifact)

@@ -182,6 +182,22 @@ class IntentRequest(StepRequest):
     known_tasks: Annotated[list[Label], msgspec.Meta(max_length=MAX_ITEMS)]
 
 
+class BeginRequest(WireStruct):
+    """A handling's first two steps in one round trip (operation ``begin``).
+
+    It does what ``intent`` (step ``<handoffId>/1``), ``artifact_get`` and ``context``
+    (step ``<handoffId>/2``) do, in one commit, and answers with the handoff's artifact and
+    the first page of this handling's recorded steps (``state`` with ``stepPrefix``
+    ``<handoffId>/``). Asked again, it replays both steps. ``artifactId`` is the handoff's.
+    """
+
+    workflow_id: Id
+    handoff_id: Id
+    task: Label
+    known_tasks: Annotated[list[Label], msgspec.Meta(max_length=MAX_ITEMS)]
+    artifact_id: ArtifactId
+
+
 class ArtifactDigest(WireStruct):
     artifact_id: ArtifactId
     size: Annotated[int, msgspec.Meta(ge=0)]
@@ -388,6 +404,14 @@ class IntentReply(WireStruct):
     task: str
 
 
+class BeginReply(WireStruct):
+    """The handoff's artifact (base64 in JSON) and the first page of what the handling
+    recorded before this ``begin``; the next pages come from ``state``."""
+
+    data: bytes
+    state: StepsReply
+
+
 class PermitReply(WireStruct):
     permission: PermissionOutcome
     rule: str
@@ -431,6 +455,7 @@ class SummaryReply(WireStruct):
 OPERATIONS: dict[str, type[WireStruct]] = {
     "start": StartRequest,
     "state": StateRequest,
+    "begin": BeginRequest,
     "intent": IntentRequest,
     "context": ContextRequest,
     "reasoning": ReasoningRequest,
@@ -455,6 +480,7 @@ OPERATIONS: dict[str, type[WireStruct]] = {
 REPLIES: dict[str, type[WireStruct]] = {
     "start": StartReply,
     "state": StepsReply,
+    "begin": BeginReply,
     "intent": IntentReply,
     "context": Ack,
     "reasoning": ReasoningReply,

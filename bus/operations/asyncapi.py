@@ -31,7 +31,8 @@ SUBJECTS = Subjects(PREFIX)
 
 OPERATION_SUMMARIES = {
     "start": "Start a workflow: its first handoff (the operator identity only).",
-    "state": "The steps and checkpoints a workflow recorded, a page at a time (first of all).",
+    "state": "The steps and checkpoints a workflow recorded, a page at a time.",
+    "begin": "Start a handling in one request: intent, the artifact, context, recorded steps.",
     "intent": "Resolve the handoff to one of the tasks this agent knows (first step).",
     "context": "Record the artifacts read for this handoff, with their sizes (second step).",
     "reasoning": "Record a model call: what it believed, its usage and why it stopped.",

@@ -90,7 +90,7 @@ class Runtime:
         tools = ToolRegistry(nc.jetstream(), self.subjects)  # learned from the tool hosts
         execution = ToolExecution(self.steps, policy, tools, artifacts, nc, settings, signer)
         self.workflows = WorkflowHandlers(self.steps, policy, artifacts, self.security)
-        pipeline = PipelineHandlers(self.steps, policy)
+        pipeline = PipelineHandlers(self.steps, policy, artifacts)
         self._one_step = frozenset(pipeline.operations())
         """Operations that are a single :meth:`Steps.step`: it checks the caller and replays
         a recorded reply in its own command, so they skip the look before dispatch."""

@@ -108,7 +108,22 @@ class Steps:
         require_open: bool = True,
         redo: bool = False,
     ) -> Any:
-        """Apply ``change`` as one step of the workflow, and record its reply.
+        """Apply ``change`` as one step of the workflow, and record its reply."""
+        return await self.command(
+            workflow_id, self.applying(agent, op, step_key, change, require_open, redo)
+        )
+
+    def applying(
+        self,
+        agent: str,
+        op: str,
+        step_key: str,
+        change: Callable[[Workflow], Any],
+        require_open: bool = True,
+        redo: bool = False,
+    ) -> Callable[[Workflow], Any]:
+        """``change`` as a step: a command that applies it and records its reply, for
+        :meth:`step`, or for several steps committed as one command.
 
         A refusal raised by ``change`` is recorded as the step's reply too: asked
         again, the runtime refuses again without re-deciding. Only ``redo`` (a
@@ -133,7 +148,7 @@ class Steps:
             workflow.complete_step(step_key, op, ok_reply(result), trace_id, agent)
             return result
 
-        return await self.command(workflow_id, apply)
+        return apply
 
     async def refuse(
         self,

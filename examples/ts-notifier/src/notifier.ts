@@ -55,17 +55,19 @@ class Handling {
 
   async run(): Promise<void> {
     const { workflowId, handoffId, task, artifactId } = this.handoff;
+    // Steps 1 and 2 (intent, context) and the artifact in one request (section 4).
     // Replays are the runtime's: a recorded step key gets its recorded reply back.
-    const state = await this.client.call<{ steps: object }>("state", { workflowId });
-    const recorded = Object.keys(state.steps).length;
-    if (recorded > 0) console.log(`resuming ${workflowId}: ${recorded} steps recorded`);
-    await this.step("intent", { handoffId, task, knownTasks: [TASK] });
-    const artifact = await this.client.call<{ data: string }>("artifact_get", {
-      artifactId,
+    const begun = await this.client.call<{ data: string; state: { steps: object } }>("begin", {
       workflowId,
+      handoffId,
+      task,
+      knownTasks: [TASK],
+      artifactId,
     });
-    const bytes = Buffer.from(artifact.data, "base64");
-    await this.step("context", { artifacts: [{ artifactId, size: bytes.length }] });
+    this.n = 2;
+    const recorded = Object.keys(begun.state.steps).length;
+    if (recorded > 0) console.log(`resuming ${workflowId}: ${recorded} steps recorded`);
+    const bytes = Buffer.from(begun.data, "base64");
     const escalation = this.schemas.check<Escalation>("escalation", JSON.parse(bytes.toString()));
     const email = await this.draft(escalation);
     const team = escalation.decision.team_email;

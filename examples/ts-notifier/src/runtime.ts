@@ -9,14 +9,11 @@ const SILENCE_MS = 3500;
 
 /** The operation's request type and reply type, as in docs/PROTOCOL.md section 3. */
 const TYPES: Record<string, [string, string]> = {
-  state: ["StateRequest", "StepsReply"],
-  intent: ["IntentRequest", "IntentReply"],
-  context: ["ContextRequest", "Ack"],
+  begin: ["BeginRequest", "BeginReply"],
   reasoning: ["ReasoningRequest", "ReasoningReply"],
   execute: ["ExecuteRequest", "ExecuteReply"],
   checkpoint: ["CheckpointRequest", "Ack"],
   summarize: ["SummarizeRequest", "SummaryReply"],
-  artifact_get: ["ArtifactGetRequest", "ArtifactReply"],
 };
 
 export interface ErrorInfo {
