@@ -34,7 +34,8 @@ IN_FLIGHT = (1, 16, 200)
 ENDINGS = ("WorkflowCompleted", "WorkflowFailed", "WorkflowStopped", "EscalationRaised")
 HANDLED = "CheckpointReached"
 """How the handoff row sees its handoff handled (the agent's one step)."""
-AGENT_CONCURRENCY = 64
+AGENT_CONCURRENCY = 100
+"""As many as a Temporal worker runs at once by default (activities, workflow tasks)."""
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -48,15 +49,26 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Busy:
-    """CPU per process of a stack over a measured stretch: what bounded it."""
+    """CPU per process of a stack, and JetStream's writes, over a measured stretch: what
+    bounded it. ``observer`` is a connection that may read stream info (the runtime's role)."""
 
-    def __init__(self, stack: Stack) -> None:
+    def __init__(self, stack: Stack, observer: Client) -> None:
+        self.observer = observer
+        self.written = 0
         self.pids = {name: process.pid for name, process in stack.processes.items()}
         if stack.nats is not None and stack.nats.process is not None:
             self.pids["nats-server"] = stack.nats.process.pid
         self.pids["bench"] = os.getpid()
         self.started = time.perf_counter()
         self.before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    async def begin(self) -> Busy:
+        self.written = await jetstream_writes(self.observer)
+        return self
+
+    async def writes(self) -> int:
+        """Messages JetStream stored since :meth:`begin`."""
+        return await jetstream_writes(self.observer) - self.written
 
     def shares(self) -> dict[str, float]:
         wall = time.perf_counter() - self.started
@@ -66,14 +78,23 @@ class Busy:
         }
 
     @staticmethod
-    def bound(shares: dict[str, float]) -> str:
+    def bound(shares: dict[str, float], writes_per_s: float) -> str:
         busiest = max(shares, key=lambda name: shares[name])
         total = sum(shares.values())
         if total >= 0.85 * cores():
             return f"all {cores()} cores busy ({total:.1f}; most: {busiest} {shares[busiest]:.0%})"
         if shares[busiest] >= 0.85:
             return f"CPU of {busiest} ({shares[busiest]:.0%} of a core)"
-        return f"fsync and round trips (CPU {total:.1f} of {cores()} cores; {busiest} most)"
+        return (
+            f"fsync: {writes_per_s:,.0f} JetStream writes/s, each fsynced, and the ledger's "
+            f"commits (CPU {total:.1f} of {cores()} cores; {busiest} most)"
+        )
+
+
+async def jetstream_writes(nc: Client) -> int:
+    """Messages JetStream stored so far in every stream, key-value and object stores
+    included: with ``sync_interval: always`` each one is an fsync."""
+    return sum(info.state.last_seq for info in await nc.jetstream().streams_info())
 
 
 class Workflows:
@@ -142,6 +163,8 @@ async def on_stack(
         )
         async with Stack(settings, agents=("agents.bench:worker",), runtimes=runtimes) as stack:
             nc = await connect(settings, "claimcheck-bench")
+            runtime_role = {"credentials": stack.credentials.get("runtime")}
+            observer = await connect(settings.model_copy(update=runtime_role), "bench-observer")
             try:
                 subjects = Subjects(settings.prefix)
                 workflows = Workflows(nc, subjects)
@@ -154,33 +177,45 @@ async def on_stack(
                 for in_flight in levels:
                     progress(f"whole workflows ({where}), {in_flight} in flight")
                     results.append(
-                        await measure(stack, workflows, artifact, count, steps, in_flight, where)
+                        await measure(
+                            Busy(stack, observer),
+                            workflows,
+                            artifact,
+                            count,
+                            steps,
+                            in_flight,
+                            where,
+                        )
                     )
                 if not ledger:
                     progress("handoffs end to end, 16 in flight")
                     handoff = await store_artifact(nc, subjects, b'{"steps": 0}')
-                    busy = Busy(stack)
-                    ours, _ = await rate(
-                        count, 16, lambda _: workflows.run("bench_handoff", handoff)
-                    )
-                    results.append(
-                        Measurement(
-                            "handoff end to end",
-                            16,
-                            ours,
-                            "JetStream publish, consume, ack",
-                            None,
-                            Busy.bound(shares := busy.shares()),
-                            detail={"cpu": shares},
-                        )
-                    )
+                    results.append(await handoffs(Busy(stack, observer), workflows, handoff, count))
                 return results
             finally:
                 await nc.close()
+                await observer.close()
+
+
+async def handoffs(busy: Busy, workflows: Workflows, artifact: str, count: int) -> Measurement:
+    """Handoffs end to end, 16 in flight: each the start's handoff and the agent's one step."""
+    await busy.begin()
+    ours, _ = await rate(count, 16, lambda _: workflows.run("bench_handoff", artifact))
+    writes = await busy.writes() / count
+    shares = busy.shares()
+    return Measurement(
+        "handoff end to end",
+        16,
+        ours,
+        "JetStream publish, consume, ack",
+        None,
+        Busy.bound(shares, writes * ours),
+        detail={"cpu": shares, "jetstream_writes_per_handoff": round(writes, 1)},
+    )
 
 
 async def measure(
-    stack: Stack,
+    busy: Busy,
     workflows: Workflows,
     artifact: str,
     count: int,
@@ -194,8 +229,9 @@ async def measure(
     async def one(_: int) -> None:
         endings.append(await workflows.run("bench_workflow", artifact))
 
-    busy = Busy(stack)
+    await busy.begin()
     per_second, _ = await rate(count, in_flight, one)
+    writes = await busy.writes() / (count * steps)
     shares = busy.shares()
     failed = [ending for ending in endings if ending != "WorkflowCompleted"]
     return Measurement(
@@ -204,10 +240,11 @@ async def measure(
         per_second * steps,
         "Temporal (see its rows)",
         None,
-        Busy.bound(shares),
+        Busy.bound(shares, writes * per_second * steps),
         unit="steps per s",
         detail={
             "workflows": count,
+            "jetstream_writes_per_step": round(writes, 1),
             "workflows_per_s": round(per_second, 1),
             "not_completed": len(failed),
             "cpu": shares,
