@@ -155,6 +155,7 @@ def stream_configs(subjects: Subjects, replicas: int = 1) -> list[StreamConfig]:
             deny_delete=True,
             deny_purge=True,
             allow_rollup_hdrs=False,
+            allow_atomic=True,  # the relay's batches (bus.transport.publishing)
         )
 
     return [

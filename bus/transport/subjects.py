@@ -57,6 +57,10 @@ class Subjects:
         """JetStream's advisory when an inbox message ran out of deliveries."""
         return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream('handoff')}.*"
 
+    def kind_of(self, subject: str) -> str:
+        """The kind of a subject of ours (``events``, ``handoff``...): its stream's."""
+        return subject.removeprefix(f"{self.prefix}.").split(".", 1)[0]
+
     def stream(self, kind: str) -> str:
         """Stream name for ``events``, ``evidence``, ``handoff`` or ``escalation``."""
         return f"{self.prefix}_{kind}".upper().replace("-", "_")

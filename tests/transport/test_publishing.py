@@ -11,7 +11,8 @@ from nats.errors import MaxPayloadError, NoRespondersError
 from nats.js.api import StreamConfig
 from nats.js.errors import APIError
 
-from bus.transport.publishing import BulkPublisher
+from bus.ledger.relay import publish_batched
+from bus.transport.publishing import ATOMIC_DISABLED, BulkPublisher
 from bus.transport.server import EmbeddedNats
 
 
@@ -40,3 +41,60 @@ async def test_stored_refused_and_too_large_publishes_each_end(nats_server: Embe
         assert (await nc.jetstream().stream_info("ONLY")).state.messages == 1
     finally:
         await nc.close()
+
+
+def headers(key: str) -> dict[str, str]:
+    return {"Nats-Msg-Id": key}
+
+
+async def test_an_atomic_batch_is_stored_whole_or_not_at_all(nats_server: EmbeddedNats) -> None:
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    try:
+        await js.add_stream(StreamConfig(name="ATOM", subjects=["atom.>"], allow_atomic=True))
+        await js.add_stream(StreamConfig(name="PLAIN", subjects=["plain.>"]))
+        publisher = BulkPublisher(nc)
+        batch = [(f"atom.{i}", b"event", headers(f"m{i}")) for i in range(5)]
+        assert await publisher.publish_atomic(batch, timeout=5) is None
+        assert (await js.stream_info("ATOM")).state.messages == 5
+        again = await publisher.publish_atomic(batch, timeout=5)  # a republish after a crash
+        assert isinstance(again, APIError)  # refused whole: its ids are duplicates
+        too_large = [("atom.x", b"new", None), ("atom.y", b"x" * (nc.max_payload + 1), None)]
+        assert isinstance(await publisher.publish_atomic(too_large, timeout=5), MaxPayloadError)
+        plain = [(f"plain.{i}", b"event", None) for i in range(3)]
+        refused = await publisher.publish_atomic(plain, timeout=5)
+        assert isinstance(refused, APIError) and refused.err_code == ATOMIC_DISABLED
+        assert (await js.stream_info("ATOM")).state.messages == 5  # nothing half-stored
+        assert (await js.stream_info("PLAIN")).state.messages == 0
+        assert publisher._waiting == {}
+    finally:
+        await nc.close()
+
+
+async def test_the_relays_batches_fall_back_to_one_by_one_and_lose_nothing(
+    nats_server: EmbeddedNats,
+) -> None:
+    """Each stream's messages go as a batch; a batch refused whole (duplicates after a
+    republish, a stream without atomic batches, a message too large) is sent one by one,
+    each message with its own outcome."""
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    try:
+        await js.add_stream(StreamConfig(name="ATOM", subjects=["atom.>"], allow_atomic=True))
+        await js.add_stream(StreamConfig(name="PLAIN", subjects=["plain.>"]))
+        publisher = BulkPublisher(nc)
+        first = [(f"atom.{i}", headers(f"a{i}"), b"event") for i in range(4)]
+        first += [(f"plain.{i}", headers(f"p{i}"), b"event") for i in range(3)]
+        assert await publish_batched(publisher, first, stream_of) == [None] * 7
+        oversized = ("atom.big", headers("big"), b"x" * (nc.max_payload + 1))
+        second = [*first[2:4], ("atom.new", headers("new"), b"event"), oversized]
+        results = await publish_batched(publisher, second, stream_of)
+        assert results[:3] == [None] * 3 and isinstance(results[3], MaxPayloadError)
+        assert (await js.stream_info("ATOM")).state.messages == 5  # 4, then only the new one
+        assert (await js.stream_info("PLAIN")).state.messages == 3
+    finally:
+        await nc.close()
+
+
+def stream_of(subject: str) -> str:
+    return subject.split(".", 1)[0]
