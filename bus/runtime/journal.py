@@ -110,17 +110,23 @@ class SharedJournal:
             return cls(kv, host_identity(), lease_seconds)
 
     async def once(self, idempotency_key: str, effect: Effect) -> ToolResult:
-        """The result of ``effect`` for this key, running it only if no host did or does."""
+        """The result of ``effect`` for this key, running it only if no host did or does.
+
+        A first call claims the key without looking first (one write, not a read and a
+        write); only a key claimed before, by another host or an earlier attempt, is read.
+        """
         name = bucket_key(idempotency_key)
+        entry: Entry | None = None
+        revision = 0
         while True:
-            entry, revision = await self._read(name)
             now = time.time()
             if entry is None:
                 claim = Entry(idempotency_key, "claimed", self.owner, now + self.lease_seconds)
                 try:
                     revision = await self.kv.create(name, msgspec.json.encode(claim))
-                except KeyWrongLastSequenceError:
-                    continue  # another host claimed it first: read its claim
+                except KeyWrongLastSequenceError:  # claimed before: read that claim
+                    entry, revision = await self._read(name)
+                    continue
                 return await self._act(name, claim, revision, effect)
             if entry.state == "done" and entry.result is not None:
                 log.info("%s answered from the journal (run by %s)", idempotency_key, entry.owner)
@@ -129,6 +135,7 @@ class SharedJournal:
                 if entry.owner != self.owner:
                     log.info("%s in flight on %s; waiting", idempotency_key, entry.owner)
                 await asyncio.sleep(self.poll_seconds)
+                entry, revision = await self._read(name)
                 continue
             unknown = [*entry.unknown, entry.owner] if entry.state == "claimed" else entry.unknown
             claim = Entry(
@@ -141,8 +148,9 @@ class SharedJournal:
             )
             try:
                 revision = await self.kv.update(name, msgspec.json.encode(claim), last=revision)
-            except KeyWrongLastSequenceError:
-                continue  # another host took it over first
+            except KeyWrongLastSequenceError:  # another host took it over first
+                entry, revision = await self._read(name)
+                continue
             return await self._act(name, claim, revision, effect)
 
     async def _read(self, name: str) -> tuple[Entry | None, int]:
