@@ -6,7 +6,7 @@ Agents written by different teams want different models and limits. The
 (``[agents.<name>]``)::
 
     [default]
-    model = "claude-sonnet-4-5"
+    model = "claude-sonnet-5-5"
     max_tokens = 1024
 
     [agents.notifier]

@@ -120,7 +120,7 @@ class Settings(BaseSettings):
         "",
         description="The runtime's public key (tool hosts, auditors); else <state>/runtime.pub.",
     )
-    model: str = Field("claude-sonnet-4-5", description="The Anthropic model agents reason with.")
+    model: str = Field("claude-sonnet-5-5", description="The Anthropic model agents reason with.")
     model_max_tokens: int = Field(1024, gt=0, description="Output tokens a model call may use.")
     model_max_tokens_ceiling: int = Field(
         8192,
