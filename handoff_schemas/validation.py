@@ -53,22 +53,25 @@ def decode(data: bytes, into: type[T], max_depth: int = MAX_DEPTH) -> T:
     value or a :class:`SchemaError`: a decoder that raised anything else, or recursed
     until Python gave up, would leave a request unanswered or a reader stopped.
     """
-    too_deep = SchemaError(
-        into.__name__, [FieldError(field="$", message=f"nested deeper than {max_depth} levels")]
-    )
     try:
         value = msgspec.json.decode(data, type=into)
     except msgspec.DecodeError as error:
         raise SchemaError(into.__name__, field_errors(error)) from None
     except RecursionError:
-        raise too_deep from None
+        raise too_deep(into, max_depth) from None
     except (ValueError, TypeError, OverflowError) as error:  # e.g. a string that is not UTF-8
         raise SchemaError(
             into.__name__, [FieldError(field="$", message=f"not valid JSON: {error}")]
         ) from None
     if nesting_exceeds(data, max_depth):
-        raise too_deep
+        raise too_deep(into, max_depth)
     return value
+
+
+def too_deep(into: type, max_depth: int) -> SchemaError:
+    return SchemaError(
+        into.__name__, [FieldError(field="$", message=f"nested deeper than {max_depth} levels")]
+    )
 
 
 def nesting_exceeds(data: bytes, limit: int) -> bool:
