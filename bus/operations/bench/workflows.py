@@ -86,14 +86,15 @@ class Busy:
         if shares[busiest] >= 0.85:
             return f"CPU of {busiest} ({shares[busiest]:.0%} of a core)"
         return (
-            f"fsync: {writes_per_s:,.0f} JetStream writes/s, each fsynced, and the ledger's "
-            f"commits (CPU {total:.1f} of {cores()} cores; {busiest} most)"
+            f"fsync: JetStream ({writes_per_s:,.0f} messages/s stored, sync always) and the "
+            f"ledger's commits (CPU {total:.1f} of {cores()} cores; {busiest} most)"
         )
 
 
 async def jetstream_writes(nc: Client) -> int:
     """Messages JetStream stored so far in every stream, key-value and object stores
-    included: with ``sync_interval: always`` each one is an fsync."""
+    included: with ``sync_interval: always`` each is an fsync, or a share of one for an
+    atomic batch (the relay's)."""
     return sum(info.state.last_seq for info in await nc.jetstream().streams_info())
 
 
