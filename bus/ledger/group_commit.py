@@ -54,7 +54,7 @@ Change = Callable[["Workflow"], Any] | NewWorkflow
 
 class GroupCommit:
     """The ledger's group commit, mixed into :class:`~bus.ledger.store.Ledger`, whose
-    ``_cached``, ``_decide``, ``_evict``, ``_save_new``, ``command`` and ``save`` it uses."""
+    ``_cached``, ``_decide``, ``_evict``, ``command``, ``save`` and ``start`` it uses."""
 
     def command_batch(self: Ledger, commands: list[tuple[str, Change]]) -> list[Outcome]:
         """Apply every change, then commit all their events in one transaction (group commit).
@@ -129,7 +129,7 @@ class GroupCommit:
     def _alone(self: Ledger, workflow_id: str, change: Change) -> Outcome:
         try:
             if isinstance(change, NewWorkflow):
-                return Outcome(self._save_new(change))
+                return Outcome(self.start(change))
             return Outcome(self.command(workflow_id, change))
         except Exception as error:
             return Outcome(error=error)

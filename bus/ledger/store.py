@@ -111,33 +111,6 @@ class Ledger(GroupCommit, Application[UUID]):
     def from_url(cls, url: str) -> Ledger:
         return cls(env=sqlite_or_postgres_env(url))
 
-    def start(
-        self,
-        task: str,
-        agent: str,
-        artifact_id: str,
-        scope: str,
-        started_by: str,
-        budget_usd: float,
-        handoff: dict[str, Any],
-        traceparent: str = "",
-        request_id: str = "",
-    ) -> Workflow:
-        """Start a workflow; with a ``request_id`` asked again, return the one it started."""
-        return self._save_new(
-            self.starting(
-                task,
-                agent,
-                artifact_id,
-                scope,
-                started_by,
-                budget_usd,
-                handoff,
-                traceparent,
-                request_id,
-            )
-        )
-
     @staticmethod
     def starting(
         task: str,
@@ -163,7 +136,9 @@ class Ledger(GroupCommit, Application[UUID]):
 
         return NewWorkflow(str(workflow_id), make, bool(request_id))
 
-    def _save_new(self, new: NewWorkflow) -> Workflow:
+    def start(self, new: NewWorkflow) -> Workflow:
+        """Start a workflow (:meth:`starting`); with a request id asked again, return the one
+        it started."""
         workflow = new.make()
         try:
             self.save(workflow)

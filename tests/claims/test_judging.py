@@ -19,7 +19,8 @@ ARTIFACT = "sha256-" + "0" * 64
 
 def start(ledger: Ledger) -> str:
     handoff = {"handoffId": "ho-1", "from": "cli", "to": "triage", "task": "file", "status": "new"}
-    return str(ledger.start("file", "triage", ARTIFACT, "s", "cli", 1.0, handoff).id)
+    new = ledger.starting("file", "triage", ARTIFACT, "s", "cli", 1.0, handoff)
+    return str(ledger.start(new).id)
 
 
 def evidence(workflow: Workflow, agent: str, status: str, step: str) -> str:

@@ -16,13 +16,15 @@ ARTIFACT = "sha256-" + "0" * 64
 
 def start(ledger: Ledger) -> str:
     workflow = ledger.start(
-        "triage_complaint",
-        "triage",
-        ARTIFACT,
-        "test",
-        "cli",
-        1.0,
-        {"handoffId": "ho-1", "to": "triage", "status": "new"},
+        ledger.starting(
+            "triage_complaint",
+            "triage",
+            ARTIFACT,
+            "test",
+            "cli",
+            1.0,
+            {"handoffId": "ho-1", "to": "triage", "status": "new"},
+        )
     )
     return str(workflow.id)
 

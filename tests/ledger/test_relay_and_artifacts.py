@@ -22,13 +22,15 @@ ARTIFACT = "sha256-" + "0" * 64
 
 def add_workflow(ledger: Ledger) -> None:
     workflow = ledger.start(
-        "t",
-        "triage",
-        ARTIFACT,
-        "s",
-        "cli",
-        1.0,
-        {"handoffId": f"ho-{id(ledger)}", "to": "triage", "status": "new"},
+        ledger.starting(
+            "t",
+            "triage",
+            ARTIFACT,
+            "s",
+            "cli",
+            1.0,
+            {"handoffId": f"ho-{id(ledger)}", "to": "triage", "status": "new"},
+        )
     )
     ledger.command(str(workflow.id), lambda wf: wf.note_audit("triage", "n", {}, "k"))
 

@@ -15,10 +15,10 @@ REFUSAL = {"ok": False, "error": {"code": "permission_denied", "message": "no", 
 
 
 def start(ledger: Ledger) -> str:
-    workflow = ledger.start(
+    workflow = ledger.start(ledger.starting(
         "triage_complaint", "triage", "sha256-" + "0" * 64, "test", "cli", 10.0,
         {"handoffId": "ho-1", "to": "triage", "status": "new"},
-    )  # fmt: skip
+    ))  # fmt: skip
     return str(workflow.id)
 
 

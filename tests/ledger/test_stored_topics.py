@@ -23,10 +23,10 @@ STORED = "bus.ledger.workflow:Workflow."
 
 def every_kind_of_event(ledger: Ledger) -> str:
     """A workflow whose history holds one event (at least) of every kind there is."""
-    workflow = ledger.start(
+    workflow = ledger.start(ledger.starting(
         "triage_complaint", "triage", "sha256-" + "0" * 64, "test", "cli", 10.0,
         {"handoffId": "ho-1", "to": "triage", "status": "new"},
-    )  # fmt: skip
+    ))  # fmt: skip
     step = "ho-1/1"
     workflow.resolve_intent("triage", "ho-1", "triage_complaint", step)
     workflow.assemble_context("triage", [{"artifactId": "a"}], step)

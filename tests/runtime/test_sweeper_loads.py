@@ -14,13 +14,15 @@ def started(ledger: Ledger, count: int) -> list[str]:
     handoff = {"to": "triage", "status": "new"}
     workflows = [
         ledger.start(
-            "triage_complaint",
-            "triage",
-            "sha256-" + "0" * 64,
-            "test",
-            "cli",
-            10.0,
-            {**handoff, "handoffId": f"ho-{n}"},
+            ledger.starting(
+                "triage_complaint",
+                "triage",
+                "sha256-" + "0" * 64,
+                "test",
+                "cli",
+                10.0,
+                {**handoff, "handoffId": f"ho-{n}"},
+            )
         )
         for n in range(count)
     ]

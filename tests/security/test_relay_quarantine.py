@@ -50,13 +50,15 @@ async def small(tmp_path: Path) -> AsyncIterator[Client]:
 
 def started(ledger: Ledger, name: str) -> str:
     workflow = ledger.start(
-        "t",
-        "triage",
-        "sha256-" + "0" * 64,
-        "s",
-        "cli",
-        1.0,
-        {"handoffId": f"ho-{name}", "to": "triage", "status": "new"},
+        ledger.starting(
+            "t",
+            "triage",
+            "sha256-" + "0" * 64,
+            "s",
+            "cli",
+            1.0,
+            {"handoffId": f"ho-{name}", "to": "triage", "status": "new"},
+        )
     )
     return str(workflow.id)
 
@@ -136,9 +138,7 @@ async def test_an_event_too_large_to_publish_is_quarantined_and_the_rest_flow_on
     assert (await published(small.jetstream(), other))[-1].data["name"] == "later"
 
 
-async def test_a_republished_batch_does_not_quarantine_twice(
-    ledger: Ledger, small: Client
-) -> None:
+async def test_a_republished_batch_does_not_quarantine_twice(ledger: Ledger, small: Client) -> None:
     """A crash between quarantining and tracking makes the relay see the event again."""
     workflow_id = started(ledger, "w")
     checkpoint(ledger, workflow_id, "huge", 2 * MAX_PAYLOAD)

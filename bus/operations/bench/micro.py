@@ -121,13 +121,15 @@ class Micro:
 
     def start(self) -> str:
         workflow = self.ledger.start(
-            "bench_workflow",
-            "bench",
-            "sha256-" + "0" * 64,
-            "bench",
-            "cli",
-            1000.0,
-            {"handoffId": f"ho-{uuid4().hex}", "to": "bench", "status": "new"},
+            Ledger.starting(
+                "bench_workflow",
+                "bench",
+                "sha256-" + "0" * 64,
+                "bench",
+                "cli",
+                1000.0,
+                {"handoffId": f"ho-{uuid4().hex}", "to": "bench", "status": "new"},
+            )
         )
         return str(workflow.id)
 
