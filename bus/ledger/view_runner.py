@@ -90,24 +90,30 @@ class ViewRunner:
         A batch commits in one transaction, with a tracking record per event (so a batch
         that overlaps another runner's fails as a whole); if it fails, its events are
         applied one at a time, which skips what another runner applied or what cannot apply.
-        The next batch is read and turned into SQL on another thread meanwhile: SQLite
-        reads, writes and commits outside the GIL, so reading and writing overlap.
+        Past a first full batch, the next batch is read and turned into SQL on another
+        thread meanwhile: SQLite reads, writes and commits outside the GIL, so reading and
+        writing overlap. A live runner's catch-up, a few events, starts no thread.
         """
         position = self.views.max_tracking_id(self.ledger.name) or 0
+        batch, sql = self.prepared(position, batch_size)
+        if len(batch) < batch_size:
+            return self._apply(batch, sql) if batch else position
         with ThreadPoolExecutor(1, thread_name_prefix="views-read") as reading:
-            ahead = reading.submit(self.prepared, position, batch_size)
-            while True:
-                batch, sql = ahead.result()
-                if not batch:
-                    return position
+            while batch:
                 ahead = reading.submit(self.prepared, batch[-1].id, batch_size)
-                try:
-                    if sql is None:
-                        raise ValueError("an event of the batch cannot apply")
-                    self.views.apply_batch(sql, [Tracking(self.ledger.name, n.id) for n in batch])
-                except Exception:
-                    self.apply_one_by_one(batch)
-                position = batch[-1].id
+                position = self._apply(batch, sql)
+                batch, sql = ahead.result()
+        return position
+
+    def _apply(self, batch: list[Notification], sql: list[Statement] | None) -> int:
+        """Apply a batch in one commit, or its events one by one; return its last position."""
+        try:
+            if sql is None:
+                raise ValueError("an event of the batch cannot apply")
+            self.views.apply_batch(sql, [Tracking(self.ledger.name, n.id) for n in batch])
+        except Exception:
+            self.apply_one_by_one(batch)
+        return batch[-1].id
 
     def prepared(
         self, after: int, batch_size: int
