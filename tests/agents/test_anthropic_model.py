@@ -97,7 +97,7 @@ LONG_PROMPT = "You triage complaints for Acme. " * 150  # about 4,800 characters
     ("model", "marked"),
     [
         # Sonnet caches prefixes from 1,024 tokens: this one is long enough.
-        ("claude-sonnet-4-5-20250929", True),
+        ("claude-sonnet-4-6", True),
         # Haiku 4.5 needs 4,096 tokens: marking it would only pretend.
         ("claude-haiku-4-5-20251001", False),
     ],
@@ -127,7 +127,7 @@ async def test_per_agent_model_settings_come_from_the_configuration(
         'effort = "low"\ntimeout = 7\n'
     )
     monkeypatch.setenv("CLAIMCHECK_MODELS", str(models))
-    monkeypatch.setenv("CLAIMCHECK_MODEL", "claude-sonnet-4-5")
+    monkeypatch.setenv("CLAIMCHECK_MODEL", "claude-sonnet-4-6")
     api.replies += [tool_use("Plan", {"severity": "low", "escalate": False})] * 2
     notifier = AnthropicModel(agent="notifier", client=client_for(api))
     triage = AnthropicModel(agent="triage", client=client_for(api))
@@ -141,7 +141,7 @@ async def test_per_agent_model_settings_come_from_the_configuration(
         0.2,
     )
     assert first["output_config"] == {"effort": "low"}
-    assert (second["model"], second["max_tokens"]) == ("claude-sonnet-4-5", 700)
+    assert (second["model"], second["max_tokens"]) == ("claude-sonnet-4-6", 700)
     assert "temperature" not in second and "output_config" not in second  # the defaults
 
 

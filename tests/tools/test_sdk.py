@@ -298,7 +298,6 @@ async def test_a_tool_that_raises_is_a_failure_with_its_message(tmp_path: Path) 
     assert result.error == "buggy raised KeyError: 'customer' (outcome unknown)"
 
 
-
 def test_schemas_export_writes_each_tools_input_and_output_schema(tmp_path: Path) -> None:
     exported = claimcheck("schemas", "export", str(tmp_path / "out"))
     assert exported.returncode == 0, exported.stdout + exported.stderr

@@ -7,6 +7,7 @@ artifact store depend on each publish of a batch completing one way or the other
 from __future__ import annotations
 
 import nats
+from nats.aio.client import Client
 from nats.errors import MaxPayloadError, NoRespondersError
 from nats.js.api import StreamConfig
 from nats.js.errors import APIError
@@ -47,13 +48,19 @@ def headers(key: str) -> dict[str, str]:
     return {"Nats-Msg-Id": key}
 
 
+async def atomic_and_plain_streams(nc: Client) -> BulkPublisher:
+    """A stream that takes atomic batches (``atom.>``) and one that does not (``plain.>``)."""
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name="ATOM", subjects=["atom.>"], allow_atomic=True))
+    await js.add_stream(StreamConfig(name="PLAIN", subjects=["plain.>"]))
+    return BulkPublisher(nc)
+
+
 async def test_an_atomic_batch_is_stored_whole_or_not_at_all(nats_server: EmbeddedNats) -> None:
     nc = await nats.connect(nats_server.url)
     js = nc.jetstream()
     try:
-        await js.add_stream(StreamConfig(name="ATOM", subjects=["atom.>"], allow_atomic=True))
-        await js.add_stream(StreamConfig(name="PLAIN", subjects=["plain.>"]))
-        publisher = BulkPublisher(nc)
+        publisher = await atomic_and_plain_streams(nc)
         batch = [(f"atom.{i}", b"event", headers(f"m{i}")) for i in range(5)]
         assert await publisher.publish_atomic(batch, timeout=5) is None
         assert (await js.stream_info("ATOM")).state.messages == 5
@@ -80,9 +87,7 @@ async def test_the_relays_batches_fall_back_to_one_by_one_and_lose_nothing(
     nc = await nats.connect(nats_server.url)
     js = nc.jetstream()
     try:
-        await js.add_stream(StreamConfig(name="ATOM", subjects=["atom.>"], allow_atomic=True))
-        await js.add_stream(StreamConfig(name="PLAIN", subjects=["plain.>"]))
-        publisher = BulkPublisher(nc)
+        publisher = await atomic_and_plain_streams(nc)
         first = [(f"atom.{i}", headers(f"a{i}"), b"event") for i in range(4)]
         first += [(f"plain.{i}", headers(f"p{i}"), b"event") for i in range(3)]
         assert await publish_batched(publisher, first, stream_of) == [None] * 7
