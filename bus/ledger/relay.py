@@ -100,7 +100,8 @@ async def publish_batched(
     A batch the stream refuses as a whole is sent again message by message, each with its
     own outcome: a republish after a crash (its ids are duplicates, which an atomic batch
     may not hold), a message the server will never take (quarantined), a stream set up
-    without ``allow_atomic``. Streams' batches go at once; each keeps its ledger order.
+    without ``allow_atomic``, a server before 2.12 (which stores a batch's messages singly
+    and acknowledges only the last). Streams' batches go at once; each keeps its order.
     """
     by_stream: dict[str, list[int]] = {}
     for index, (subject, _, _) in enumerate(messages):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+from typing import Any
 from uuid import uuid4
 
 from nats.aio.client import Client
@@ -30,6 +31,12 @@ ATOMIC_DISABLED = 10174
 
 Outgoing = tuple[str, bytes, dict[str, str] | None]
 """A subject, a payload and its headers."""
+
+
+class NotAtomic(Exception):
+    """A server before 2.12 ignores the batch headers and stores each message on its own,
+    acknowledging only the last: the others' outcomes are unknown until they are sent again
+    (their ids make the repeats duplicates)."""
 
 
 def api_error(error: dict[str, object]) -> APIError:
@@ -47,11 +54,11 @@ class BulkPublisher:
         self._prefix = ""
         self._subscription: Subscription | None = None
         self._tokens = itertools.count()
-        self._waiting: dict[str, asyncio.Future[None]] = {}
+        self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
 
     async def publish(
         self, subject: str, payload: bytes, headers: dict[str, str] | None = None
-    ) -> asyncio.Future[None]:
+    ) -> asyncio.Future[dict[str, Any]]:
         """Send one message; the future completes with its acknowledgement or refusal."""
         if self._subscription is None:
             self._prefix = self.nc.new_inbox()
@@ -80,7 +87,7 @@ class BulkPublisher:
         if "error" in reply:
             acknowledged.set_exception(api_error(reply["error"]))
         else:
-            acknowledged.set_result(None)
+            acknowledged.set_result(reply)
 
     async def publish_atomic(
         self, messages: list[Outgoing], timeout: float
@@ -90,7 +97,8 @@ class BulkPublisher:
 
         Only the commit (the last message) asks for an acknowledgement. A message the
         client cannot send (larger than the server takes) abandons the batch, which the
-        server drops after its timeout.
+        server drops after its timeout. An acknowledgement that does not count the batch
+        is a server that stored each message on its own (:class:`NotAtomic`).
         """
         batch = uuid4().hex
         *leading, (subject, payload, headers) = messages
@@ -107,12 +115,14 @@ class BulkPublisher:
         except MaxPayloadError as error:
             return error
         try:
-            await asyncio.wait_for(asyncio.shield(acknowledged), timeout)
+            ack = await asyncio.wait_for(asyncio.shield(acknowledged), timeout)
         except TimeoutError:
             acknowledged.cancel()
             raise TimeoutError("an atomic batch was not acknowledged") from None
         except Exception as error:
             return error
+        if ack.get("batch") != batch or ack.get("count") != len(messages):
+            return NotAtomic(f"the server stored the batch's {len(messages)} messages singly")
         return None
 
     async def publish_all(
@@ -124,7 +134,7 @@ class BulkPublisher:
         takes fails before it leaves); no acknowledgement within ``timeout`` fails the whole
         call, and no publish given up on is left waiting.
         """
-        pending: list[asyncio.Future[None] | BaseException] = []
+        pending: list[asyncio.Future[dict[str, Any]] | BaseException] = []
         try:
             for subject, payload, headers in messages:
                 try:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import nats
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.errors import MaxPayloadError, NoRespondersError
 from nats.js.api import StreamConfig
 from nats.js.errors import APIError
 
 from bus.ledger.relay import publish_batched
-from bus.transport.publishing import ATOMIC_DISABLED, BulkPublisher
+from bus.transport.publishing import ATOMIC_DISABLED, BulkPublisher, NotAtomic
 from bus.transport.server import EmbeddedNats
 
 
@@ -103,3 +104,25 @@ async def test_the_relays_batches_fall_back_to_one_by_one_and_lose_nothing(
 
 def stream_of(subject: str) -> str:
     return subject.split(".", 1)[0]
+
+
+async def test_a_server_that_ignores_batches_is_not_taken_for_atomic(
+    nats_server: EmbeddedNats,
+) -> None:
+    """A server before 2.12 stores a batch's messages one by one and acknowledges the
+    commit like any publish: that is no proof the others were stored. Played here by a
+    responder that answers as such a server does."""
+    nc = await nats.connect(nats_server.url)
+    try:
+        stored: list[bytes] = []
+
+        async def old_server(msg: Msg) -> None:
+            stored.append(msg.data)
+            if msg.reply:
+                await msg.respond(b'{"stream": "OLD", "seq": %d}' % len(stored))
+
+        await nc.subscribe("old.>", cb=old_server)
+        batch = [(f"old.{i}", b"event", headers(f"o{i}")) for i in range(3)]
+        assert isinstance(await BulkPublisher(nc).publish_atomic(batch, timeout=5), NotAtomic)
+    finally:
+        await nc.close()
