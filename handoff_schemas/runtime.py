@@ -183,13 +183,8 @@ class IntentRequest(StepRequest):
 
 
 class BeginRequest(WireStruct):
-    """A handling's first two steps in one round trip (operation ``begin``).
-
-    It does what ``intent`` (step ``<handoffId>/1``), ``artifact_get`` and ``context``
-    (step ``<handoffId>/2``) do, in one commit, and answers with the handoff's artifact and
-    the first page of this handling's recorded steps (``state`` with ``stepPrefix``
-    ``<handoffId>/``). Asked again, it replays both steps. ``artifactId`` is the handoff's.
-    """
+    """``intent`` (step ``<handoffId>/1``), ``artifact_get`` and ``context`` (step 2) in one
+    request and one commit (operation ``begin``); asked again, it replays both steps."""
 
     workflow_id: Id
     handoff_id: Id
@@ -405,8 +400,8 @@ class IntentReply(WireStruct):
 
 
 class BeginReply(WireStruct):
-    """The handoff's artifact (base64 in JSON) and the first page of what the handling
-    recorded before this ``begin``; the next pages come from ``state``."""
+    """The handoff's artifact (base64) and the first page of what the handling recorded
+    before (``state`` with ``stepPrefix`` ``<handoffId>/`` gives the next pages)."""
 
     data: bytes
     state: StepsReply
