@@ -225,16 +225,8 @@ class StreamComparison:
         for where, event in self.unpublished.items():
             if (event.workflow_id, event.version) in self.quarantined:
                 continue  # the relay could not publish it, and recorded so
-            self.found.append(
-                Break(
-                    event.workflow_id,
-                    event.version,
-                    event.type,
-                    "the event",
-                    "it is in the ledger but was never published",
-                    where,
-                )
-            )
+            reason = "it is in the ledger but was never published"
+            self.found.append(event_break(event, reason, where))
         for copy in self.late:
             event = lookup(self.key(copy))
             if event is None:
@@ -259,17 +251,16 @@ class StreamComparison:
             )
             if ours != theirs
         ]
-        self.found.append(
-            Break(
-                event.workflow_id,
-                event.version,
-                event.type,
-                "the event",
-                f"the ledger differs from the copy published at position {copy.position}"
-                f" (fields: {', '.join(changed) or 'type'})",
-                self.key(event),
-            )
+        reason = (
+            f"the ledger differs from the copy published at position {copy.position}"
+            f" (fields: {', '.join(changed) or 'type'})"
         )
+        self.found.append(event_break(event, reason, self.key(event)))
+
+
+def event_break(event: EventEnvelope, reason: str, where: int) -> Break:
+    """A break found in a ledger event, at ledger position ``where``."""
+    return Break(event.workflow_id, event.version, event.type, "the event", reason, where)
 
 
 def missing(copy: EventEnvelope, where: int) -> Break:
