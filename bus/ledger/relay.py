@@ -50,7 +50,7 @@ from nats.js.errors import APIError, BadRequestError
 from bus.ledger.store import Ledger
 from bus.ledger.workflow import Workflow
 from bus.transport.connection import InboxConfig, ensure_inbox_consumer
-from bus.transport.publishing import BulkPublisher
+from bus.transport.publishing import BulkPublisher, takes_no_batches
 from bus.transport.subjects import Subjects
 from handoff_schemas import EventEnvelope, encode
 
@@ -92,33 +92,48 @@ async def publish_all(
 
 
 async def publish_batched(
-    publisher: BulkPublisher, messages: list[Message], stream_of: Callable[[str], str]
+    publisher: BulkPublisher,
+    messages: list[Message],
+    stream_of: Callable[[str], str],
+    singly: set[str],
 ) -> list[BaseException | None]:
     """:func:`publish_all`, with each stream's messages sent as atomic batches: one write to
     disk for a batch instead of one fsync per message.
 
     A batch the stream refuses as a whole is sent again message by message, each with its
     own outcome: a republish after a crash (its ids are duplicates, which an atomic batch
-    may not hold), a message the server will never take (quarantined), a stream set up
-    without ``allow_atomic``, a server before 2.12 (which stores a batch's messages singly
-    and acknowledges only the last). Streams' batches go at once; each keeps its order.
+    may not hold), a message the server will never take (quarantined). A stream that takes
+    no atomic batches at all (set up without ``allow_atomic``, or a server before 2.12,
+    which stores a batch's messages singly and acknowledges only the last) joins
+    ``singly``, whose streams get their messages one by one with no batch tried first.
+    Streams' batches go at once; each keeps its order.
     """
     by_stream: dict[str, list[int]] = {}
     for index, (subject, _, _) in enumerate(messages):
         by_stream.setdefault(stream_of(subject), []).append(index)
     results: list[BaseException | None] = [None] * len(messages)
 
-    async def send(indices: list[int]) -> None:
+    async def send(stream: str, indices: list[int]) -> None:
         for start in range(0, len(indices), ATOMIC_BATCH):
             chunk = indices[start : start + ATOMIC_BATCH]
             batch = [(messages[i][0], messages[i][2], messages[i][1]) for i in chunk]
-            if len(batch) > 1 and await publisher.publish_atomic(batch, ACK_TIMEOUT) is None:
-                continue
+            if len(batch) > 1 and stream not in singly:
+                refused = await publisher.publish_atomic(batch, ACK_TIMEOUT)
+                if refused is None:
+                    continue
+                if takes_no_batches(refused):
+                    singly.add(stream)
+                    log.warning(
+                        "%s takes no atomic batches (%s): publishing one by one; "
+                        "`claimcheck init` allows them on the deployment's streams",
+                        stream,
+                        refused,
+                    )
             alone = await publish_all(publisher, [messages[i] for i in chunk])
             for index, result in zip(chunk, alone, strict=True):
                 results[index] = result
 
-    await asyncio.gather(*(send(indices) for indices in by_stream.values()))
+    await asyncio.gather(*(send(stream, indices) for stream, indices in by_stream.items()))
     return results
 
 
@@ -165,6 +180,7 @@ class Relay:
         self.inbox = inbox or InboxConfig()
         self.after_quarantine = after_quarantine
         self._inboxes: set[str] = set()  # agents whose inbox consumer is known to exist
+        self._singly: set[str] = set()  # streams that take no atomic batches
         self.ledger = ledger
         self.js = nc.jetstream()
         self.publisher = BulkPublisher(nc)
@@ -245,7 +261,7 @@ class Relay:
             (index, message) for index, (_, _, ms) in enumerate(readable) for message in ms[part]
         ]
         results = await publish_batched(
-            self.publisher, [message for _, message in sends], self.subjects.kind_of
+            self.publisher, [message for _, message in sends], self.subjects.kind_of, self._singly
         )
         refused: dict[int, BaseException] = {}
         for (index, _), result in zip(sends, results, strict=True):

@@ -39,6 +39,14 @@ class NotAtomic(Exception):
     (their ids make the repeats duplicates)."""
 
 
+def takes_no_batches(refusal: BaseException) -> bool:
+    """Whether an atomic batch was refused for being one: the stream does not allow them,
+    or the server does not know them (:class:`NotAtomic`)."""
+    return isinstance(refusal, NotAtomic) or (
+        isinstance(refusal, APIError) and refusal.err_code == ATOMIC_DISABLED
+    )
+
+
 def api_error(error: dict[str, object]) -> APIError:
     """The exception nats-py raises for a JetStream error reply, as a value."""
     try:

@@ -91,13 +91,18 @@ async def test_the_relays_batches_fall_back_to_one_by_one_and_lose_nothing(
         publisher = await atomic_and_plain_streams(nc)
         first = [(f"atom.{i}", headers(f"a{i}"), b"event") for i in range(4)]
         first += [(f"plain.{i}", headers(f"p{i}"), b"event") for i in range(3)]
-        assert await publish_batched(publisher, first, stream_of) == [None] * 7
+        singly: set[str] = set()
+        assert await publish_batched(publisher, first, stream_of, singly) == [None] * 7
+        assert singly == {"plain"}  # from now on sent one by one, with no batch tried first
         oversized = ("atom.big", headers("big"), b"x" * (nc.max_payload + 1))
         second = [*first[2:4], ("atom.new", headers("new"), b"event"), oversized]
-        results = await publish_batched(publisher, second, stream_of)
+        second.append(("plain.new", headers("p-new"), b"event"))
+        results = await publish_batched(publisher, second, stream_of, singly)
         assert results[:3] == [None] * 3 and isinstance(results[3], MaxPayloadError)
+        assert results[4] is None
         assert (await js.stream_info("ATOM")).state.messages == 5  # 4, then only the new one
-        assert (await js.stream_info("PLAIN")).state.messages == 3
+        assert (await js.stream_info("PLAIN")).state.messages == 4
+        assert singly == {"plain"}  # a refusal of one message is no refusal of batches
     finally:
         await nc.close()
 
