@@ -236,6 +236,14 @@ class Pipeline(Aggregate):
     def note_audit(self, agent: str, note: str, data: dict[str, Any], step_key: str) -> None:
         pass
 
+    def step_order(self) -> dict[str, None]:
+        """Every step key in the order it was first recorded (a dict as an ordered set).
+
+        A retry forgets failed steps, but not their places here: ``state``'s cursor is an
+        offset into this order, which nothing shifts, so paging never skips a step.
+        """
+        return self.__dict__.setdefault("first_recorded", dict.fromkeys(self.steps))
+
     @event("StepCompleted")
     def complete_step(
         self, step_key: str, op: str, result: Any, trace_id: str = "", agent: str = ""
@@ -249,6 +257,7 @@ class Pipeline(Aggregate):
         A step completed again (a human approved what was refused) keeps the later reply.
         ``agent`` owns the step (empty in histories recorded before owners were).
         """
+        self.step_order().setdefault(step_key)
         self.steps[step_key] = self.version + 1  # this event's version (applied before it)
         outcome = self.__dict__.setdefault("step_outcomes", {})
         outcome.pop(step_key, None)

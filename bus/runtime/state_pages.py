@@ -2,10 +2,11 @@
 history, and a read of them must not.
 
 A page holds at most ``limit`` steps and ``limit`` checkpoints, taken in the order they were
-first recorded (a step or checkpoint recorded again keeps its place, so a cursor never skips
-one nor repeats one). The cursor is two offsets into those orders, ``"<steps>.<checkpoints>"``,
-opaque to callers. Step replies are read from the events that recorded them
-(:mod:`bus.ledger.step_replies`), only for the page's steps.
+first recorded (a step or checkpoint recorded again keeps its place, and a step a retry
+forgot leaves its place empty, so a cursor never skips one nor repeats one). The cursor is
+two offsets into those orders, ``"<steps>.<checkpoints>"``, opaque to callers. Step
+replies are read from the events that recorded them (:mod:`bus.ledger.step_replies`), only
+for the page's steps.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def state_page(ledger: Ledger, workflow: Workflow, agent: str, request: StateReq
         islice(workflow.checkpoints.items(), checkpoints_from, checkpoints_from + request.limit)
     )
     checkpoints_to = checkpoints_from + len(checkpoints)
-    more = steps_to < len(workflow.steps) or checkpoints_to < len(workflow.checkpoints)
+    more = steps_to < len(workflow.step_order()) or checkpoints_to < len(workflow.checkpoints)
     replies = ledger.recorded_replies(workflow, keys)
     return StepsReply(
         workflow_id=request.workflow_id,
@@ -53,14 +54,14 @@ def page_of_steps(
     """The keys of the page's steps, and the offset the next page starts at.
 
     Scans step keys (not replies) from ``start`` until the page is full: keys another agent
-    owns, or outside ``stepPrefix``, are passed over.
+    owns, outside ``stepPrefix``, or forgotten by a retry are passed over.
     """
     everyone = agent == workflow.started_by
     keys: list[str] = []
     position = start
-    for key in islice(workflow.steps, start, None):
+    for key in islice(workflow.step_order(), start, None):
         position += 1
-        if not key.startswith(request.step_prefix):
+        if key not in workflow.steps or not key.startswith(request.step_prefix):
             continue
         if everyone or workflow.step_owner(key) in (agent, None):
             keys.append(key)

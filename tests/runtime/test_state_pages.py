@@ -12,7 +12,7 @@ from tests.runtime.test_runtime import COMPLAINT, ask
 
 
 async def pages(bus: Bus, request: dict[str, Any]) -> list[dict[str, Any]]:
-    found, cursor = [], ""
+    found, cursor = [], request.pop("cursor", "")
     while True:
         reply = await ask(bus, "triage", "state", {**request, "cursor": cursor})
         assert reply.ok, reply.error
@@ -60,3 +60,30 @@ async def test_state_bounds_its_page_and_checks_its_cursor(bus: Bus) -> None:
     assert (reply.ok, reply.error.code) == (False, "invalid_request")
     reply = await ask(bus, "intruder", "state", {"workflowId": started.workflow_id})
     assert not reply.ok
+
+
+async def test_a_retry_between_two_pages_skips_no_step(bus: Bus) -> None:
+    """A retry forgets the failed steps of a handling; a reader paging through that
+    handling meanwhile still gets every step that remains."""
+    started = await submit(bus.nc, bus.subjects, "triage_complaint", "triage", COMPLAINT)
+    workflow_id, handling = started.workflow_id, started.handoff_id
+    key = [f"{handling}/{n}" for n in range(6)]  # key[1] to key[5]
+    step = {"workflowId": workflow_id}
+    assert (await ask(bus, "triage", "checkpoint", {**step, "stepKey": key[1], "name": "a"})).ok
+    invalid = {"tool": "create_ticket", "payload": {"customer": 1}}  # refused: a failed step
+    assert not (await ask(bus, "triage", "execute", {**step, "stepKey": key[2], **invalid})).ok
+    assert (await ask(bus, "triage", "checkpoint", {**step, "stepKey": key[3], "name": "b"})).ok
+    assert (await ask(bus, "triage", "checkpoint", {**step, "stepKey": key[4], "name": "c"})).ok
+    unknown = {"handoffId": handling, "task": "triage_complaint", "knownTasks": []}
+    assert not (await ask(bus, "triage", "intent", {**step, "stepKey": key[5], **unknown})).ok
+
+    request = {"workflowId": workflow_id, "stepPrefix": f"{handling}/", "limit": 2}
+    first = await ask(bus, "triage", "state", request)
+    assert sorted(first.result["steps"]) == [key[1], key[2]]
+    retried = await ask(
+        bus, "cli", "retry", {"workflowId": workflow_id, "by": "ops", "reason": "test"}
+    )
+    assert retried.ok, retried.error
+    rest = await pages(bus, {**request, "cursor": first.result["nextCursor"]})
+    after = {k for page in rest for k in page["steps"]}
+    assert after == {key[3], key[4]}  # key[3] was skipped when the cursor was an offset
