@@ -153,8 +153,7 @@ class Controls(Aggregate):
     ) -> None:
         """Failed steps are forgotten, and so are the failures the failure table counted in
         this handling (a deadline passed stays passed)."""
-        for key in cleared_steps:
-            self.steps.pop(key, None)
+        self.forget_steps(cleared_steps)
         self.failures[:] = [
             f
             for f in self.failures

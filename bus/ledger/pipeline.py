@@ -236,13 +236,21 @@ class Pipeline(Aggregate):
     def note_audit(self, agent: str, note: str, data: dict[str, Any], step_key: str) -> None:
         pass
 
-    def step_order(self) -> dict[str, None]:
-        """Every step key in the order it was first recorded (a dict as an ordered set).
+    def step_order(self) -> dict[str, Any]:
+        """Every step key in the order it was first recorded: ``state``'s cursor is an offset
+        into it, which nothing may shift, or paging would skip a step.
 
-        A retry forgets failed steps, but not their places here: ``state``'s cursor is an
-        offset into this order, which nothing shifts, so paging never skips a step.
+        That is the steps themselves until a retry forgets some (:meth:`forget_steps`);
+        from then on a copy of the order keeps their places. Only a retried workflow's
+        snapshots carry the copy.
         """
-        return self.__dict__.setdefault("first_recorded", dict.fromkeys(self.steps))
+        return self.__dict__.get("first_recorded") or self.steps
+
+    def forget_steps(self, keys: list[str]) -> None:
+        """Forget recorded steps (they run again), keeping their places in the order."""
+        self.__dict__.setdefault("first_recorded", dict.fromkeys(self.steps))
+        for key in keys:
+            self.steps.pop(key, None)
 
     @event("StepCompleted")
     def complete_step(
@@ -257,7 +265,8 @@ class Pipeline(Aggregate):
         A step completed again (a human approved what was refused) keeps the later reply.
         ``agent`` owns the step (empty in histories recorded before owners were).
         """
-        self.step_order().setdefault(step_key)
+        if "first_recorded" in self.__dict__:
+            self.__dict__["first_recorded"].setdefault(step_key)
         self.steps[step_key] = self.version + 1  # this event's version (applied before it)
         outcome = self.__dict__.setdefault("step_outcomes", {})
         outcome.pop(step_key, None)
