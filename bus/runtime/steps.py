@@ -105,12 +105,12 @@ class Steps:
         workflow_id: str,
         step_key: str,
         change: Callable[[Workflow], Any],
-        require_open: bool = True,
-        redo: bool = False,
+        **options: bool,
     ) -> Any:
-        """Apply ``change`` as one step of the workflow, and record its reply."""
+        """Apply ``change`` as one step of the workflow, and record its reply; ``options`` are
+        :meth:`applying`'s ``require_open`` and ``redo``."""
         return await self.command(
-            workflow_id, self.applying(agent, op, step_key, change, require_open, redo)
+            workflow_id, self.applying(agent, op, step_key, change, **options)
         )
 
     def applying(
@@ -157,13 +157,12 @@ class Steps:
         workflow_id: str,
         step_key: str,
         refusal: Refusal,
-        require_open: bool = True,
-        redo: bool = False,
+        **options: bool,
     ) -> NoReturn:
-        """Record ``refusal`` as the step's reply, then raise it."""
+        """Record ``refusal`` as the step's reply, then raise it (``options``: :meth:`step`'s)."""
 
         def refuse(workflow: Workflow) -> None:
             raise refusal
 
-        await self.step(agent, op, workflow_id, step_key, refuse, require_open, redo)
+        await self.step(agent, op, workflow_id, step_key, refuse, **options)
         raise AssertionError("unreachable: step() re-raises the refusal")
