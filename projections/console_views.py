@@ -40,52 +40,59 @@ UNVERIFIED_OR_CONTRADICTED = defaultdict(lambda: "unverified", contradicted="con
 """The list's two claim flags: a contradicted claim, or one not (fully) supported."""
 
 
-def update(workflow_id: str, assignments: str, *params: Any) -> Statement:
-    return (
-        f"UPDATE cc_console_workflows SET {assignments} WHERE workflow_id = ?",
-        (*params, workflow_id),
-    )
+Assignment = tuple[str, tuple[Any, ...]]
+"""A column's new value as SQL over the row's current values, and its parameters."""
 
 
 def console_statements(event: EventEnvelope, at: str | None = None) -> list[Statement]:
-    """The list row's changes for one event (none for most events); ``at`` is its time in
-    ISO form, when the caller has it already (a rebuild formats each time once)."""
+    """The list row's change for one event: at most one statement (none for most events),
+    so a rebuild writes each row once per event; ``at`` is the event's time in ISO form,
+    when the caller has it already (a rebuild formats each time once)."""
     wf, data, at = event.workflow_id, event.data, at or event.timestamp.isoformat()
-    found: list[Statement] = []
-    match event.type:
-        case "WorkflowStarted":
-            found.append(
-                (
-                    "INSERT INTO cc_console_workflows (workflow_id, task, scope, status, agent, "
-                    "started_at, updated_at, cost_usd, unverified_claims, contradicted_claims, "
-                    "denied_actions, open_escalations) "
-                    "VALUES (?, ?, ?, 'running', ?, ?, ?, 0, 0, 0, 0, 0)",
-                    (wf, data["task"], data.get("scope", ""), data["agent"], at, at),
-                )
+    if event.type == "WorkflowStarted":
+        return [
+            (
+                "INSERT INTO cc_console_workflows (workflow_id, task, scope, status, agent, "
+                "started_at, updated_at, cost_usd, unverified_claims, contradicted_claims, "
+                "denied_actions, open_escalations) "
+                "VALUES (?, ?, ?, 'running', ?, ?, ?, 0, 0, 0, 0, 0)",
+                (wf, data["task"], data.get("scope", ""), data["agent"], at, at),
             )
+        ]
+    changes = row_changes(event.type, data)
+    if not changes:
+        return []
+    changes["updated_at"] = ("?", (at,))
+    assignments = ", ".join(f"{column} = {value}" for column, (value, _) in changes.items())
+    params = tuple(param for _, values in changes.values() for param in values)
+    return [(f"UPDATE cc_console_workflows SET {assignments} WHERE workflow_id = ?", (*params, wf))]
+
+
+def row_changes(event_type: str, data: dict[str, Any]) -> dict[str, Assignment]:
+    """The columns an event changes, each once: PostgreSQL refuses a column set twice."""
+    changes: dict[str, Assignment] = {}
+    match event_type:
         case "HandoffSent" | "WorkflowResumed":
-            found.append(update(wf, "agent = ?", data["handoff"]["to"]))
+            changes["agent"] = ("?", (data["handoff"]["to"],))
         case "ReasoningRecorded" | "ToolExecuted":
-            found.append(update(wf, "cost_usd = cost_usd + ?", data["cost_usd"]))
+            changes["cost_usd"] = ("cost_usd + ?", (data["cost_usd"],))
         case "PermissionDecided" if data["permission"] == "denied":
-            found.append(update(wf, "denied_actions = denied_actions + 1"))
+            changes["denied_actions"] = ("denied_actions + 1", ())
         case "ClaimMade" if data["claim"]["verdict"] != "verified":
             # unsupported and partial (and the older "unverified") count as unverified
             column = f"{UNVERIFIED_OR_CONTRADICTED[data['claim']['verdict']]}_claims"
-            found.append(update(wf, f"{column} = {column} + 1"))
+            changes[column] = (f"{column} + 1", ())
         case "EscalationRaised":
-            found.append(update(wf, "open_escalations = open_escalations + 1"))
+            changes["open_escalations"] = ("open_escalations + 1", ())
         case "EscalationResolved":
-            found.append(update(wf, "open_escalations = open_escalations - 1"))
+            changes["open_escalations"] = ("open_escalations - 1", ())
             if data["resolution"]["decision"] == "approve":
-                found.append(update(wf, "status = 'running'"))
-    if event.type in STATUS_BY_EVENT:
-        found.append(update(wf, "status = ?", STATUS_BY_EVENT[event.type]))
-    if event.type == "SignalReceived" and data.get("woke"):
-        found.append(update(wf, "status = 'running'"))
-    if found and event.type != "WorkflowStarted":
-        found.append(update(wf, "updated_at = ?", at))
-    return found
+                changes["status"] = ("'running'", ())
+    if event_type in STATUS_BY_EVENT:
+        changes["status"] = ("?", (STATUS_BY_EVENT[event_type],))
+    if event_type == "SignalReceived" and data.get("woke"):
+        changes["status"] = ("'running'", ())
+    return changes
 
 
 def workflow_page(
