@@ -20,7 +20,7 @@ from eventsourcing.persistence import (
     Tracking,
 )
 
-from bus.ledger.scan import EnvelopeReader
+from bus.ledger.scan import EnvelopeReader, notifications
 from bus.ledger.setup import private_file
 from bus.ledger.store import Ledger, sqlite_or_postgres_env
 from bus.settings import Settings
@@ -110,7 +110,7 @@ class ViewRunner:
         try:
             if sql is None:
                 raise ValueError("an event of the batch cannot apply")
-            self.views.apply_batch(sql, [Tracking(self.ledger.name, n.id) for n in batch])
+            self.views.apply_batch(sql, self.ledger.name, [n.id for n in batch])
         except Exception:
             self.apply_one_by_one(batch)
         return batch[-1].id
@@ -119,7 +119,7 @@ class ViewRunner:
         self, after: int, batch_size: int
     ) -> tuple[list[Notification], list[Statement] | None]:
         """The notifications after ``after`` and their SQL (None: one cannot be read)."""
-        batch = self.ledger.notifications(after, batch_size)
+        batch = notifications(self.ledger, after, batch_size)
         try:
             return batch, [statement for n in batch for statement in statements(self.envelope(n))]
         except Exception:

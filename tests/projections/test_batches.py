@@ -1,0 +1,85 @@
+"""A batch of events applied in one transaction, its statements grouped into runs, leaves the
+views exactly as applying the events one at a time does, on a real SQLite file."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from eventsourcing.persistence import Tracking
+
+from bus.ledger.view_runner import open_views
+from bus.settings import Settings
+from handoff_schemas import EventEnvelope
+from projections.ledger_views import dump, statements
+from projections.views import in_runs
+
+STARTED = datetime(2026, 11, 26, tzinfo=UTC)
+
+
+def interleaved_events() -> list[EventEnvelope]:
+    """Two workflows whose events alternate: each table sees inserts and updates of both."""
+    lives = [list(enumerate(life_of(wf), 1)) for wf in ("wf-1", "wf-2")]
+    events = []
+    for turn in zip(*lives, strict=True):
+        for wf, (version, (kind, data)) in zip(("wf-1", "wf-2"), turn, strict=True):
+            events.append(
+                EventEnvelope(
+                    workflow_id=wf,
+                    version=version,
+                    type=kind,
+                    timestamp=STARTED + timedelta(seconds=len(events)),
+                    data=data,
+                    position=len(events) + 1,
+                )
+            )
+    return events
+
+
+def life_of(wf: str) -> list[tuple[str, dict[str, Any]]]:
+    escalation = {"escalationId": f"e-{wf}", "kind": "claim", "agent": "triage", "reason": "r"}
+    return [
+        ("WorkflowStarted", {"task": "t", "budget_usd": 1.0, "agent": "triage"}),
+        ("HandoffSent", {"handoff": {"to": "notifier"}}),
+        ("StepCompleted", {"step_key": "h/1", "op": "intent"}),
+        ("ReasoningRecorded", {"agent": "a", "model": "m", "cost_usd": 0.25, "usage": {}}),
+        ("StepCompleted", {"step_key": "h/2", "op": "context"}),
+        ("ToolExecuted", {"agent": "a", "tool": "create_ticket", "cost_usd": 0.5}),
+        ("PermissionDecided", {"permission": "denied"}),
+        ("EscalationRaised", {"escalation": {**escalation, "raisedAt": STARTED.isoformat()}}),
+        ("WorkflowCompleted", {}),
+    ]
+
+
+def test_runs_keep_each_tables_order_and_join_its_repeated_statements() -> None:
+    insert_a, update_a, insert_b = (
+        "INSERT INTO a (k) VALUES (?)",
+        "UPDATE a SET k = ?",
+        ("INSERT INTO b (k) VALUES (?)"),
+    )
+    batch = [(insert_a, (1,)), (insert_b, (1,)), (insert_a, (2,)), (update_a, (3,))]
+    batch += [(insert_b, (2,)), (insert_a, (4,))]
+    assert in_runs(batch) == [
+        (insert_a, [(1,), (2,)]),
+        (update_a, [(3,)]),
+        (insert_a, [(4,)]),
+        (insert_b, [(1,), (2,)]),
+    ]
+
+
+def test_a_batch_applies_as_its_events_one_at_a_time(tmp_path: Path) -> None:
+    events = interleaved_events()
+    one_by_one, batched = (views_in(tmp_path / name) for name in ("one", "batched"))
+    for event in events:
+        one_by_one.apply(statements(event), Tracking("ledger", event.position or 0))
+    sql = [statement for event in events for statement in statements(event)]
+    batched.apply_batch(sql, "ledger", [event.position or 0 for event in events])
+    rows = dump(one_by_one)
+    assert rows["cc_console_workflows"][0]["open_escalations"] == 1  # the events did apply
+    assert dump(batched) == rows
+    assert batched.max_tracking_id("ledger") == len(events)
+
+
+def views_in(state: Path) -> Any:
+    return open_views(Settings(state_dir=state, ledger=f"sqlite:///{state / 'ledger.db'}"))
