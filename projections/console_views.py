@@ -12,19 +12,7 @@ from typing import Any
 
 from handoff_schemas import EventEnvelope
 from projections.views import Statement, ViewStore
-
-STATUS_BY_EVENT = {
-    "EscalationRaised": "escalated",
-    "WorkflowCompleted": "completed",
-    "WorkflowFailed": "failed",
-    "WorkflowStopped": "stopped",
-    "BudgetExceeded": "stopped",
-    "WorkflowCancelled": "cancelled",
-    "WorkflowTerminated": "terminated",
-    "WorkflowReset": "reset",
-    "WorkflowRetried": "running",
-    "SignalAwaited": "waiting",
-}
+from projections.workflow_state import STATUS_BY_EVENT
 
 VERDICT_FILTERS = {
     "flagged": "(w.unverified_claims + w.contradicted_claims + w.denied_actions "

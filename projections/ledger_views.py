@@ -17,19 +17,7 @@ from eventsourcing.projection import Projection
 from handoff_schemas import EventEnvelope
 from projections.console_views import console_statements
 from projections.views import Statement, ViewStore
-
-STATUS_BY_EVENT = {
-    "EscalationRaised": "escalated",
-    "WorkflowCompleted": "completed",
-    "WorkflowFailed": "failed",
-    "WorkflowStopped": "stopped",
-    "BudgetExceeded": "stopped",
-    "WorkflowCancelled": "cancelled",
-    "WorkflowTerminated": "terminated",
-    "WorkflowReset": "reset",
-    "WorkflowRetried": "running",
-    "SignalAwaited": "waiting",
-}
+from projections.workflow_state import STATUS_BY_EVENT
 
 
 class LedgerViews(Projection[ViewStore]):  # type: ignore[type-var]

@@ -20,6 +20,19 @@ log = logging.getLogger(__name__)
 CLOSED = ("completed", "failed", "stopped", "cancelled", "terminated", "reset")
 """Statuses after which a workflow takes no more actions."""
 OPERATOR_STATUS = {"WorkflowCancelled": "cancelled", "WorkflowTerminated": "terminated"}
+STATUS_BY_EVENT = {
+    "EscalationRaised": "escalated",
+    "WorkflowCompleted": "completed",
+    "WorkflowFailed": "failed",
+    "WorkflowStopped": "stopped",
+    "BudgetExceeded": "stopped",
+    "WorkflowCancelled": "cancelled",
+    "WorkflowTerminated": "terminated",
+    "WorkflowReset": "reset",
+    "WorkflowRetried": "running",
+    "SignalAwaited": "waiting",
+}
+"""The status each of these events gives a workflow in the SQL views (both tables)."""
 
 
 @dataclass
