@@ -21,6 +21,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 ProgressLine = Callable[[str], None]
@@ -76,6 +77,20 @@ async def rate(
 def cpu_bound(share: float, who: str, otherwise: str) -> str:
     """The bound of a row: a process that kept a core busy, else ``otherwise``."""
     return f"CPU of {who} ({share:.0%} of a core)" if share >= 0.85 else otherwise
+
+
+def memory_mb(peak: bool = False) -> float:
+    """This process's resident memory (Linux ``/proc``), now or at its peak, in MB.
+
+    The peak is ``VmHWM``, which starts again at ``exec``: ``getrusage``'s ``ru_maxrss``
+    carries the forking parent's peak over, so a read in a child of a large bench process
+    reported the parent's memory as its own.
+    """
+    field = "VmHWM:" if peak else "VmRSS:"
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def cores() -> int:

@@ -30,7 +30,7 @@ from rich.table import Table
 
 from bus.ledger import Ledger, Workflow
 from bus.ledger.step_replies import SNAPSHOT_EVERY
-from bus.operations.bench import Measurement, ProgressLine, percentile
+from bus.operations.bench import Measurement, ProgressLine, memory_mb, percentile
 from bus.operations.bench.micro import bench_policy
 from bus.runtime.policy import Policy
 from bus.runtime.service import Runtime
@@ -89,14 +89,6 @@ def step_events(ledger: Ledger, count: int, prefix: str) -> list[StoredEvent]:
         scratch.reach_checkpoint("bench", f"fill-{number % 10}", {"n": number}, key, [], [])
         scratch.complete_step(key, "checkpoint", {"ok": True, "result": {"stepKey": key}})
     return [ledger.mapper.to_stored_event(event) for event in scratch.collect_events()]
-
-
-def resident_mb() -> float:
-    """This process's resident memory now (Linux ``/proc``), in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 class History:
@@ -246,7 +238,7 @@ class History:
                         "ledger_events": size,
                         "open_workflows": len(self.workflows),
                         "p99_ms": percentile(latencies, 0.99),
-                        "runtime_rss_mb": resident_mb(),
+                        "runtime_rss_mb": memory_mb(),
                     },
                 )
             )

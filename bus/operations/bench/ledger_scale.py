@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ import nkeys
 
 from bus.ledger import Ledger
 from bus.ledger.workflow import Workflow
-from bus.operations.bench import Measurement, ProgressLine
+from bus.operations.bench import Measurement, ProgressLine, memory_mb
 from bus.settings import Settings
 from bus.transport.signing import Signer
 from handoff_schemas import ClaimAssertion, ClaimItem
@@ -177,8 +176,7 @@ def measure(state: Path, read: str) -> dict[str, float]:
         elapsed = time.perf_counter() - started
     finally:
         ledger.close()
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: kilobytes
-    return {"rate": count / elapsed, "peak_mb": peak_kb / 1024}
+    return {"rate": count / elapsed, "peak_mb": memory_mb(peak=True)}
 
 
 if __name__ == "__main__":
