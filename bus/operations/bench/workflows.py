@@ -12,6 +12,8 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from uuid import uuid4
@@ -151,51 +153,48 @@ async def run_workflows(
 async def on_stack(
     count: int, steps: int, ledger: str, runtimes: int, progress: ProgressLine
 ) -> list[Measurement]:
-    where = f"PostgreSQL, {runtimes} runtime{'s' if runtimes > 1 else ''}" if ledger else "SQLite"
     with tempfile.TemporaryDirectory() as directory:
-        state = Path(directory)
-        ledger_url = f"{ledger}{'&' if '?' in ledger else '?'}schema=" if ledger else ""
-        settings = Settings(
-            state_dir=state,
-            nats_port=0,
-            policy=bench_policy(state),
-            ledger=await fresh_schema(ledger_url) if ledger else "",
-            agent_concurrency=AGENT_CONCURRENCY,
-        )
-        async with Stack(settings, agents=("agents.bench:worker",), runtimes=runtimes) as stack:
-            nc = await connect(settings, "claimcheck-bench")
-            runtime_role = {"credentials": stack.credentials.get("runtime")}
-            observer = await connect(settings.model_copy(update=runtime_role), "bench-observer")
-            try:
-                subjects = Subjects(settings.prefix)
-                workflows = Workflows(nc, subjects)
-                await workflows.listen((*ENDINGS, HANDLED))
-                data = json.dumps({"steps": steps}).encode()
-                artifact = await store_artifact(nc, subjects, data)
-                await workflows.run("bench_workflow", artifact)  # warm: every process ready
-                results = []
-                levels = IN_FLIGHT if not ledger else (16, 200)
-                for in_flight in levels:
-                    progress(f"whole workflows ({where}), {in_flight} in flight")
-                    results.append(
-                        await measure(
-                            Busy(stack, observer),
-                            workflows,
-                            artifact,
-                            count,
-                            steps,
-                            in_flight,
-                            where,
-                        )
-                    )
-                if not ledger:
-                    progress("handoffs end to end, 16 in flight")
-                    handoff = await store_artifact(nc, subjects, b'{"steps": 0}')
-                    results.append(await handoffs(Busy(stack, observer), workflows, handoff, count))
-                return results
-            finally:
-                await nc.close()
-                await observer.close()
+        async with fresh_ledger(ledger) as ledger_url:
+            settings = Settings(
+                state_dir=Path(directory),
+                nats_port=0,
+                policy=bench_policy(Path(directory)),
+                ledger=ledger_url,
+                agent_concurrency=AGENT_CONCURRENCY,
+            )
+            async with Stack(settings, agents=("agents.bench:worker",), runtimes=runtimes) as stack:
+                return await on_running_stack(stack, count, steps, runtimes, progress)
+
+
+async def on_running_stack(
+    stack: Stack, count: int, steps: int, runtimes: int, progress: ProgressLine
+) -> list[Measurement]:
+    settings = stack.settings
+    postgres = not settings.ledger_url().startswith("sqlite")
+    where = f"PostgreSQL, {runtimes} runtime{'s' if runtimes > 1 else ''}" if postgres else "SQLite"
+    nc = await connect(settings, "claimcheck-bench")
+    runtime_role = {"credentials": stack.credentials.get("runtime")}
+    observer = await connect(settings.model_copy(update=runtime_role), "bench-observer")
+    try:
+        subjects = Subjects(settings.prefix)
+        workflows = Workflows(nc, subjects)
+        await workflows.listen((*ENDINGS, HANDLED))
+        data = json.dumps({"steps": steps}).encode()
+        artifact = await store_artifact(nc, subjects, data)
+        await workflows.run("bench_workflow", artifact)  # warm: every process ready
+        results = []
+        for in_flight in (16, 200) if postgres else IN_FLIGHT:
+            progress(f"whole workflows ({where}), {in_flight} in flight")
+            busy = Busy(stack, observer)
+            results.append(await measure(busy, workflows, artifact, count, steps, in_flight, where))
+        if not postgres:
+            progress("handoffs end to end, 16 in flight")
+            handoff = await store_artifact(nc, subjects, b'{"steps": 0}')
+            results.append(await handoffs(Busy(stack, observer), workflows, handoff, count))
+        return results
+    finally:
+        await nc.close()
+        await observer.close()
 
 
 async def handoffs(busy: Busy, workflows: Workflows, artifact: str, count: int) -> Measurement:
@@ -282,16 +281,23 @@ async def raw_handoffs(count: int, progress: ProgressLine) -> float:
     return raw
 
 
-async def fresh_schema(url_with_schema: str) -> str:
-    """A new, empty PostgreSQL schema for one run (dropped with the database's clean-up)."""
+@asynccontextmanager
+async def fresh_ledger(postgres: str) -> AsyncIterator[str]:
+    """The ledger URL for one run: a new PostgreSQL schema, dropped afterwards, or ``""``
+    (a SQLite file in the run's state directory) when ``postgres`` is empty."""
+    if not postgres:
+        yield ""
+        return
     import psycopg
 
     schema = f"cc_bench_{uuid4().hex[:10]}"
-    base = url_with_schema.rsplit("schema=", 1)[0].rstrip("?&")
 
-    def create() -> None:
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(f"CREATE SCHEMA {schema}")
+    def execute(sql: str) -> None:
+        with psycopg.connect(postgres, autocommit=True) as conn:
+            conn.execute(sql)
 
-    await asyncio.to_thread(create)
-    return f"{url_with_schema}{schema}"
+    await asyncio.to_thread(execute, f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{postgres}{'&' if '?' in postgres else '?'}schema={schema}"
+    finally:
+        await asyncio.to_thread(execute, f"DROP SCHEMA {schema} CASCADE")
