@@ -27,7 +27,7 @@ from bus.runtime.availability import InFlight, ToolCaller, ToolUnavailable
 from bus.runtime.catalogue import declared_facts, fill_resource
 from bus.runtime.governance import after_failure, rule_uses
 from bus.runtime.policy import Decision, Policy
-from bus.runtime.protocol import Handler, Refusal
+from bus.runtime.protocol import Handler, Refusal, replayed
 from bus.runtime.registry import ToolRegistry
 from bus.runtime.steps import Steps
 from bus.settings import Settings
@@ -107,13 +107,21 @@ class ToolExecution:
     def operations(self) -> dict[str, Handler]:
         return {"execute": self.execute}
 
-    async def execute(self, agent: str, request: ExecuteRequest) -> ExecuteReply:
+    async def execute(self, agent: str, request: ExecuteRequest) -> Any:
+        """The tool step: authorized, run once, recorded with its evidence. A step asked
+        again gets its recorded reply from the authorizing command (no read before it)."""
+        if await self.tools.get(request.tool) is None:  # answered already: no wait for a host
+            recorded = await self.steps.recorded(agent, request.workflow_id, request.step_key)
+            if recorded is not None:
+                return replayed(recorded)
         tool = await self.admission.admit(agent, request)
         resource = fill_resource(tool.resource, request.payload)
         action = {"tool": request.tool, "resource": resource, "payload": request.payload}
         decision = await self.steps.command(
             request.workflow_id, lambda wf: self._authorize(wf, agent, request, resource)
         )
+        if not isinstance(decision, Decision):  # the step's recorded reply
+            return decision
         if not decision.allowed:
             artifacts = {"input": await self.store(request.payload)}
             facts = declared_facts(tool, request.payload, {})
@@ -137,11 +145,14 @@ class ToolExecution:
 
     def _authorize(
         self, workflow: Workflow, agent: str, request: ExecuteRequest, resource: str
-    ) -> Decision:
-        """The runtime's own decision on the resource read from the payload, recorded once."""
-        workflow.require_open()
+    ) -> Decision | Any:
+        """The runtime's own decision on the resource read from the payload, recorded once;
+        for a step already completed, its recorded reply (the caller checked first)."""
         workflow.require_participant(agent)
         workflow.require_step_owner(agent, request.step_key)
+        if request.step_key in workflow.steps:
+            return self.steps.replay(workflow, request.step_key)
+        workflow.require_open()
         earlier = workflow.permissions.get(request.step_key)
         if earlier is not None and earlier.get("agent", agent) != agent:
             raise NotAParticipant(f"step {request.step_key!r} was decided for another agent")

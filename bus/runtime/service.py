@@ -91,9 +91,10 @@ class Runtime:
         execution = ToolExecution(self.steps, policy, tools, artifacts, nc, settings, signer)
         self.workflows = WorkflowHandlers(self.steps, policy, artifacts, self.security)
         pipeline = PipelineHandlers(self.steps, policy, artifacts)
-        self._one_step = frozenset(pipeline.operations())
-        """Operations that are a single :meth:`Steps.step`: it checks the caller and replays
-        a recorded reply in its own command, so they skip the look before dispatch."""
+        self._replaying = frozenset([*pipeline.operations(), *execution.operations()])
+        """Operations that check the caller and replay a recorded reply in their own first
+        command (a pipeline step is one :meth:`Steps.step`; ``execute`` authorizes), so they
+        skip the look before dispatch: a read of the workflow, caught up, in the ledger thread."""
         self.escalations = EscalationHandlers(self.steps, policy, execution, settings)
         self._handlers: dict[str, Handler] = {
             **self.workflows.operations(),
@@ -191,7 +192,7 @@ class Runtime:
                 await self.workflows.record_rejected_handoff(agent, data, str(error))
             return error_reply("invalid_request", str(error), error.fields)
         try:
-            if isinstance(request, StepRequest) and op not in self._one_step:
+            if isinstance(request, StepRequest) and op not in self._replaying:
                 # A recorded reply is the caller's only if the workflow and the step are:
                 # checked before replaying, or a recorded reply would answer anyone.
                 recorded = await self.steps.recorded(agent, request.workflow_id, request.step_key)

@@ -135,8 +135,7 @@ class Steps:
             workflow.require_participant(agent)
             workflow.require_step_owner(agent, step_key)
             if step_key in workflow.steps and not redo:  # asked again, or another replica was first
-                recorded = self.ledger.recorded_reply(workflow, step_key)
-                return replayed(msgspec.convert(recorded, Reply))
+                return self.replay(workflow, step_key)
             if require_open:  # a recorded reply stands even once the workflow has ended
                 workflow.require_open()
             try:
@@ -149,6 +148,10 @@ class Steps:
             return result
 
         return apply
+
+    def replay(self, workflow: Workflow, step_key: str) -> Any:
+        """A completed step's recorded reply again: its result, or its refusal raised again."""
+        return replayed(msgspec.convert(self.ledger.recorded_reply(workflow, step_key), Reply))
 
     async def refuse(
         self,

@@ -345,8 +345,8 @@ async def test_a_step_another_replica_refused_is_refused_again(bus: Bus) -> None
 async def test_a_step_asked_again_after_its_workflow_ended_gets_its_recorded_reply(
     bus: Bus, op: str
 ) -> None:
-    """Checked in the step's own command (a pipeline step) or before dispatch (a tool
-    call), a recorded reply stands after the workflow ended: the agent that lost the
+    """Checked in the step's own command (a pipeline step) or in its authorizing command (a
+    tool call), a recorded reply stands after the workflow ended: the agent that lost the
     first answer gets it, not ``workflow_closed``."""
     workflow_id = await started(bus)
     body = {"workflowId": workflow_id, "stepKey": "t/1"}
