@@ -107,20 +107,20 @@ class ToolExecution:
     def operations(self) -> dict[str, Handler]:
         return {"execute": self.execute}
 
-    async def execute(self, agent: str, request: ExecuteRequest) -> Any:
+    async def execute(self, agent: str, request: ExecuteRequest) -> ExecuteReply:
         """The tool step: authorized, run once, recorded with its evidence. A step asked
         again gets its recorded reply from the authorizing command (no read before it)."""
         if await self.tools.get(request.tool) is None:  # answered already: no wait for a host
             recorded = await self.steps.recorded(agent, request.workflow_id, request.step_key)
             if recorded is not None:
-                return replayed(recorded)
+                return msgspec.convert(replayed(recorded), ExecuteReply)
         tool = await self.admission.admit(agent, request)
         resource = fill_resource(tool.resource, request.payload)
         action = {"tool": request.tool, "resource": resource, "payload": request.payload}
         decision = await self.steps.command(
             request.workflow_id, lambda wf: self._authorize(wf, agent, request, resource)
         )
-        if not isinstance(decision, Decision):  # the step's recorded reply
+        if isinstance(decision, ExecuteReply):  # the step's recorded reply
             return decision
         if not decision.allowed:
             artifacts = {"input": await self.store(request.payload)}
@@ -145,13 +145,13 @@ class ToolExecution:
 
     def _authorize(
         self, workflow: Workflow, agent: str, request: ExecuteRequest, resource: str
-    ) -> Decision | Any:
+    ) -> Decision | ExecuteReply:
         """The runtime's own decision on the resource read from the payload, recorded once;
         for a step already completed, its recorded reply (the caller checked first)."""
         workflow.require_participant(agent)
         workflow.require_step_owner(agent, request.step_key)
         if request.step_key in workflow.steps:
-            return self.steps.replay(workflow, request.step_key)
+            return msgspec.convert(self.steps.replay(workflow, request.step_key), ExecuteReply)
         workflow.require_open()
         earlier = workflow.permissions.get(request.step_key)
         if earlier is not None and earlier.get("agent", agent) != agent:
