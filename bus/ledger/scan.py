@@ -10,10 +10,6 @@ is the same envelope :meth:`Ledger.envelope` gives (the relay publishes that one
 the fast path cannot read exactly (encrypted or compressed state, an upcast class version)
 go through the mapper.
 
-On SQLite a page is read as plain rows (:func:`notifications`): eventsourcing's read
-makes a row object and a UUID for each event, which the envelope turns back into a string,
-three quarters of the read's time.
-
 Memory is one page of notifications at a time, whatever the ledger's size.
 """
 
@@ -25,7 +21,6 @@ from typing import Any
 
 import msgspec
 from eventsourcing.persistence import Notification
-from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import resolve_topic
 
 from bus.ledger.store import Ledger
@@ -39,40 +34,9 @@ _decode = msgspec.json.Decoder()
 
 def pages(ledger: Ledger, after: int = 0, page: int | None = None) -> Iterator[list[Notification]]:
     """The ledger's notifications after position ``after``, a page (``PAGE``) at a time."""
-    while batch := notifications(ledger, after, page or PAGE):
+    while batch := ledger.notifications(after, page or PAGE):
         yield batch
         after = batch[-1].id
-
-
-DASHED_ID = (
-    "".join(
-        f"substr(originator_id, {start}, {length}) || '-' || "
-        for start, length in ((1, 8), (9, 4), (13, 4), (17, 4))
-    )
-    + "substr(originator_id, 21)"
-)
-"""A stored UUID's hex (how eventsourcing keeps it) as ``str(UUID)`` writes it, in SQL."""
-
-
-def notifications(ledger: Ledger, after: int, limit: int) -> list[Notification]:
-    """Up to ``limit`` notifications after position ``after``. On SQLite the originator
-    ids are the envelopes' ``workflow_id`` strings, made by SQLite, not UUID objects; the
-    mapper takes them as they are."""
-    recorder = ledger.recorder
-    if not (
-        isinstance(recorder, SQLiteApplicationRecorder)
-        and recorder.datastore.originator_id_type == "uuid"
-    ):
-        return list(recorder.select_notifications(after + 1, limit))
-    with recorder.datastore.transaction(commit=False) as cursor:
-        rows = cursor.sqlite_cursor
-        rows.row_factory = None  # plain tuples, in Notification's field order
-        rows.execute(
-            f"SELECT {DASHED_ID}, originator_version, topic, state, rowid "
-            f"FROM {recorder.events_table_name} WHERE rowid > ? ORDER BY rowid LIMIT ?",
-            (after, limit),
-        )
-        return [Notification(*row) for row in rows.fetchall()]
 
 
 class EnvelopeReader:

@@ -25,6 +25,7 @@ from eventsourcing.application import (
     project_aggregate,
 )
 from eventsourcing.persistence import IntegrityError, Notification
+from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import get_topic
 
 from bus.ledger.errors import LedgerError, UnknownWorkflow
@@ -86,6 +87,16 @@ def sqlite_or_postgres_env(url: str) -> dict[str, str]:
             "POSTGRES_CONNECT_TIMEOUT": parse_qs(parsed.query).get("connect_timeout", ["5"])[0],
         }
     raise ValueError(f"unsupported ledger URL {url!r}: use sqlite:///PATH or postgresql://...")
+
+
+DASHED_ID = (
+    "".join(
+        f"substr(originator_id, {start}, {length}) || '-' || "
+        for start, length in ((1, 8), (9, 4), (13, 4), (17, 4))
+    )
+    + "substr(originator_id, 21)"
+)
+"""A stored UUID's hex (how eventsourcing keeps it) as ``str(UUID)`` writes it, in SQL."""
 
 
 class Ledger(GroupCommit, Application[UUID]):
@@ -334,7 +345,26 @@ class Ledger(GroupCommit, Application[UUID]):
         return ids
 
     def notifications(self, after: int, limit: int = 500) -> list[Notification]:
-        return list(self.recorder.select_notifications(after + 1, limit))
+        """Up to ``limit`` notifications after position ``after``, for the relay, ``verify``
+        and the views. On SQLite they are read as plain rows with each originator id made
+        by SQLite in ``str(UUID)``'s form (every reader takes it as a string):
+        eventsourcing's read built a row object and a UUID per event, three quarters of
+        the read's time."""
+        recorder = self.recorder
+        if not (
+            isinstance(recorder, SQLiteApplicationRecorder)
+            and recorder.datastore.originator_id_type == "uuid"
+        ):
+            return list(recorder.select_notifications(after + 1, limit))
+        with recorder.datastore.transaction(commit=False) as cursor:
+            rows = cursor.sqlite_cursor
+            rows.row_factory = None  # plain tuples, in Notification's field order
+            rows.execute(
+                f"SELECT {DASHED_ID}, originator_version, topic, state, rowid "
+                f"FROM {recorder.events_table_name} WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                (after, limit),
+            )
+            return [Notification(*row) for row in rows.fetchall()]
 
     def envelope(self, domain_event: Any, position: int | None = None) -> EventEnvelope:
         data = {

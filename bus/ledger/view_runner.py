@@ -20,7 +20,7 @@ from eventsourcing.persistence import (
     Tracking,
 )
 
-from bus.ledger.scan import EnvelopeReader, notifications
+from bus.ledger.scan import EnvelopeReader
 from bus.ledger.setup import private_file
 from bus.ledger.store import Ledger, sqlite_or_postgres_env
 from bus.settings import Settings
@@ -95,7 +95,7 @@ class ViewRunner:
         written and the two threads spent their time passing it to each other.
         """
         position = self.views.max_tracking_id(self.ledger.name) or 0
-        while batch := notifications(self.ledger, position, batch_size):
+        while batch := self.ledger.notifications(position, batch_size):
             position = self._apply(batch)
             if len(batch) < batch_size:
                 break
