@@ -49,6 +49,7 @@ def life_of(wf: str) -> list[tuple[str, dict[str, Any]]]:
         ("PermissionDecided", {"permission": "denied"}),
         ("EscalationRaised", {"escalation": {**escalation, "raisedAt": STARTED.isoformat()}}),
         ("WorkflowCompleted", {}),
+        ("HandoffSent", {"handoff": {"to": "auditor"}}),  # the same SQL as an earlier event
     ]
 
 
