@@ -99,6 +99,30 @@ async def test_a_step_key_belongs_to_the_agent_that_wrote_it(secure_bus: SecureB
     assert recorded == [("mallory", "m/1"), ("triage", f"{handoff_id}/2")]
 
 
+async def test_a_tool_step_is_replayed_only_to_the_agent_that_ran_it(
+    secure_bus: SecureBus,
+) -> None:
+    """``execute`` replays a recorded reply inside its authorizing command, with no check
+    before dispatch: another participant asking for that step key gets a refusal, never the
+    evidence, and the tool does not run again."""
+    workflow_id, handoff_id, triage, mallory = await shared_workflow(secure_bus)
+    ticket = {
+        "workflowId": workflow_id,
+        "stepKey": f"{handoff_id}/3",
+        "tool": "create_ticket",
+        "payload": {"customer": "northwind", "title": "secret-title", "severity": "low"},
+    }
+    first = await secure_bus.ask(triage, "triage", "execute", ticket)
+    assert first.ok, first
+    stolen = await secure_bus.ask(mallory, "mallory", "execute", ticket)
+    assert (stolen.ok, stolen.error.code) == (False, "permission_denied")
+    assert first.result["evidence"]["auditId"] not in json.dumps(stolen.error.message)
+    again = await secure_bus.ask(triage, "triage", "execute", ticket)
+    assert again == first
+    executed = [e for e in secure_bus.ledger.history(workflow_id) if e.type == "ToolExecuted"]
+    assert len(executed) == 1
+
+
 async def test_only_the_operator_starts_workflows(secure_bus: SecureBus) -> None:
     workflow_id = await secure_bus.start(to="triage")
     artifact_id = first_handoff(secure_bus, workflow_id)["artifactId"]
