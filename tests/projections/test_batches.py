@@ -3,6 +3,11 @@ views exactly as applying the events one at a time does, on a real SQLite file."
 
 from __future__ import annotations
 
+import random
+import signal
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -84,3 +89,59 @@ def test_a_batch_applies_as_its_events_one_at_a_time(tmp_path: Path) -> None:
 
 def views_in(state: Path) -> Any:
     return open_views(Settings(state_dir=state, ledger=f"sqlite:///{state / 'ledger.db'}"))
+
+
+CATCH_UP = """
+import sys
+from pathlib import Path
+from bus.ledger import Ledger
+from bus.ledger.view_runner import REBUILD_BATCH, ViewRunner, open_views
+from bus.settings import Settings
+state = Path(sys.argv[1])
+url = f"sqlite:///{state / 'ledger.db'}"
+ledger = Ledger.from_url(url)
+runner = ViewRunner(ledger, open_views(Settings(state_dir=state, ledger=url)))
+print("ready", flush=True)
+runner.catch_up(REBUILD_BATCH)
+print("done", flush=True)
+"""
+
+
+def test_a_catch_up_killed_at_random_points_resumes_to_the_same_views(tmp_path: Path) -> None:
+    """SIGKILL a views process mid-batch five times, then catch up: the views equal an
+    uninterrupted rebuild (a batch commits with its tracking or not at all)."""
+    from bus.ledger import Ledger
+    from bus.ledger.view_runner import ViewRunner, rebuild_views
+    from bus.operations.bench.ledger_scale import bench_signer, write_ledger
+
+    state, clean = tmp_path / "state", tmp_path / "clean"
+    state.mkdir()
+    url = f"sqlite:///{state / 'ledger.db'}"
+    ledger = Ledger.from_url(url)
+    try:
+        last = write_ledger(ledger, 30_000, bench_signer(), lambda _: None)
+        seed = random.randrange(1_000_000)
+        print(f"kill schedule seed {seed}")
+        pick = random.Random(seed)
+        views = views_in(state)
+        interrupted = 0
+        for _ in range(5):
+            child = subprocess.Popen(
+                [sys.executable, "-c", CATCH_UP, str(state)], stdout=subprocess.PIPE, text=True
+            )
+            try:
+                assert child.stdout is not None and child.stdout.readline() == "ready\n"
+                time.sleep(pick.uniform(0.0, 0.08))  # 5 kills land within the 30,000 events
+                if child.poll() is None:
+                    child.send_signal(signal.SIGKILL)
+                    interrupted += 1
+            finally:
+                child.kill()
+                child.wait()
+        reached = views.max_tracking_id(ledger.name) or 0
+        assert interrupted and reached < last  # the kills did land mid-way
+        assert ViewRunner(ledger, views).catch_up() == last
+        rebuild_views(Settings(state_dir=clean, ledger=url), ledger)
+        assert dump(views) == dump(views_in(clean))
+    finally:
+        ledger.close()
