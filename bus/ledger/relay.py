@@ -47,6 +47,7 @@ from nats.errors import Error as NatsError
 from nats.errors import MaxPayloadError
 from nats.js.errors import APIError, BadRequestError
 
+from bus.ledger.scan import EnvelopeReader
 from bus.ledger.store import Ledger
 from bus.ledger.workflow import Workflow
 from bus.transport.connection import InboxConfig, ensure_inbox_consumer
@@ -182,6 +183,7 @@ class Relay:
         self._inboxes: set[str] = set()  # agents whose inbox consumer is known to exist
         self._singly: set[str] = set()  # streams that take no atomic batches
         self.ledger = ledger
+        self.reader = EnvelopeReader(ledger)
         self.js = nc.jetstream()
         self.publisher = BulkPublisher(nc)
         self.subjects = subjects
@@ -244,8 +246,7 @@ class Relay:
     async def read(self, notification: Notification) -> tuple[EventEnvelope, list[Message]] | None:
         """The event and what it publishes, or None once it is quarantined as unreadable."""
         try:
-            domain_event = self.ledger.mapper.to_domain_event(notification)
-            envelope = self.ledger.envelope(domain_event, position=notification.id)
+            envelope = self.reader.envelope(notification)
             return envelope, self.messages(envelope)
         except Exception as error:  # a stored event today's code cannot read
             await self.quarantine(notification, notification.topic, f"unreadable: {error!r}")

@@ -6,9 +6,9 @@ dict, then ``vars``) only to be turned back into plain data for its envelope: tw
 of the time went there. :class:`EnvelopeReader` decodes a stored event's JSON with
 msgspec straight into the envelope's data, converting the transcoder's few typed values
 (``{"_type_": ..., "_data_": ...}``) through the ledger's own transcodings, so the result
-is the same envelope :meth:`Ledger.envelope` gives (the relay publishes that one). Events
-the fast path cannot read exactly (encrypted or compressed state, an upcast class version)
-go through the mapper.
+is the same envelope :meth:`Ledger.envelope` gives. The relay reads its events through it
+too. Events the fast path cannot read exactly (encrypted or compressed state, an upcast
+class version) go through the mapper.
 
 Memory is one page of notifications at a time, whatever the ledger's size.
 """
@@ -40,7 +40,8 @@ def pages(ledger: Ledger, after: int = 0, page: int | None = None) -> Iterator[l
 
 
 class EnvelopeReader:
-    """Stored events to :class:`EventEnvelope` as the relay publishes them, fast."""
+    """Stored events to :class:`EventEnvelope`, fast: what the relay publishes, ``verify``
+    checks and the views apply."""
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
