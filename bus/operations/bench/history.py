@@ -17,10 +17,8 @@ workflow drawn at random from the open ones, while the runtime's sweeper reads t
 from __future__ import annotations
 
 import random
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -31,13 +29,12 @@ from rich.table import Table
 from bus.ledger import Ledger, Workflow
 from bus.ledger.step_replies import SNAPSHOT_EVERY
 from bus.operations.bench import Measurement, ProgressLine, memory_mb, percentile
-from bus.operations.bench.micro import bench_policy
+from bus.operations.bench.micro import private_bus
 from bus.runtime.policy import Policy
 from bus.runtime.service import Runtime
 from bus.settings import Settings
-from bus.transport.connection import connect, ensure_streams
+from bus.transport.connection import ensure_streams
 from bus.transport.retry import request_while_working
-from bus.transport.server import EmbeddedNats
 from bus.transport.subjects import Subjects
 from handoff_schemas import encode
 
@@ -58,24 +55,13 @@ EVENTS_PER_STEP = 2
 async def run_history(count: int, big_ledger: bool, progress: ProgressLine) -> list[Measurement]:
     """The own-history row, then one row per ledger size."""
     sizes = (*LEDGER_SIZES, BIG_LEDGER) if big_ledger else LEDGER_SIZES
-    with tempfile.TemporaryDirectory() as directory:
-        state = Path(directory)
-        server = EmbeddedNats(state / "nats")
-        await server.start()
+    async with private_bus() as (nc, settings):
+        history = History(nc, settings, count, progress)
+        await history.serve()
         try:
-            settings = Settings(state_dir=state, nats_url=server.url, policy=bench_policy(state))
-            nc = await connect(settings, "bench")
-            try:
-                history = History(nc, settings, count, progress)
-                await history.serve()
-                try:
-                    return [await history.own_history(), *await history.ledger_sizes(sizes)]
-                finally:
-                    history.close()
-            finally:
-                await nc.close()
+            return [await history.own_history(), *await history.ledger_sizes(sizes)]
         finally:
-            await server.stop()
+            history.close()
 
 
 def step_events(ledger: Ledger, count: int, prefix: str) -> list[StoredEvent]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from uuid import uuid4
 
@@ -69,7 +71,10 @@ def bench_policy(directory: Path) -> Path:
     return path
 
 
-async def run_micro(count: int, progress: ProgressLine) -> list[Measurement]:
+@asynccontextmanager
+async def private_bus() -> AsyncIterator[tuple[Client, Settings]]:
+    """A nats-server and state directory of their own for a part of the bench that runs the
+    runtime in this process, and a connection to that server."""
     with tempfile.TemporaryDirectory() as directory:
         state = Path(directory)
         server = EmbeddedNats(state / "nats")
@@ -78,11 +83,16 @@ async def run_micro(count: int, progress: ProgressLine) -> list[Measurement]:
             settings = Settings(state_dir=state, nats_url=server.url, policy=bench_policy(state))
             nc = await connect(settings, "bench")
             try:
-                return await Micro(nc, settings, count, progress).measure()
+                yield nc, settings
             finally:
                 await nc.close()
         finally:
             await server.stop()
+
+
+async def run_micro(count: int, progress: ProgressLine) -> list[Measurement]:
+    async with private_bus() as (nc, settings):
+        return await Micro(nc, settings, count, progress).measure()
 
 
 class Micro:
