@@ -75,20 +75,53 @@ def test_a_failing_change_loses_nothing_of_its_neighbours(ledger: Ledger) -> Non
     assert "half" not in checkpoints
 
 
-def test_a_concurrent_writer_makes_each_change_run_alone(ledger_url: str) -> None:
+def racing(other: Ledger, workflow_id: str, races: int) -> Any:
+    """A change during which another replica commits to the same workflow, ``races`` times."""
+    raced: list[str] = []
+
+    def change(workflow: Workflow) -> str:
+        if len(raced) < races:  # another replica commits between this read and this save
+            raced.append(other.command(workflow_id, checkpoint(f"elsewhere{len(raced)}")))
+        return checkpoint("here")(workflow)
+
+    return change
+
+
+def test_a_batch_that_meets_another_replica_commits_again_as_one(ledger_url: str) -> None:
+    """Two replicas sharing the work meet each other's writes in nearly every batch: the
+    batch runs again whole, not one commit per change, and then reads before changing."""
+    ledger, other = Ledger.from_url(ledger_url), Ledger.from_url(ledger_url)
+    try:
+        first, second = start(ledger), start(ledger)
+        saves = counting_saves(ledger)
+        outcomes = ledger.command_batch(
+            [(first, racing(other, first, 1)), (second, checkpoint("b")), (first, checkpoint("c"))]
+        )
+        assert [outcome.unwrap() for outcome in outcomes] == ["here", "b", "c"]
+        assert saves == [2, 2]  # the batch that met the write, then the same batch again
+        assert set(ledger.workflow(first).checkpoints) == {"elsewhere0", "here", "c"}
+        other.command(second, checkpoint("elsewhere"))
+        saves.clear()
+        assert ledger.command_batch([(second, checkpoint("d"))])[0].unwrap() == "d"
+        assert saves == [1]  # caught up first: no conflict
+        assert set(ledger.workflow(second).checkpoints) == {"b", "elsewhere", "d"}
+    finally:
+        other.close()
+        ledger.close()
+
+
+def test_a_batch_that_meets_another_replica_twice_runs_each_change_alone(
+    ledger_url: str,
+) -> None:
     ledger, other = Ledger.from_url(ledger_url), Ledger.from_url(ledger_url)
     try:
         workflow_id = start(ledger)
-        raced: list[str] = []
-
-        def racing(workflow: Workflow) -> str:
-            if not raced:  # another replica commits between this read and this save
-                raced.append(other.command(workflow_id, checkpoint("elsewhere")))
-            return checkpoint("here")(workflow)
-
-        outcomes = ledger.command_batch([(workflow_id, racing), (workflow_id, checkpoint("too"))])
+        outcomes = ledger.command_batch(
+            [(workflow_id, racing(other, workflow_id, 2)), (workflow_id, checkpoint("too"))]
+        )
         assert [outcome.unwrap() for outcome in outcomes] == ["here", "too"]
-        assert set(ledger.workflow(workflow_id).checkpoints) == {"elsewhere", "here", "too"}
+        stored = set(ledger.workflow(workflow_id).checkpoints)
+        assert stored == {"elsewhere0", "elsewhere1", "here", "too"}
     finally:
         other.close()
         ledger.close()
