@@ -98,8 +98,9 @@ async def publish_batched(
     stream_of: Callable[[str], str],
     singly: set[str],
 ) -> list[BaseException | None]:
-    """:func:`publish_all`, with each stream's messages sent as atomic batches: one write to
-    disk for a batch instead of one fsync per message.
+    """:func:`publish_all`, with each stream's messages sent as atomic batches when there are
+    :data:`ATOMIC_FROM` or more: one write to disk for a batch instead of one fsync per
+    message.
 
     A batch the stream refuses as a whole is sent again message by message, each with its
     own outcome: a republish after a crash (its ids are duplicates, which an atomic batch
@@ -118,7 +119,7 @@ async def publish_batched(
         for start in range(0, len(indices), ATOMIC_BATCH):
             chunk = indices[start : start + ATOMIC_BATCH]
             batch = [(messages[i][0], messages[i][2], messages[i][1]) for i in chunk]
-            if len(batch) > 1 and stream not in singly:
+            if len(batch) >= ATOMIC_FROM and stream not in singly:
                 refused = await publisher.publish_atomic(batch, ACK_TIMEOUT)
                 if refused is None:
                     continue
@@ -152,6 +153,11 @@ DELIVERIES = ("HandoffSent", "WorkflowResumed")
 
 ATOMIC_BATCH = 1000
 """Messages in one atomic batch at most: nats-server's default ceiling (``batch.max_msgs``)."""
+ATOMIC_FROM = 16
+"""Messages for one stream from which they go as an atomic batch rather than pipelined.
+An atomic batch costs nats-server about 2 ms of CPU and takes 3.2 ms to acknowledge
+whatever its size (2.15, ``sync_interval: always``); one pipelined message 0.2 ms and
+0.5 ms. At 16 messages the two cost the same, and the batch is acknowledged sooner."""
 
 ACK_TIMEOUT = 10.0
 """Seconds a batch's publishes may wait for JetStream's acknowledgements: then the batch is

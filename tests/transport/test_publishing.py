@@ -13,7 +13,7 @@ from nats.errors import MaxPayloadError, NoRespondersError
 from nats.js.api import StreamConfig
 from nats.js.errors import APIError
 
-from bus.ledger.relay import publish_batched
+from bus.ledger.relay import ATOMIC_FROM, publish_batched
 from bus.transport.publishing import ATOMIC_DISABLED, BulkPublisher, NotAtomic
 from bus.transport.server import EmbeddedNats
 
@@ -89,20 +89,39 @@ async def test_the_relays_batches_fall_back_to_one_by_one_and_lose_nothing(
     js = nc.jetstream()
     try:
         publisher = await atomic_and_plain_streams(nc)
-        first = [(f"atom.{i}", headers(f"a{i}"), b"event") for i in range(4)]
-        first += [(f"plain.{i}", headers(f"p{i}"), b"event") for i in range(3)]
+        first = [(f"atom.{i}", headers(f"a{i}"), b"event") for i in range(ATOMIC_FROM)]
+        first += [(f"plain.{i}", headers(f"p{i}"), b"event") for i in range(ATOMIC_FROM)]
         singly: set[str] = set()
-        assert await publish_batched(publisher, first, stream_of, singly) == [None] * 7
+        assert await publish_batched(publisher, first, stream_of, singly) == [None] * 32
         assert singly == {"plain"}  # from now on sent one by one, with no batch tried first
         oversized = ("atom.big", headers("big"), b"x" * (nc.max_payload + 1))
-        second = [*first[2:4], ("atom.new", headers("new"), b"event"), oversized]
+        second = [*first[2:ATOMIC_FROM], ("atom.new", headers("new"), b"event"), oversized]
         second.append(("plain.new", headers("p-new"), b"event"))
         results = await publish_batched(publisher, second, stream_of, singly)
-        assert results[:3] == [None] * 3 and isinstance(results[3], MaxPayloadError)
-        assert results[4] is None
-        assert (await js.stream_info("ATOM")).state.messages == 5  # 4, then only the new one
-        assert (await js.stream_info("PLAIN")).state.messages == 4
+        assert results[:-2] == [None] * (ATOMIC_FROM - 1) and isinstance(
+            results[-2], MaxPayloadError
+        )
+        assert results[-1] is None
+        stored = (await js.stream_info("ATOM")).state.messages
+        assert stored == ATOMIC_FROM + 1  # the first batch, then only the new one
+        assert (await js.stream_info("PLAIN")).state.messages == ATOMIC_FROM + 1
         assert singly == {"plain"}  # a refusal of one message is no refusal of batches
+    finally:
+        await nc.close()
+
+
+async def test_a_few_messages_for_a_stream_go_without_a_batch(nats_server: EmbeddedNats) -> None:
+    """Below ``ATOMIC_FROM`` messages a batch costs the server more than it saves: no batch
+    is tried, so a stream that takes none is not even found out."""
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    try:
+        publisher = await atomic_and_plain_streams(nc)
+        few = [(f"plain.{i}", headers(f"p{i}"), b"event") for i in range(ATOMIC_FROM - 1)]
+        singly: set[str] = set()
+        assert await publish_batched(publisher, few, stream_of, singly) == [None] * len(few)
+        assert singly == set()
+        assert (await js.stream_info("PLAIN")).state.messages == len(few)
     finally:
         await nc.close()
 
