@@ -151,8 +151,12 @@ def test_a_bad_policy_file_stops_the_runtime_at_start_up(tmp_path: Path) -> None
 
 
 def test_the_benchmark_writes_every_figure_beside_its_baseline(tmp_path: Path) -> None:
-    """Only the shape of what it reports: speed is judged from `claimcheck bench`, not in tests."""
+    """Only the shape of what it reports: speed is judged from `claimcheck bench`, not in tests.
+    An earlier run to compare with claims a ratio no run reaches, so that row is called out."""
     out = tmp_path / "bench.json"
+    earlier = tmp_path / "earlier.json"
+    impossible = {"path": "governed step (checkpoint)", "in_flight": 1, "ratio": 1000.0}
+    earlier.write_text(json.dumps({"rows": [{**impossible, "baseline": "eventsourcing append"}]}))
     result = subprocess.run(
         [
             *CLI,
@@ -167,6 +171,8 @@ def test_the_benchmark_writes_every_figure_beside_its_baseline(tmp_path: Path) -
             "500",
             "--json",
             str(out),
+            "--compare",
+            str(earlier),
         ],
         capture_output=True,
         text=True,
@@ -174,6 +180,9 @@ def test_the_benchmark_writes_every_figure_beside_its_baseline(tmp_path: Path) -
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert f"worse than {earlier} by more than noise: 1 of" in result.stdout
+    assert "governed step (checkpoint), 1 in flight:" in result.stdout
+    assert "against 1000.00" in result.stdout
     assert "whole workflows (SQLite), 16 in flight" in result.stderr  # progress, as it goes
     rows = json.loads(out.read_text())["rows"]
     paths = {(row["path"], row["in_flight"]) for row in rows}

@@ -280,14 +280,28 @@ def bench(
     ledger_events: Annotated[
         int, typer.Option(min=1, help="Events in the ledger that verify and views rebuild read.")
     ] = 20_000,
+    compare: Annotated[
+        Path | None,
+        typer.Option(help="An earlier run's --json file: each ratio beside it, drops called out."),
+    ] = None,
 ) -> None:
     """Measure each hot path next to its raw baseline, on a private nats-server and disk."""
     from rich.console import Console
 
     from bus.operations.bench import run_bench
     from bus.operations.bench.history import ledger_size_table
-    from bus.operations.bench.report import table, write_json
+    from bus.operations.bench.report import (
+        NotABenchRun,
+        earlier_ratios,
+        regressions,
+        table,
+        write_json,
+    )
 
+    try:
+        earlier = None if compare is None else earlier_ratios(compare)
+    except NotABenchRun as error:
+        raise fail(str(error)) from None
     results = asyncio.run(
         run_bench(
             count,
@@ -300,12 +314,18 @@ def bench(
         )
     )
     wide = Console(width=max(console.width, 200))
-    wide.print(table(results))
+    wide.print(table(results, earlier))
     by_size = ledger_size_table(results)
     if by_size is not None:
         wide.print(by_size)
     if json_out is not None:
         write_json(json_out, results)
+    if earlier is not None:
+        dropped = regressions(results, earlier)
+        summary = f"{len(dropped)} of {len(results)} rows"
+        wide.print(f"worse than {compare} by more than noise: {summary}")
+        for line in dropped:
+            wide.print(f"  {line}")
 
 
 @app.command()
