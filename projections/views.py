@@ -225,11 +225,16 @@ class PostgresViews(PostgresTrackingRecorder):
     def apply_batch(
         self, statements: Sequence[Statement], application_name: str, positions: Sequence[int]
     ) -> None:
-        # Pipelined: a batch's statements go to the server without a round trip each.
-        with self.datastore.transaction(commit=True) as cursor, cursor.connection.pipeline():
-            cursor.execute(f"SET LOCAL search_path TO {self.datastore.schema}")
-            for sql, rows in in_runs(statements):
-                cursor.executemany(sql.replace("?", "%s"), rows)
+        # Pipelined: a batch's statements go to the server without a round trip each. The
+        # tracking insert comes after the pipeline ends: it fetches its result, and fetched
+        # inside the pipeline it stalled about half the rebuilds of 100,000 events for 3-4 s
+        # in one batch (the server waiting on the client, ``ClientRead``), 7,000 events/s
+        # instead of 33,000.
+        with self.datastore.transaction(commit=True) as cursor:
+            with cursor.connection.pipeline():
+                cursor.execute(f"SET LOCAL search_path TO {self.datastore.schema}")
+                for sql, rows in in_runs(statements):
+                    cursor.executemany(sql.replace("?", "%s"), rows)
             single_row = self.datastore.single_row_tracking
             for record in checked_tracking(application_name, positions, single_row):
                 self._insert_tracking(cursor, record)
