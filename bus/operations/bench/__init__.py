@@ -19,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 ProgressLine = Callable[[str], None]
 """Where a long run says what it is measuring now."""
@@ -108,7 +110,8 @@ async def run_bench(
 ) -> list[Measurement]:
     """Every row: the micro paths at 1, 16 and 64 in flight, cost against history (a
     workflow's own, the ledger's, up to a million events with ``big_ledger``), whole
-    workflows, then reading a ledger of ``ledger_events`` events."""
+    workflows, then reading a ledger of ``ledger_events`` events; with ``postgres``, the
+    whole workflows and the reads again on PostgreSQL."""
     from bus.operations.bench.history import run_history
     from bus.operations.bench.ledger_scale import run_ledger_scale
     from bus.operations.bench.micro import run_micro
@@ -119,7 +122,7 @@ async def run_bench(
     results += await run_history(count, big_ledger, progress)
     ours = await run_workflows(workflows, steps, postgres, progress)
     theirs = await run_temporal(workflows, steps, progress)
-    reads = await run_ledger_scale(ledger_events, progress)
+    reads = await run_ledger_scale(ledger_events, postgres, progress)
     return results + against(ours, theirs) + theirs + reads
 
 
@@ -136,3 +139,25 @@ def against(ours: list[Measurement], theirs: list[Measurement]) -> list[Measurem
             where = peer.path.rsplit("(", 1)[-1].rstrip(")")
             paired.append(replace(row, baseline=f"Temporal, {where}", baseline_value=peer.value))
     return paired
+
+
+@asynccontextmanager
+async def fresh_ledger(postgres: str) -> AsyncIterator[str]:
+    """The ledger URL for one run: a new PostgreSQL schema, dropped afterwards, or ``""``
+    (a SQLite file in the run's state directory) when ``postgres`` is empty."""
+    if not postgres:
+        yield ""
+        return
+    import psycopg
+
+    schema = f"cc_bench_{uuid4().hex[:10]}"
+
+    def execute(sql: str) -> None:
+        with psycopg.connect(postgres, autocommit=True) as conn:
+            conn.execute(sql)
+
+    await asyncio.to_thread(execute, f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{postgres}{'&' if '?' in postgres else '?'}schema={schema}"
+    finally:
+        await asyncio.to_thread(execute, f"DROP SCHEMA {schema} CASCADE")

@@ -1,4 +1,5 @@
-"""Reading the whole ledger: ``verify --offline`` and ``views rebuild`` on a ledger of N events.
+"""Reading the whole ledger: ``verify --offline`` and ``views rebuild`` on a ledger of N events,
+on a SQLite file and, given a PostgreSQL URL, in a fresh schema of it.
 
 Both stream the notification log in pages, so their rate should stay near the bare
 recorder's reading the same notifications, and their memory should not grow with N. The
@@ -23,7 +24,7 @@ import nkeys
 
 from bus.ledger import Ledger
 from bus.ledger.workflow import Workflow
-from bus.operations.bench import Measurement, ProgressLine, memory_mb
+from bus.operations.bench import Measurement, ProgressLine, cpu_bound, fresh_ledger, memory_mb
 from bus.settings import Settings
 from bus.transport.signing import Signer
 from handoff_schemas import ClaimAssertion, ClaimItem
@@ -102,48 +103,67 @@ def bench_signer() -> Signer:
     return Signer(bytes(nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)))
 
 
-async def run_ledger_scale(events: int, progress: ProgressLine) -> list[Measurement]:
+async def run_ledger_scale(events: int, postgres: str, progress: ProgressLine) -> list[Measurement]:
+    """The reads of a ledger of ``events`` events on a SQLite file and, given a PostgreSQL
+    URL, again in a fresh schema of it."""
+    results = await on_ledger(events, "", progress)
+    if postgres:
+        results += await on_ledger(events, postgres, progress)
+    return results
+
+
+async def on_ledger(events: int, postgres: str, progress: ProgressLine) -> list[Measurement]:
     """Write a ledger of ``events`` events, then time each read in its own process (so each
     process's peak memory is that read's alone), against the bare recorder's read."""
+    where = ", PostgreSQL" if postgres else ""
     with tempfile.TemporaryDirectory() as directory:
         state = Path(directory)
-        signer = bench_signer()
-        (state / "runtime.pub").write_text(signer.public_key + "\n")
-        ledger = Ledger.from_url(f"sqlite:///{state / 'ledger.db'}")
-        try:
-            written = await asyncio.to_thread(write_ledger, ledger, events, signer, progress)
-        finally:
-            ledger.close()
-        figures = {}
-        for read in READS:
-            progress(f"ledger scale: {read} over {written:,} events")
-            figures[read] = await measured_in_child(state, read)
+        async with fresh_ledger(postgres) as url:
+            url = url or f"sqlite:///{state / 'ledger.db'}"
+            signer = bench_signer()
+            (state / "runtime.pub").write_text(signer.public_key + "\n")
+            ledger = Ledger.from_url(url)
+            try:
+                written = await asyncio.to_thread(write_ledger, ledger, events, signer, progress)
+            finally:
+                ledger.close()
+            figures = {}
+            for read in READS:
+                progress(f"ledger scale{where}: {read} over {written:,} events")
+                figures[read] = await measured_in_child(state, url, read)
     base = figures["recorder"]
     return [
         Measurement(
-            f"{read} ({written:,} events)",
+            f"{read} ({written:,} events{where})",
             1,
             figures[read]["rate"],
             "recorder select_notifications",
             base["rate"],
-            "CPU of one process (decoding, hashing, signatures, SQL)",
+            cpu_bound(
+                figures[read]["cpu"],
+                "the reading process (decoding, hashing, signatures, SQL)",
+                f"the database server: the reading process waited on it "
+                f"{1 - figures[read]['cpu']:.0%} of the time",
+            ),
             unit="events/s",
             detail={
                 "peak_mb": figures[read]["peak_mb"],
                 "baseline_peak_mb": base["peak_mb"],
                 "events": written,
+                "cpu": figures[read]["cpu"],
             },
         )
         for read in READS[1:]
     ]
 
 
-async def measured_in_child(state: Path, read: str) -> dict[str, float]:
+async def measured_in_child(state: Path, url: str, read: str) -> dict[str, float]:
     child = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "bus.operations.bench.ledger_scale",
         str(state),
+        url,
         read,
         stdout=asyncio.subprocess.PIPE,
     )
@@ -153,17 +173,17 @@ async def measured_in_child(state: Path, read: str) -> dict[str, float]:
     return json.loads(out)
 
 
-def measure(state: Path, read: str) -> dict[str, float]:
-    """One read of the whole ledger in this process: events per second and peak memory."""
+def measure(state: Path, url: str, read: str) -> dict[str, float]:
+    """One read of the whole ledger in this process: events per second, peak memory, and
+    the share of the time this process used a core (the rest it waited on the database)."""
     from bus.ledger.ledger_check import verify_offline
     from bus.ledger.scan import pages
     from bus.ledger.view_runner import rebuild_views
     from bus.transport.signing import Verifier
 
-    url = f"sqlite:///{state / 'ledger.db'}"
     ledger = Ledger.from_url(url)
     try:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         if read == "recorder":
             count = sum(len(page) for page in pages(ledger))
         elif read == "verify --offline":
@@ -174,10 +194,11 @@ def measure(state: Path, read: str) -> dict[str, float]:
         else:
             count = rebuild_views(Settings(state_dir=state, ledger=url), ledger)
         elapsed = time.perf_counter() - started
+        busy = (time.process_time() - cpu) / elapsed
     finally:
         ledger.close()
-    return {"rate": count / elapsed, "peak_mb": memory_mb(peak=True)}
+    return {"rate": count / elapsed, "peak_mb": memory_mb(peak=True), "cpu": round(busy, 2)}
 
 
 if __name__ == "__main__":
-    print(json.dumps(measure(Path(sys.argv[1]), sys.argv[2])))
+    print(json.dumps(measure(Path(sys.argv[1]), sys.argv[2], sys.argv[3])))

@@ -12,8 +12,6 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from uuid import uuid4
@@ -22,7 +20,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from bus.operations.bench import Measurement, ProgressLine, cores, rate
+from bus.operations.bench import Measurement, ProgressLine, cores, fresh_ledger, rate
 from bus.operations.bench.micro import bench_policy, echo
 from bus.operations.operators import ask_runtime, store_artifact
 from bus.operations.stack import Stack
@@ -279,25 +277,3 @@ async def raw_handoffs(count: int, progress: ProgressLine) -> float:
             await nc.close()
             await server.stop()
     return raw
-
-
-@asynccontextmanager
-async def fresh_ledger(postgres: str) -> AsyncIterator[str]:
-    """The ledger URL for one run: a new PostgreSQL schema, dropped afterwards, or ``""``
-    (a SQLite file in the run's state directory) when ``postgres`` is empty."""
-    if not postgres:
-        yield ""
-        return
-    import psycopg
-
-    schema = f"cc_bench_{uuid4().hex[:10]}"
-
-    def execute(sql: str) -> None:
-        with psycopg.connect(postgres, autocommit=True) as conn:
-            conn.execute(sql)
-
-    await asyncio.to_thread(execute, f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{postgres}{'&' if '?' in postgres else '?'}schema={schema}"
-    finally:
-        await asyncio.to_thread(execute, f"DROP SCHEMA {schema} CASCADE")

@@ -269,7 +269,10 @@ def bench(
     workflows: Annotated[int, typer.Option(min=1, help="Whole workflows per row.")] = 200,
     steps: Annotated[int, typer.Option(min=1, help="Tool steps per workflow.")] = 5,
     postgres: Annotated[
-        str, typer.Option(help="A PostgreSQL URL: also run 1 and 2 runtimes on it.")
+        str,
+        typer.Option(
+            help="A PostgreSQL URL: also run 1 and 2 runtimes, and the ledger reads, on it."
+        ),
     ] = "",
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write every figure, as JSON, here.")

@@ -1,0 +1,37 @@
+"""The bench's ledger reads on PostgreSQL: the same rows as on SQLite, in a schema of their own.
+
+Only the shape: how fast is judged from ``claimcheck bench --postgres``, not here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from bus.operations.bench.ledger_scale import run_ledger_scale
+from tests.conftest import POSTGRES_URL, postgres_connection
+
+
+def bench_schemas() -> set[str]:
+    with postgres_connection() as conn:
+        rows = conn.execute(
+            "SELECT schema_name FROM information_schema.schemata"
+            " WHERE schema_name LIKE 'cc_bench_%'"
+        ).fetchall()
+    return {name for (name,) in rows}
+
+
+def test_the_reads_run_again_on_postgresql_and_leave_no_schema_behind() -> None:
+    before = bench_schemas()
+    rows = asyncio.run(run_ledger_scale(500, POSTGRES_URL, lambda _: None))
+    kinds = [(row.path.split(" (")[0], row.path.endswith(", PostgreSQL)")) for row in rows]
+    assert kinds == [
+        ("verify --offline", False),
+        ("views rebuild", False),
+        ("verify --offline", True),
+        ("views rebuild", True),
+    ]
+    for row in rows:
+        assert row.detail["events"] >= 500 and row.detail["peak_mb"] > 0, row
+        assert 0 < row.detail["cpu"] and row.baseline_value, row
+        assert row.bound, row
+    assert bench_schemas() == before
