@@ -1,0 +1,99 @@
+"""Requests that wait while a replica works, sharing one reply subscription per connection.
+
+Each request's messages (its "still working" beats, then its answer) reach that request
+alone; many requests at once hold one subscription, not one each; a late answer to a
+request given up on reaches no later request; a subject nobody serves says so at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import nats
+import pytest
+from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from bus.transport.retry import WORKING_HEADER, request_while_working
+from bus.transport.server import EmbeddedNats
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_concurrent_requests_get_their_own_answers_on_one_subscription(
+    nats_server: EmbeddedNats,
+) -> None:
+    replica = await nats.connect(nats_server.url)
+    caller = await nats.connect(nats_server.url)
+    working: list[asyncio.Task[None]] = []
+
+    async def answer(msg: Msg) -> None:
+        for _ in range(random.randint(0, 2)):
+            await replica.publish(msg.reply, b"", headers={WORKING_HEADER: "1"})
+            await asyncio.sleep(random.uniform(0, 0.05))
+        await msg.respond(b"answer to " + msg.data)
+
+    async def on_request(msg: Msg) -> None:
+        working.append(asyncio.create_task(answer(msg)))
+
+    try:
+        await replica.subscribe("svc.echo", cb=on_request)
+        await replica.flush()
+        subscriptions_before = len(caller._subs)
+        held: list[int] = []
+
+        async def ask(index: int) -> bytes:
+            request = asyncio.create_task(
+                request_while_working(caller, "svc.echo", str(index).encode(), timeout=10)
+            )
+            await asyncio.sleep(0.01)
+            held.append(len(caller._subs) - subscriptions_before)
+            return (await request).data
+
+        answers = await asyncio.gather(*(ask(i) for i in range(30)))
+        assert answers == [f"answer to {i}".encode() for i in range(30)]
+        assert max(held) == 1, held  # one subscription for all thirty, not one each
+    finally:
+        await caller.close()
+        await replica.close()
+
+
+async def test_a_late_answer_reaches_no_later_request(nats_server: EmbeddedNats) -> None:
+    replica = await nats.connect(nats_server.url)
+    caller = await nats.connect(nats_server.url)
+    late: list[asyncio.Task[None]] = []
+
+    async def slow(msg: Msg) -> None:
+        await asyncio.sleep(0.6)  # after the caller's silence: it has given up
+        await msg.respond(b"late")
+
+    async def on_slow(msg: Msg) -> None:
+        late.append(asyncio.create_task(slow(msg)))
+
+    async def on_quick(msg: Msg) -> None:
+        await asyncio.sleep(0.4)  # so the late answer arrives while this one waits
+        await msg.respond(b"quick")
+
+    try:
+        await replica.subscribe("svc.slow", cb=on_slow)
+        await replica.subscribe("svc.quick", cb=on_quick)
+        await replica.flush()
+        with pytest.raises(NatsTimeout):
+            await request_while_working(caller, "svc.slow", b"", timeout=10, silence=0.3)
+        answer = await request_while_working(caller, "svc.quick", b"", timeout=10)
+        assert answer.data == b"quick"
+        await asyncio.gather(*late)
+    finally:
+        await caller.close()
+        await replica.close()
+
+
+async def test_a_subject_nobody_serves_says_so_at_once(nats_server: EmbeddedNats) -> None:
+    caller = await nats.connect(nats_server.url)
+    try:
+        with pytest.raises(NoRespondersError):
+            await asyncio.wait_for(request_while_working(caller, "svc.nobody", b"", timeout=30), 5)
+    finally:
+        await caller.close()
