@@ -18,6 +18,7 @@ from uuid import uuid4
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from bus.operations.bench import Measurement, ProgressLine, cores, fresh_ledger, rate
@@ -261,16 +262,24 @@ async def raw_handoffs(count: int, progress: ProgressLine) -> float:
         try:
             js = nc.jetstream()
             await js.add_stream(name="RAW", subjects=["raw.>"])
-            inbox = await js.pull_subscribe(
-                "raw.>", durable="raw", config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT)
-            )
+            config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT)
+            # A pull subscription per slot: nats-py's fetch is not safe for concurrent use
+            # of one (a fetch may take the message another's request brought, and that one
+            # waits out its timeout), which now and then failed the whole run.
+            inboxes: asyncio.Queue[JetStreamContext.PullSubscription] = asyncio.Queue()
+            for _ in range(16):
+                inboxes.put_nowait(await js.pull_subscribe("raw.>", durable="raw", config=config))
             await nc.subscribe("bench.echo", cb=echo)
 
             async def handoff(i: int) -> None:
                 await js.publish("raw.inbox", b"x" * 300, headers={"Nats-Msg-Id": f"m{i}"})
-                for msg in await inbox.fetch(1, timeout=10):
-                    await nc.request("bench.echo", b"{}", timeout=10)  # the runtime request
-                    await msg.ack_sync()
+                inbox = await inboxes.get()
+                try:
+                    for msg in await inbox.fetch(1, timeout=10):
+                        await nc.request("bench.echo", b"{}", timeout=10)  # the runtime request
+                        await msg.ack_sync()
+                finally:
+                    inboxes.put_nowait(inbox)
 
             raw, _ = await rate(count, 16, handoff)
         finally:
