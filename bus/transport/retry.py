@@ -20,7 +20,6 @@ from weakref import WeakKeyDictionary
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.errors import ConnectionClosedError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import ServiceUnavailableError
@@ -90,37 +89,37 @@ class Replies:
 
     A subscription of its own per request cost each call a subscribe and an unsubscribe,
     and the server a change of interest (sent to every node of a cluster): at 200
-    workflows in flight, a third of the bench agent's CPU.
+    workflows in flight, a third of the bench agent's CPU. A connection's ``Replies`` holds
+    no reference to the connection, so one its user drops is collected with its entry.
     """
 
     _of: ClassVar[WeakKeyDictionary[Client, Replies]] = WeakKeyDictionary()
 
-    def __init__(self, nc: Client) -> None:
-        self.nc = nc
-        self.prefix = nc.new_inbox()
-        self._subscribed = asyncio.Lock()
-        self._subscription: Subscription | None = None
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._subscribing = asyncio.Lock()
+        self._subscribed = False
         self._tokens = itertools.count()
         self._queues: dict[str, asyncio.Queue[Msg]] = {}
 
     @classmethod
-    def of(cls, nc: Client) -> Replies:
-        if nc not in cls._of:
-            cls._of[nc] = cls(nc)
-        return cls._of[nc]
-
     @contextlib.asynccontextmanager
-    async def inbox(self) -> AsyncIterator[tuple[str, asyncio.Queue[Msg]]]:
-        """A reply subject of one request's own, and the queue its messages arrive on."""
-        async with self._subscribed:
-            if self._subscription is None:
-                self._subscription = await self.nc.subscribe(f"{self.prefix}.*", cb=self._route)
-        token = str(next(self._tokens))
-        queue = self._queues[token] = asyncio.Queue()
+    async def inbox(cls, nc: Client) -> AsyncIterator[tuple[str, asyncio.Queue[Msg]]]:
+        """A reply subject on ``nc`` of one request's own, and the queue its messages
+        arrive on."""
+        replies = cls._of.get(nc)
+        if replies is None:
+            replies = cls._of[nc] = cls(nc.new_inbox())
+        async with replies._subscribing:
+            if not replies._subscribed:
+                await nc.subscribe(f"{replies.prefix}.*", cb=replies._route)
+                replies._subscribed = True
+        token = str(next(replies._tokens))
+        queue = replies._queues[token] = asyncio.Queue()
         try:
-            yield f"{self.prefix}.{token}", queue
+            yield f"{replies.prefix}.{token}", queue
         finally:
-            del self._queues[token]
+            del replies._queues[token]
 
     async def _route(self, msg: Msg) -> None:
         queue = self._queues.get(msg.subject.rsplit(".", 1)[-1])
@@ -144,7 +143,7 @@ async def request_while_working(
     """
     loop = asyncio.get_running_loop()
     give_up = loop.time() + timeout
-    async with Replies.of(nc).inbox() as (inbox, replies):
+    async with Replies.inbox(nc) as (inbox, replies):
         await nc.publish(subject, data, reply=inbox, headers=headers)
         while True:
             remaining = give_up - loop.time()

@@ -2,13 +2,16 @@
 
 Each request's messages (its "still working" beats, then its answer) reach that request
 alone; many requests at once hold one subscription, not one each; a late answer to a
-request given up on reaches no later request; a subject nobody serves says so at once.
+request given up on reaches no later request; a subject nobody serves says so at once;
+a connection its user drops is not kept alive by its replies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
+import weakref
 
 import nats
 import pytest
@@ -16,7 +19,7 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from bus.transport.retry import WORKING_HEADER, request_while_working
+from bus.transport.retry import WORKING_HEADER, Replies, request_while_working
 from bus.transport.server import EmbeddedNats
 
 pytestmark = pytest.mark.timeout(60)
@@ -97,3 +100,17 @@ async def test_a_subject_nobody_serves_says_so_at_once(nats_server: EmbeddedNats
             await asyncio.wait_for(request_while_working(caller, "svc.nobody", b"", timeout=30), 5)
     finally:
         await caller.close()
+
+
+async def test_a_dropped_connection_is_not_kept_alive_by_its_replies(
+    nats_server: EmbeddedNats,
+) -> None:
+    caller = await nats.connect(nats_server.url)
+    with pytest.raises(NoRespondersError):
+        await request_while_working(caller, "svc.nobody", b"", timeout=5)
+    assert caller in Replies._of
+    await caller.close()
+    dropped = weakref.ref(caller)
+    del caller
+    gc.collect()
+    assert dropped() is None
