@@ -24,9 +24,14 @@ from eventsourcing.application import (
     ProcessingEvent,
     project_aggregate,
 )
-from eventsourcing.persistence import IntegrityError, Notification
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    Notification,
+    OperationalError,
+)
 from eventsourcing.sqlite import SQLiteApplicationRecorder
-from eventsourcing.utils import get_topic
+from eventsourcing.utils import get_topic, retry
 
 from bus.ledger.errors import LedgerError, UnknownWorkflow
 from bus.ledger.group_commit import GroupCommit, NewWorkflow
@@ -87,6 +92,21 @@ def sqlite_or_postgres_env(url: str) -> dict[str, str]:
             "POSTGRES_CONNECT_TIMEOUT": parse_qs(parsed.query).get("connect_timeout", ["5"])[0],
         }
     raise ValueError(f"unsupported ledger URL {url!r}: use sqlite:///PATH or postgresql://...")
+
+
+@retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)  # as eventsourcing's read
+def postgres_notifications(recorder: Any, after: int, limit: int) -> list[Notification]:
+    """:meth:`Ledger.notifications` on PostgreSQL (psycopg is there only for such a ledger)."""
+    from psycopg.rows import tuple_row
+    from psycopg.sql import SQL, Identifier
+
+    query = SQL(
+        "SELECT originator_id::text, originator_version, topic, state, notification_id "
+        "FROM {}.{} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+    ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+    with recorder.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as rows:
+        rows.execute(query, (after, limit), prepare=True)
+        return [Notification(*row) for row in rows.fetchall()]
 
 
 DASHED_ID = (
@@ -346,25 +366,28 @@ class Ledger(GroupCommit, Application[UUID]):
 
     def notifications(self, after: int, limit: int = 500) -> list[Notification]:
         """Up to ``limit`` notifications after position ``after``, for the relay, ``verify``
-        and the views. On SQLite they are read as plain rows with each originator id made
-        by SQLite in ``str(UUID)``'s form (every reader takes it as a string):
+        and the views. They are read as plain rows with each originator id made by the
+        database in ``str(UUID)``'s form (every reader takes it as a string):
         eventsourcing's read built a row object and a UUID per event, three quarters of
-        the read's time."""
+        the read's time on SQLite and a sixth of a rebuild's on PostgreSQL."""
         recorder = self.recorder
-        if not (
+        if (
             isinstance(recorder, SQLiteApplicationRecorder)
             and recorder.datastore.originator_id_type == "uuid"
         ):
-            return list(recorder.select_notifications(after + 1, limit))
-        with recorder.datastore.transaction(commit=False) as cursor:
-            rows = cursor.sqlite_cursor
-            rows.row_factory = None  # plain tuples, in Notification's field order
-            rows.execute(
-                f"SELECT {DASHED_ID}, originator_version, topic, state, rowid "
-                f"FROM {recorder.events_table_name} WHERE rowid > ? ORDER BY rowid LIMIT ?",
-                (after, limit),
-            )
-            return [Notification(*row) for row in rows.fetchall()]
+            with recorder.datastore.transaction(commit=False) as cursor:
+                rows = cursor.sqlite_cursor
+                rows.row_factory = None  # plain tuples, in Notification's field order
+                rows.execute(
+                    f"SELECT {DASHED_ID}, originator_version, topic, state, rowid "
+                    f"FROM {recorder.events_table_name} WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                    (after, limit),
+                )
+                return [Notification(*row) for row in rows.fetchall()]
+        postgres = sys.modules.get("eventsourcing.postgres")  # loaded for a PostgreSQL ledger
+        if postgres is not None and isinstance(recorder, postgres.PostgresApplicationRecorder):
+            return postgres_notifications(recorder, after, limit)
+        return list(recorder.select_notifications(after + 1, limit))
 
     def envelope(self, domain_event: Any, position: int | None = None) -> EventEnvelope:
         data = {

@@ -1,6 +1,7 @@
 """`verify` and the envelope reader at ledger scale: one consumer for the whole events
 stream (more workflows than the server allows consumers), the ledger and the stream read in
-pages that interleave, and tampering still named."""
+pages that interleave, tampering still named, and the ledger's plain read giving what
+eventsourcing's read gives."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from uuid import UUID
 import pytest
 from eventsourcing.persistence import Notification
 
-from bus.ledger import ledger_check, scan
+from bus.ledger import Ledger, ledger_check, scan
 from bus.ledger.ledger_check import verify_offline, verify_online
 from bus.ledger.scan import EnvelopeReader, pages
-from bus.operations.bench.ledger_scale import governed_workflow
+from bus.operations.bench.ledger_scale import bench_signer, governed_workflow
 from bus.transport.server import EmbeddedNats
 from bus.transport.signing import runtime_signer, runtime_verifier
 from tests.conftest import Bus, postgres_connection, relayed
@@ -156,3 +157,22 @@ async def test_the_fast_reader_gives_the_envelope_the_relay_publishes(bus: Bus) 
     envelope = reader.envelope(typed)
     assert envelope == reader.slow(typed)
     assert envelope.data["typed"] == str(UUID(int=7))
+
+
+@pytest.mark.parametrize("after, limit", [(0, 1000), (5, 7), (10_000, 10)])
+def test_the_plain_read_gives_what_eventsourcings_read_gives(
+    ledger: Ledger, after: int, limit: int
+) -> None:
+    """On SQLite and on PostgreSQL: the same notifications, the originator id as a string."""
+    signer = bench_signer()
+    ledger.save(*(governed_workflow(signer) for _ in range(3)))
+    expected = [
+        (n.id, str(n.originator_id), n.originator_version, n.topic, bytes(n.state))
+        for n in ledger.recorder.select_notifications(after + 1, limit)
+    ]
+    plain = ledger.notifications(after, limit)
+    assert [(n.id, n.originator_id, n.originator_version, n.topic, n.state) for n in plain] == (
+        expected
+    )
+    assert all(type(n.state) is bytes for n in plain)
+    assert len(expected) == (min(limit, 54 - after) if after < 54 else 0)
