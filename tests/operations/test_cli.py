@@ -210,6 +210,7 @@ def test_the_benchmark_writes_every_figure_beside_its_baseline(tmp_path: Path) -
         if row["path"].startswith("whole workflows"):
             assert row["detail"]["not_completed"] == 0, row
             assert set(row["detail"]["cpu"]) >= {"runtime", "tools", "agent-bench", "nats-server"}
+            assert set(row["detail"]["machine"]) == {"busy_cores", "disk_wait_cores"}
             # a tool step stores at least its journal claim and result, and its events
             assert row["detail"]["jetstream_writes_per_step"] >= 3, row
         elif row["baseline_value"] is not None:

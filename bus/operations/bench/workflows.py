@@ -49,9 +49,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def machine_ticks() -> tuple[int, int, int]:
+    """The machine's CPU ticks so far (Linux ``/proc/stat``): busy, idle while a process
+    waited on the disk (``iowait``), and all."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = fields
+    busy = user + nice + system + irq + softirq + steal
+    return busy, iowait, busy + iowait + idle
+
+
 class Busy:
-    """CPU per process of a stack, and JetStream's writes, over a measured stretch: what
-    bounded it. ``observer`` is a connection that may read stream info (the runtime's role)."""
+    """CPU per process of a stack, the whole machine's CPU and disk waits, and JetStream's
+    writes, over a measured stretch: what bounded it. ``observer`` is a connection that may
+    read stream info (the runtime's role)."""
 
     def __init__(self, stack: Stack, observer: Client) -> None:
         self.observer = observer
@@ -62,6 +72,7 @@ class Busy:
         self.pids["bench"] = os.getpid()
         self.started = time.perf_counter()
         self.before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.machine_before = machine_ticks()
 
     async def begin(self) -> Busy:
         self.written = await jetstream_writes(self.observer)
@@ -78,17 +89,33 @@ class Busy:
             for name, pid in self.pids.items()
         }
 
+    def machine(self) -> dict[str, float]:
+        """Cores the whole machine kept busy, and cores idle while waiting on the disk."""
+        now = machine_ticks()
+        busy, disk, ticks = (now[i] - self.machine_before[i] for i in range(3))
+        share = cores() / max(ticks, 1)
+        return {"busy_cores": round(busy * share, 2), "disk_wait_cores": round(disk * share, 2)}
+
     @staticmethod
-    def bound(shares: dict[str, float], writes_per_s: float) -> str:
+    def bound(shares: dict[str, float], writes_per_s: float, machine: dict[str, float]) -> str:
+        """On two cores, past three quarters busy every process waits its turn for a core;
+        the disk bounds a row only when the machine sits idle waiting on it."""
         busiest = max(shares, key=lambda name: shares[name])
-        total = sum(shares.values())
-        if total >= 0.85 * cores():
-            return f"all {cores()} cores busy ({total:.1f}; most: {busiest} {shares[busiest]:.0%})"
+        busy, disk = machine["busy_cores"], machine["disk_wait_cores"]
+        most = f"most: {busiest} {shares[busiest]:.0%}"
+        waits = f"{disk:.2f} of a core idle waiting on the disk"
+        if busy >= 0.75 * cores():
+            return f"CPU: {busy:.1f} of {cores()} cores busy ({most}); {waits}"
         if shares[busiest] >= 0.85:
             return f"CPU of {busiest} ({shares[busiest]:.0%} of a core)"
+        if disk >= 0.2:
+            return (
+                f"fsync: JetStream ({writes_per_s:,.0f} messages/s stored, sync always) and "
+                f"the ledger's commits ({waits})"
+            )
         return (
-            f"fsync: JetStream ({writes_per_s:,.0f} messages/s stored, sync always) and the "
-            f"ledger's commits (CPU {total:.1f} of {cores()} cores; {busiest} most)"
+            f"round trips: each request waits on the one before ({busy:.1f} of {cores()} "
+            f"cores busy, {most}; {waits})"
         )
 
 
@@ -201,15 +228,19 @@ async def handoffs(busy: Busy, workflows: Workflows, artifact: str, count: int) 
     await busy.begin()
     ours, _ = await rate(count, 16, lambda _: workflows.run("bench_handoff", artifact))
     writes = await busy.writes() / count
-    shares = busy.shares()
+    shares, machine = busy.shares(), busy.machine()
     return Measurement(
         "handoff end to end",
         16,
         ours,
         "JetStream publish, consume, ack",
         None,
-        Busy.bound(shares, writes * ours),
-        detail={"cpu": shares, "jetstream_writes_per_handoff": round(writes, 1)},
+        Busy.bound(shares, writes * ours, machine),
+        detail={
+            "cpu": shares,
+            "machine": machine,
+            "jetstream_writes_per_handoff": round(writes, 1),
+        },
     )
 
 
@@ -231,7 +262,7 @@ async def measure(
     await busy.begin()
     per_second, _ = await rate(count, in_flight, one)
     writes = await busy.writes() / (count * steps)
-    shares = busy.shares()
+    shares, machine = busy.shares(), busy.machine()
     failed = [ending for ending in endings if ending != "WorkflowCompleted"]
     return Measurement(
         f"whole workflows, {steps} tool steps ({where})",
@@ -239,7 +270,7 @@ async def measure(
         per_second * steps,
         "Temporal (see its rows)",
         None,
-        Busy.bound(shares, writes * per_second * steps),
+        Busy.bound(shares, writes * per_second * steps, machine),
         unit="steps per s",
         detail={
             "workflows": count,
@@ -247,6 +278,7 @@ async def measure(
             "workflows_per_s": round(per_second, 1),
             "not_completed": len(failed),
             "cpu": shares,
+            "machine": machine,
         },
     )
 
