@@ -1,5 +1,6 @@
 """A batch of events applied in one transaction, its statements grouped into runs, leaves the
-views exactly as applying the events one at a time does, on a real SQLite file."""
+views exactly as applying the events one at a time does, on a real SQLite file; a catch-up
+SIGKILLed mid-batch resumes to the same views, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -97,8 +98,7 @@ from pathlib import Path
 from bus.ledger import Ledger
 from bus.ledger.view_runner import REBUILD_BATCH, ViewRunner, open_views
 from bus.settings import Settings
-state = Path(sys.argv[1])
-url = f"sqlite:///{state / 'ledger.db'}"
+state, url = Path(sys.argv[1]), sys.argv[2]
 ledger = Ledger.from_url(url)
 runner = ViewRunner(ledger, open_views(Settings(state_dir=state, ledger=url)))
 print("ready", flush=True)
@@ -107,27 +107,31 @@ print("done", flush=True)
 """
 
 
-def test_a_catch_up_killed_at_random_points_resumes_to_the_same_views(tmp_path: Path) -> None:
-    """SIGKILL a views process mid-batch five times, then catch up: the views equal an
-    uninterrupted rebuild (a batch commits with its tracking or not at all)."""
+def test_a_catch_up_killed_at_random_points_resumes_to_the_same_views(
+    tmp_path: Path, ledger_url: str
+) -> None:
+    """SIGKILL a views process mid-batch five times, then catch up: the views equal a
+    rebuild from nothing (a batch commits with its tracking or not at all)."""
     from bus.ledger import Ledger
     from bus.ledger.view_runner import ViewRunner, rebuild_views
     from bus.operations.bench.ledger_scale import bench_signer, write_ledger
 
-    state, clean = tmp_path / "state", tmp_path / "clean"
+    state = tmp_path / "state"
     state.mkdir()
-    url = f"sqlite:///{state / 'ledger.db'}"
-    ledger = Ledger.from_url(url)
+    ledger = Ledger.from_url(ledger_url)
     try:
         last = write_ledger(ledger, 30_000, bench_signer(), lambda _: None)
         seed = random.randrange(1_000_000)
         print(f"kill schedule seed {seed}")
         pick = random.Random(seed)
-        views = views_in(state)
+        settings = Settings(state_dir=state, ledger=ledger_url)
+        views = open_views(settings)
         interrupted = 0
         for _ in range(5):
             child = subprocess.Popen(
-                [sys.executable, "-c", CATCH_UP, str(state)], stdout=subprocess.PIPE, text=True
+                [sys.executable, "-c", CATCH_UP, str(state), ledger_url],
+                stdout=subprocess.PIPE,
+                text=True,
             )
             try:
                 assert child.stdout is not None and child.stdout.readline() == "ready\n"
@@ -141,7 +145,8 @@ def test_a_catch_up_killed_at_random_points_resumes_to_the_same_views(tmp_path: 
         reached = views.max_tracking_id(ledger.name) or 0
         assert interrupted and reached < last  # the kills did land mid-way
         assert ViewRunner(ledger, views).catch_up() == last
-        rebuild_views(Settings(state_dir=clean, ledger=url), ledger)
-        assert dump(views) == dump(views_in(clean))
+        resumed = dump(views)
+        rebuild_views(settings, ledger)
+        assert dump(open_views(settings)) == resumed
     finally:
         ledger.close()
