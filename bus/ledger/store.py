@@ -94,6 +94,31 @@ def sqlite_or_postgres_env(url: str) -> dict[str, str]:
     raise ValueError(f"unsupported ledger URL {url!r}: use sqlite:///PATH or postgresql://...")
 
 
+DASHED_ID = (
+    "".join(
+        f"substr(originator_id, {start}, {length}) || '-' || "
+        for start, length in ((1, 8), (9, 4), (13, 4), (17, 4))
+    )
+    + "substr(originator_id, 21)"
+)
+"""A stored UUID's hex (how eventsourcing keeps it) as ``str(UUID)`` writes it, in SQL."""
+
+
+def sqlite_notifications(
+    recorder: SQLiteApplicationRecorder, after: int, limit: int
+) -> list[Notification]:
+    """:meth:`Ledger.notifications` on SQLite, the dashed id made by SQLite."""
+    with recorder.datastore.transaction(commit=False) as cursor:
+        rows = cursor.sqlite_cursor
+        rows.row_factory = None  # plain tuples, in Notification's field order
+        rows.execute(
+            f"SELECT {DASHED_ID}, originator_version, topic, state, rowid "
+            f"FROM {recorder.events_table_name} WHERE rowid > ? ORDER BY rowid LIMIT ?",
+            (after, limit),
+        )
+        return [Notification(*row) for row in rows.fetchall()]
+
+
 @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)  # as eventsourcing's read
 def postgres_notifications(recorder: Any, after: int, limit: int) -> list[Notification]:
     """:meth:`Ledger.notifications` on PostgreSQL (psycopg is there only for such a ledger)."""
@@ -107,16 +132,6 @@ def postgres_notifications(recorder: Any, after: int, limit: int) -> list[Notifi
     with recorder.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as rows:
         rows.execute(query, (after, limit), prepare=True)
         return [Notification(*row) for row in rows.fetchall()]
-
-
-DASHED_ID = (
-    "".join(
-        f"substr(originator_id, {start}, {length}) || '-' || "
-        for start, length in ((1, 8), (9, 4), (13, 4), (17, 4))
-    )
-    + "substr(originator_id, 21)"
-)
-"""A stored UUID's hex (how eventsourcing keeps it) as ``str(UUID)`` writes it, in SQL."""
 
 
 class Ledger(GroupCommit, Application[UUID]):
@@ -375,15 +390,7 @@ class Ledger(GroupCommit, Application[UUID]):
             isinstance(recorder, SQLiteApplicationRecorder)
             and recorder.datastore.originator_id_type == "uuid"
         ):
-            with recorder.datastore.transaction(commit=False) as cursor:
-                rows = cursor.sqlite_cursor
-                rows.row_factory = None  # plain tuples, in Notification's field order
-                rows.execute(
-                    f"SELECT {DASHED_ID}, originator_version, topic, state, rowid "
-                    f"FROM {recorder.events_table_name} WHERE rowid > ? ORDER BY rowid LIMIT ?",
-                    (after, limit),
-                )
-                return [Notification(*row) for row in rows.fetchall()]
+            return sqlite_notifications(recorder, after, limit)
         postgres = sys.modules.get("eventsourcing.postgres")  # loaded for a PostgreSQL ledger
         if postgres is not None and isinstance(recorder, postgres.PostgresApplicationRecorder):
             return postgres_notifications(recorder, after, limit)

@@ -110,10 +110,11 @@ class Replies:
         replies = cls._of.get(nc)
         if replies is None:
             replies = cls._of[nc] = cls(nc.new_inbox())
-        async with replies._subscribing:
-            if not replies._subscribed:
-                await nc.subscribe(f"{replies.prefix}.*", cb=replies._route)
-                replies._subscribed = True
+        if not replies._subscribed:  # once per connection; no lock on every request
+            async with replies._subscribing:
+                if not replies._subscribed:
+                    await nc.subscribe(f"{replies.prefix}.*", cb=replies._route)
+                    replies._subscribed = True
         token = str(next(replies._tokens))
         queue = replies._queues[token] = asyncio.Queue()
         try:

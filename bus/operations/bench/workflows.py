@@ -21,7 +21,14 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from bus.operations.bench import Measurement, ProgressLine, cores, fresh_ledger, rate
+from bus.operations.bench import (
+    Measurement,
+    ProgressLine,
+    cores,
+    cpu_bound,
+    fresh_ledger,
+    rate,
+)
 from bus.operations.bench.micro import bench_policy, echo
 from bus.operations.operators import ask_runtime, store_artifact
 from bus.operations.stack import Stack
@@ -91,8 +98,9 @@ class Busy:
 
     def machine(self) -> dict[str, float]:
         """Cores the whole machine kept busy, and cores idle while waiting on the disk."""
-        now = machine_ticks()
-        busy, disk, ticks = (now[i] - self.machine_before[i] for i in range(3))
+        busy, disk, ticks = (
+            now - before for now, before in zip(machine_ticks(), self.machine_before, strict=True)
+        )
         share = cores() / max(ticks, 1)
         return {"busy_cores": round(busy * share, 2), "disk_wait_cores": round(disk * share, 2)}
 
@@ -106,17 +114,17 @@ class Busy:
         waits = f"{disk:.2f} of a core idle waiting on the disk"
         if busy >= 0.75 * cores():
             return f"CPU: {busy:.1f} of {cores()} cores busy ({most}); {waits}"
-        if shares[busiest] >= 0.85:
-            return f"CPU of {busiest} ({shares[busiest]:.0%} of a core)"
         if disk >= 0.2:
-            return (
+            otherwise = (
                 f"fsync: JetStream ({writes_per_s:,.0f} messages/s stored, sync always) and "
                 f"the ledger's commits ({waits})"
             )
-        return (
-            f"round trips: each request waits on the one before ({busy:.1f} of {cores()} "
-            f"cores busy, {most}; {waits})"
-        )
+        else:
+            otherwise = (
+                f"round trips: each request waits on the one before ({busy:.1f} of "
+                f"{cores()} cores busy, {most}; {waits})"
+            )
+        return cpu_bound(shares[busiest], busiest, otherwise)
 
 
 async def jetstream_writes(nc: Client) -> int:
