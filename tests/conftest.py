@@ -79,6 +79,16 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'ledger.db'}"
         return
+    yield from postgres_schema()
+
+
+@pytest.fixture
+def postgres_ledger_url() -> Iterator[str]:
+    """A fresh, empty ledger in a PostgreSQL schema dropped afterwards."""
+    yield from postgres_schema()
+
+
+def postgres_schema() -> Iterator[str]:
     schema = f"cc_test_{uuid4().hex[:12]}"
     with postgres_connection() as conn:
         conn.execute(f"CREATE SCHEMA {schema}")

@@ -1,9 +1,11 @@
-"""A batch of events applied in one transaction, its statements grouped into runs, leaves the
-views exactly as applying the events one at a time does, on a real SQLite file; a catch-up
-SIGKILLed mid-batch resumes to the same views, on SQLite and on PostgreSQL."""
+"""A batch of events applied in one transaction leaves the views exactly as applying the
+events one at a time does: on a real SQLite file with its statements grouped into runs, on
+PostgreSQL as set-based statements; a catch-up SIGKILLed mid-batch resumes to the same
+views, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import subprocess
@@ -13,13 +15,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from eventsourcing.persistence import Tracking
 
 from bus.ledger.view_runner import open_views
 from bus.settings import Settings
 from handoff_schemas import EventEnvelope
 from projections.ledger_views import dump, statements
-from projections.views import in_runs
+from projections.views import ROW_KEYS, Statement, in_runs, set_based, set_statement
 
 STARTED = datetime(2026, 11, 26, tzinfo=UTC)
 
@@ -45,11 +48,14 @@ def interleaved_events() -> list[EventEnvelope]:
 
 def life_of(wf: str) -> list[tuple[str, dict[str, Any]]]:
     escalation = {"escalationId": f"e-{wf}", "kind": "claim", "agent": "triage", "reason": "r"}
+    usage = {"inputTokens": 7, "outputTokens": 3}
     return [
         ("WorkflowStarted", {"task": "t", "budget_usd": 1.0, "agent": "triage"}),
         ("HandoffSent", {"handoff": {"to": "notifier"}}),
         ("StepCompleted", {"step_key": "h/1", "op": "intent"}),
-        ("ReasoningRecorded", {"agent": "a", "model": "m", "cost_usd": 0.25, "usage": {}}),
+        ("ReasoningRecorded", {"agent": "a", "model": "m", "cost_usd": 0.1, "usage": {}}),
+        ("ReasoningRecorded", {"agent": "a", "model": "m", "cost_usd": 0.2, "usage": usage}),
+        ("ReasoningRecorded", {"agent": "a", "model": "m", "cost_usd": 0.3, "usage": {}}),
         ("StepCompleted", {"step_key": "h/2", "op": "context"}),
         ("ToolExecuted", {"agent": "a", "tool": "create_ticket", "cost_usd": 0.5}),
         ("PermissionDecided", {"permission": "denied"}),
@@ -86,6 +92,48 @@ def test_a_batch_applies_as_its_events_one_at_a_time(tmp_path: Path) -> None:
     assert rows["cc_console_workflows"][0]["open_escalations"] == 1  # the events did apply
     assert dump(batched) == rows
     assert batched.max_tracking_id("ledger") == len(events)
+
+
+def test_a_set_based_batch_on_postgresql_applies_as_the_events_one_at_a_time_on_sqlite(
+    tmp_path: Path, postgres_ledger_url: str
+) -> None:
+    """The k-th change of each row goes in the k-th set-based statement: each row still sees
+    its changes in their order, so its costs add up to the last bit as one at a time (0.1 +
+    0.2 + 0.3 is not 0.1 + (0.2 + 0.3))."""
+    events = interleaved_events()
+    one_by_one = views_in(tmp_path / "one")
+    for event in events:
+        one_by_one.apply(statements(event), Tracking("ledger", event.position or 0))
+    batched = open_views(Settings(state_dir=tmp_path / "pg", ledger=postgres_ledger_url))
+    sql = [statement for event in events for statement in statements(event)]
+    assert len(set_based(sql)) < len(sql) / 2  # the two workflows' rows share statements
+    batched.apply_batch(sql, "ledger", [event.position or 0 for event in events])
+    rows = dump(one_by_one)
+    assert {row["usd"] for row in rows["cc_costs"]} >= {0.1 + 0.2 + 0.3}
+    assert dump(batched) == rows
+    assert batched.max_tracking_id("ledger") == len(events)
+
+
+def test_a_rows_changes_keep_their_order_in_the_set_based_form() -> None:
+    insert = "INSERT INTO cc_steps (workflow_id, step_key, op) VALUES (?, ?, ?)"
+    update = "UPDATE cc_workflows SET current_step = ? WHERE workflow_id = ?"
+    batch = [(insert, ("w1", "a", "x")), (update, ("s1", "w1")), (update, ("s2", "w2"))]
+    batch += [(update, ("s3", "w1")), (insert, ("w1", "b", "y")), (insert, ("w2", "a", "z"))]
+    assert [json.loads(rows) for _, rows in set_based(batch)] == [
+        [["w1", "a", "x"], ["w1", "b", "y"], ["w2", "a", "z"]],  # three rows: one statement
+        [["s1", "w1"], ["s2", "w2"]],  # each workflow's first change of its current step,
+        [["s3", "w1"]],  # then w1's second
+    ]
+
+
+def test_every_view_statement_has_a_set_based_form() -> None:
+    for sql, params in {
+        s[0]: s for event in interleaved_events() for s in statements(event)
+    }.values():
+        planned = set_statement(sql)
+        assert len(planned.key) == len(ROW_KEYS[planned.table])
+        assert "?" not in planned.sql and planned.sql.count("%s") == 1
+        assert len(params) == planned.sql.count("r->>")
 
 
 def views_in(state: Path) -> Any:
@@ -148,5 +196,46 @@ def test_a_catch_up_killed_at_random_points_resumes_to_the_same_views(
         resumed = dump(views)
         rebuild_views(settings, ledger)
         assert dump(open_views(settings)) == resumed
+    finally:
+        ledger.close()
+
+
+def test_an_event_that_cannot_become_sql_is_skipped_and_the_rest_apply(
+    tmp_path: Path, ledger_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL the next batch is prepared while one applies; a batch with an event
+    that cannot become SQL still applies its other events, one by one, in order."""
+    from bus.ledger import Ledger, view_runner
+    from bus.ledger.view_runner import ViewRunner, drop_views
+    from bus.operations.bench.ledger_scale import bench_signer, governed_workflow
+
+    ledger = Ledger.from_url(ledger_url)
+    try:
+        ledger.save(*(governed_workflow(bench_signer()) for _ in range(3)))
+        last = ledger.recorder.max_notification_id()
+        bad = 20  # a tool step's run, in the third of seven-event batches
+
+        def views_without(fail: bool) -> dict[str, list[dict[str, Any]]]:
+            def some(event: EventEnvelope) -> list[Statement]:
+                if event.position == bad:
+                    if fail:
+                        raise KeyError("cost_usd")
+                    return []
+                return statements(event)
+
+            monkeypatch.setattr(view_runner, "statements", some)
+            views = open_views(Settings(state_dir=tmp_path, ledger=ledger_url))
+            drop_views(views)
+            runner = ViewRunner(ledger, open_views(Settings(state_dir=tmp_path, ledger=ledger_url)))
+            try:
+                assert runner.catch_up(batch_size=7) == last
+            finally:
+                runner.shutdown()
+            assert runner.views.max_tracking_id(ledger.name) == last
+            return dump(runner.views)
+
+        skipped = views_without(fail=True)
+        assert skipped["cc_costs"]  # the other events applied
+        assert skipped == views_without(fail=False)
     finally:
         ledger.close()
