@@ -122,9 +122,10 @@ class ViewRunner:
             prepared = self._statements(batch)
             if applying is not None:
                 applying.result()
-            applying = self._submit(self._apply, batch, prepared)
+            last = len(batch) < batch_size  # nothing to prepare meanwhile: apply it here
+            applying = (run_now if last else self._submit)(self._apply, batch, prepared)
             position = batch[-1].id
-            if len(batch) < batch_size:
+            if last:
                 break
         if applying is not None:
             applying.result()
