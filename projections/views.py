@@ -179,7 +179,7 @@ class SetStatement(NamedTuple):
     key: tuple[int, ...]
     """Where the row's primary key sits among the statement's parameters."""
     sql: str
-    """The statement over ``json_array_elements`` of a JSON array of parameter rows."""
+    """The statement over ``jsonb_array_elements`` of a JSON array of parameter rows."""
 
 
 def set_based(statements: Sequence[Statement]) -> list[tuple[str, str]]:
@@ -192,8 +192,8 @@ def set_based(statements: Sequence[Statement]) -> list[tuple[str, str]]:
     k, applied after layer k - 1, and a layer's statements with the same SQL become one.
     A layer names each row at most once, as a multi-row ``ON CONFLICT`` or ``UPDATE ...
     FROM`` needs, and every row sees the same changes in the same order as before, so the
-    sums of its costs are the same to the last bit (JSON carries a finite float exactly,
-    and the events were read from JSON, which holds no other).
+    sums of its costs are the same to the last bit (JSON, and ``jsonb``'s decimal, carry a
+    finite float exactly, and the events were read from JSON, which holds no other).
     """
     layers: dict[tuple[str, int], dict[str, list[Sequence[Any]]]] = defaultdict(dict)
     changes: dict[tuple[Any, ...], int] = defaultdict(int)
@@ -209,8 +209,10 @@ def set_based(statements: Sequence[Statement]) -> list[tuple[str, str]]:
     ]
 
 
-ROWS = "FROM json_array_elements(%s::json) AS r"
-"""A set-based statement's rows: one JSON array of parameter arrays, a single parameter."""
+ROWS = "FROM jsonb_array_elements(%s::jsonb) AS r"
+"""A set-based statement's rows: one JSON array of parameter arrays, a single parameter,
+parsed once as ``jsonb`` (as ``json``, each ``->>`` parsed its row's text again: a rebuild
+of 1,000,800 events ran at 49,000-54,000 events/s against 58,000-60,000)."""
 
 
 @cache
