@@ -218,8 +218,9 @@ of 1,000,800 events ran at 49,000-54,000 events/s against 58,000-60,000)."""
 @cache
 def set_statement(sql: str) -> SetStatement:
     """The set-based form of a view statement: ``INSERT INTO t (...) VALUES (...)``, with
-    or without ``ON CONFLICT``, or ``UPDATE t SET c = ..., ... WHERE key = ? [AND ...]``.
-    Parameter ``i`` of a row becomes ``r->>i`` cast to its column's type."""
+    or without ``ON CONFLICT``, or ``UPDATE t SET c = ..., ... WHERE key = ? [AND ...]``
+    naming the row by its primary key; any other shape raises ``ValueError``. Parameter
+    ``i`` of a row becomes ``r->>i`` cast to its column's type."""
     table = table_of(sql)
     types = COLUMN_TYPES[table]
     bound: list[str] = []  # the column each parameter so far is for
@@ -246,6 +247,8 @@ def set_statement(sql: str) -> SetStatement:
         for column, value in (part.split(" = ", 1) for part in assignments.split(", "))
     ]
     keys = [part.removesuffix(" = ?") for part in condition.split(" AND ")]
+    if tuple(keys) != ROW_KEYS[table]:  # layering holds only for one row, named by its key
+        raise ValueError(f"a view UPDATE must name its row by {ROW_KEYS[table]}: {sql}")
     matched = [f"{table}.{column} = {parameter(column, '?')}" for column in keys]
     key = tuple(range(len(bound) - len(keys), len(bound)))
     return SetStatement(

@@ -135,6 +135,10 @@ def test_every_view_statement_has_a_set_based_form() -> None:
         assert len(planned.key) == len(ROW_KEYS[planned.table])
         assert "?" not in planned.sql and planned.sql.count("%s") == 1
         assert len(params) == planned.sql.count("r->>")
+    with pytest.raises(ValueError):  # many rows, or none: layers would not keep their order
+        set_statement("UPDATE cc_workflows SET status = ? WHERE task = ?")
+    with pytest.raises(ValueError):  # no key to name the row by
+        set_statement("INSERT INTO cc_steps (workflow_id, op) VALUES (?, ?)")
 
 
 def views_in(state: Path) -> Any:
