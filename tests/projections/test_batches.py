@@ -244,3 +244,35 @@ def test_an_event_that_cannot_become_sql_is_skipped_and_the_rest_apply(
         assert skipped == views_without(fail=False)
     finally:
         ledger.close()
+
+
+def test_runners_sharing_postgresql_views_take_turns_and_roll_nothing_back(
+    tmp_path: Path, postgres_ledger_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runners (as two runtimes run) catching up the same views at once: one has the
+    turn at a time, the other ends its catch-up, and no batch is applied twice and rolled
+    back (each such batch went through its events one at a time)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bus.ledger import Ledger
+    from bus.ledger.view_runner import ViewRunner, rebuild_views
+    from bus.operations.bench.ledger_scale import bench_signer, write_ledger
+
+    settings = Settings(state_dir=tmp_path, ledger=postgres_ledger_url)
+    ledger = Ledger.from_url(postgres_ledger_url)
+    rolled_back: list[int] = []
+    monkeypatch.setattr(ViewRunner, "apply_one_by_one", lambda _, batch: rolled_back.append(1))
+    try:
+        last = write_ledger(ledger, 20_000, bench_signer(), lambda _: None)
+        runners = [ViewRunner(ledger, open_views(settings)) for _ in range(2)]
+        with ThreadPoolExecutor(2) as both:
+            while min(runner.views.max_tracking_id(ledger.name) or 0 for runner in runners) < last:
+                list(both.map(lambda runner: runner.catch_up(500), runners))
+        for runner in runners:
+            runner.shutdown()
+        assert not rolled_back
+        shared = dump(runners[0].views)
+        rebuild_views(settings, ledger)
+        assert dump(open_views(settings)) == shared
+    finally:
+        ledger.close()
