@@ -44,7 +44,11 @@ async def test_a_silent_replica_is_given_up_within_seconds(bus: Bus) -> None:
             await client.call("state", StateRequest(workflow_id="wf-none"), StepsReply)
         return time.monotonic() - started
 
-    took = await asyncio.gather(*(ask() for _ in range(10)))
+    took: list[float] = []
+    for _ in range(5):  # the queue group picks at random: 10 requests all pass the dead
+        took += await asyncio.gather(*(ask() for _ in range(10)))  # replica by 1 time in 1,024
+        if swallowed:
+            break
     assert closing and dying.is_closed
     assert swallowed, "no request met the dead replica: the test would prove nothing"
     assert max(took) < SILENCE + 3, took  # not the 30 s request timeout
