@@ -130,15 +130,15 @@ class ViewRunner:
     def catch_up(self, batch_size: int = 500) -> int:
         """Apply every event the views have not seen; return the position reached.
 
-        A batch commits in one transaction, with a tracking record per event (so a batch
-        that overlaps another runner's fails as a whole); if it fails, its events are
-        applied one at a time, which skips what another runner applied or what cannot apply.
-        On PostgreSQL one runner applies at a time: one that finds another applying, or
-        ahead of it, ends here (:class:`ViewsBusy`), and the other carries on.
-        Batches apply in order, one at a time. Where a server applies them (PostgreSQL),
-        the next batch is read and turned into statements meanwhile, on this thread: a
-        rebuild of 100,000 events went from 42,000-44,000 to 50,000-60,000 events/s. On
-        SQLite one thread reads and writes: a second only took turns with it for the GIL.
+        Batches apply in order, one at a time, each in one transaction with a tracking
+        record per event (so a batch that overlaps another runner's fails as a whole); if
+        one fails, its events are applied one at a time, which skips what another runner
+        applied or what cannot apply. On PostgreSQL one runner applies at a time: one that
+        finds another applying, or ahead of it, ends here (:class:`ViewsBusy`) and the
+        other carries on. There a server applies each batch, so the next is read and turned
+        into statements meanwhile, on this thread: a rebuild of 100,000 events went from
+        42,000-44,000 to 50,000-60,000 events/s. On SQLite one thread reads and writes: a
+        second only took turns with it for the GIL.
         """
         reached = position = self.views.max_tracking_id(self.ledger.name) or 0
         applying: Future[int] | None = None
