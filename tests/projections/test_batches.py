@@ -63,7 +63,12 @@ def life_of(wf: str) -> list[tuple[str, dict[str, Any]]]:
         ("EscalationRaised", {"escalation": {**escalation, "raisedAt": STARTED.isoformat()}}),
         ("WorkflowCompleted", {}),
         ("HandoffSent", {"handoff": {"to": "auditor"}}),  # the same SQL as an earlier event
+        ("HandoffSent", {"handoff": {"to": HOSTILE}}),  # carried as data, never as SQL
     ]
+
+
+HOSTILE = "a'b\"c\\d %s ? $1 ); DROP TABLE cc_costs; -- \u00fc \U0001f642\n\t]"
+"""An agent's name as a lying agent might write it: quotes, escapes, placeholders, SQL."""
 
 
 def test_runs_keep_each_tables_order_and_join_its_repeated_statements() -> None:
@@ -111,6 +116,7 @@ def test_a_set_based_batch_on_postgresql_applies_as_the_events_one_at_a_time_on_
     batched.apply_batch(sql, "ledger", [event.position or 0 for event in events])
     rows = dump(one_by_one)
     assert {row["usd"] for row in rows["cc_costs"]} >= {0.1 + 0.2 + 0.3}
+    assert {row["agent"] for row in rows["cc_console_workflows"]} == {HOSTILE}
     assert dump(batched) == rows
     assert batched.max_tracking_id("ledger") == len(events)
 
