@@ -4,7 +4,10 @@ eventsourcing's SQLite recorder has no subscription, so the runner reads the
 notification log from the views' tracked position, woken by its runtime's commits
 (and by a timer, for other replicas' commits or a missed wake-up). The same runner serves
 PostgreSQL. Several runners may share one set of views: an event applied twice
-fails on its tracking record and rolls back, so it counts once.
+fails on its tracking record and rolls back, so it counts once. Runtime replicas take
+turns by a lease (:data:`VIEWS_JOB`), as their relays do: each one reading and preparing
+every batch only for one of them to apply it cost the others' CPU (2 runtimes on
+PostgreSQL, 200 workflows in flight: 253-264 -> 279-290 steps/s).
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ from projections.views import (
 
 log = logging.getLogger(__name__)
 
+
+VIEWS_JOB = "views"
+"""The runtime's views runners' lease key: one replica applies the views at a time."""
 
 REBUILD_BATCH = 5000
 """Events per transaction in a rebuild: few commits, and a batch's statements in memory."""
@@ -202,15 +208,21 @@ class ViewRunner:
             pass
 
     def wake(self) -> None:
-        """Called after a local commit. Another replica's commits wake its own runner, and
-        the timer finds them here too: listening to the events stream instead would cost
-        this process every event's bytes."""
+        """Called after a local commit. Another replica's commits are found by the timer:
+        listening to the events stream instead would cost this process every event's
+        bytes."""
         self._wake.set()
 
     async def run(self) -> None:
+        """Keep the views caught up; a runtime runs this while it holds :data:`VIEWS_JOB`."""
+        loop = asyncio.get_running_loop()
+        position = await loop.run_in_executor(
+            self._thread, self.views.max_tracking_id, self.ledger.name
+        )
+        log.info("views resume after position %d", position or 0)
         while True:
             self._wake.clear()
-            await asyncio.get_running_loop().run_in_executor(self._thread, self.catch_up)
+            await loop.run_in_executor(self._thread, self.catch_up)
             try:
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
             except TimeoutError:

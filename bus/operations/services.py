@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from bus import telemetry
 from bus.ledger.relay import RELAY_JOB, Relay
 from bus.ledger.setup import NotInitialised, open_ledger
-from bus.ledger.view_runner import ViewRunner, open_views
+from bus.ledger.view_runner import VIEWS_JOB, ViewRunner, open_views
 from bus.runtime.catalogue import Catalogue
 from bus.runtime.governance import after_quarantine
 from bus.runtime.policy import Policy
@@ -84,21 +84,23 @@ async def run_runtime(settings: Settings, policy: Policy, stop: asyncio.Event) -
 
     runtime = Runtime(settings, ledger, policy, nc, on_commit=committed)
     await runtime.serve()
-    # One replica's relay publishes at a time; the others stand by to take over.
-    lease = await Lease.open(js, subjects.lease_bucket, RELAY_JOB)
-    relay_task = asyncio.create_task(lease.run_while_held(relay.run))
-    views_task = asyncio.create_task(views.run())
+    # One replica's relay publishes, and one replica's runner applies the views, at a time;
+    # the others stand by to take over.
+    relay_lease = await Lease.open(js, subjects.lease_bucket, RELAY_JOB)
+    views_lease = await Lease.open(js, subjects.lease_bucket, VIEWS_JOB)
+    relay_task = asyncio.create_task(relay_lease.run_while_held(relay.run))
+    views_task = asyncio.create_task(views_lease.run_while_held(views.run))
     where = redacted(settings.ledger_url())
     log.info("runtime serving %s with ledger %s", subjects.runtime_all, where)
     try:
         await stop.wait()
     finally:
-        relay_task.cancel()  # first, so the lease is released while NATS is still there
-        with contextlib.suppress(asyncio.CancelledError):
-            await relay_task
+        # First, so the leases are released while NATS is still there.
+        for held in (relay_task, views_task):
+            held.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await held
         await nc.drain()
-        telemetry.shutdown()
-        views_task.cancel()
         await relay.close()
         await views.close()
         runtime.close()
