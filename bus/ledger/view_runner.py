@@ -91,8 +91,14 @@ def rebuild_views(settings: Settings, ledger: Ledger) -> int:
         return reached
     finally:
         runner.shutdown()
-        for index in INDEXES:
-            views.execute(index)
+        build_indexes(views)
+
+
+def build_indexes(views: ViewStore) -> None:
+    """The console list's indexes, where missing: a rebuild drops them and builds them at
+    its end, so one killed before then leaves them missing."""
+    for index in INDEXES:
+        views.execute(index)
 
 
 def drop_views(views: ViewStore) -> None:
@@ -207,6 +213,14 @@ class ViewRunner:
         except IntegrityError:
             pass
 
+    def _resume(self) -> int:
+        """Where the views are, with the indexes a killed rebuild left missing built again."""
+        try:
+            build_indexes(self.views)
+        except Exception as error:  # another process building them at the same moment
+            log.warning("views: the console's indexes were not built: %r", error)
+        return self.views.max_tracking_id(self.ledger.name) or 0
+
     def wake(self) -> None:
         """Called after a local commit. Another replica's commits are found by the timer:
         listening to the events stream instead would cost this process every event's
@@ -216,10 +230,8 @@ class ViewRunner:
     async def run(self) -> None:
         """Keep the views caught up; a runtime runs this while it holds :data:`VIEWS_JOB`."""
         loop = asyncio.get_running_loop()
-        position = await loop.run_in_executor(
-            self._thread, self.views.max_tracking_id, self.ledger.name
-        )
-        log.info("views resume after position %d", position or 0)
+        position = await loop.run_in_executor(self._thread, self._resume)
+        log.info("views resume after position %d", position)
         while True:
             self._wake.clear()
             await loop.run_in_executor(self._thread, self.catch_up)
