@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import nats
 from nats.aio.client import Client
-from nats.errors import NoServersError
+from nats.errors import ConnectionClosedError, NoServersError
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -118,7 +118,9 @@ async def _quiet(error: Exception) -> None:
 class ConnectionLog:
     """A lost connection is logged at its first failed attempt, then at most once a minute
     while it stays lost: a client retrying five times a second must not fill the disk with
-    the same line. (A client's own close is not a loss, so it is not logged.)"""
+    the same line. A client's own close is not a loss, so it is not logged, nor is what
+    nats-py's background tasks meet after it (an ordered consumer recreating itself finds
+    the connection closed): a patient client never closes itself."""
 
     def __init__(self, name: str, every: float = 60.0) -> None:
         self.name = name
@@ -127,6 +129,8 @@ class ConnectionLog:
         self.unlogged = 0
 
     async def error(self, error: Exception) -> None:
+        if isinstance(error, ConnectionClosedError):
+            return
         now = time.monotonic()
         if now - self.last_logged < self.every:
             self.unlogged += 1
