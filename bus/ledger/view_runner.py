@@ -48,6 +48,13 @@ log = logging.getLogger(__name__)
 VIEWS_JOB = "views"
 """The runtime's views runners' lease key: one replica applies the views at a time."""
 
+SETTLE_SECONDS = 0.05
+"""How long a runtime's runner lets commits gather after applying before it applies again.
+The views are a read model nobody waits on (the console and the CLI catch up before they
+read), so at low load each commit need not be a views transaction of its own, taking the
+GIL and the disk from the requests in flight: A/B, whole workflows on SQLite, 4 pairs,
+1 / 16 in flight 96 -> 106 / 280 -> 312 steps/s, 200 in flight within noise."""
+
 REBUILD_BATCH = 5000
 """Events per transaction in a rebuild: few commits, and a batch's statements in memory."""
 
@@ -120,12 +127,19 @@ def run_now(apply: Callable[..., int], *args: Any) -> Future[int]:
 
 
 class ViewRunner:
-    def __init__(self, ledger: Ledger, views: ViewStore, poll_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        views: ViewStore,
+        poll_interval: float = 1.0,
+        settle: float = SETTLE_SECONDS,
+    ) -> None:
         self.ledger = ledger
         self.views = views
         self.projection = LedgerViews(view=views)  # type: ignore[arg-type]
         self.reader = EnvelopeReader(ledger)
         self.poll_interval = poll_interval
+        self.settle = settle
         self._wake = asyncio.Event()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="views")
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="views-writer")
@@ -235,6 +249,7 @@ class ViewRunner:
         while True:
             self._wake.clear()
             await loop.run_in_executor(self._thread, self.catch_up)
+            await asyncio.sleep(self.settle)
             try:
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
             except TimeoutError:

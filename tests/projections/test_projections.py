@@ -4,6 +4,7 @@ on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -130,6 +131,38 @@ async def test_a_runner_builds_the_indexes_a_killed_rebuild_left_missing(bus: Bu
     finally:
         task.cancel()
         await runner.close()
+
+
+async def catch_ups_while_woken(bus: Bus, settle: float, wakes: int = 200) -> tuple[int, float]:
+    """How often a live runner applied while woken every millisecond (as by commits), and
+    over how many seconds."""
+    runner = ViewRunner(bus.ledger, open_views(bus.settings), settle=settle)
+    applied = 0
+    catch_up = runner.catch_up
+
+    def counted() -> int:
+        nonlocal applied
+        applied += 1
+        return catch_up()
+
+    runner.catch_up = counted  # type: ignore[method-assign]
+    task = asyncio.create_task(runner.run())
+    started = time.monotonic()
+    try:
+        for _ in range(wakes):
+            runner.wake()
+            await asyncio.sleep(0.001)
+    finally:
+        task.cancel()
+        await runner.close()
+    return applied, time.monotonic() - started
+
+
+async def test_a_live_runner_lets_commits_gather_before_it_applies_again(bus: Bus) -> None:
+    settled, seconds = await catch_ups_while_woken(bus, settle=0.05)
+    eager, _ = await catch_ups_while_woken(bus, settle=0)
+    print(f"{settled} catch-ups in {seconds:.2f} s settling 50 ms, {eager} without")
+    assert settled <= seconds / 0.05 + 1 < eager, (settled, seconds, eager)
 
 
 def index_names(views: ViewStore) -> set[str]:
