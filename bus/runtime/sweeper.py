@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from eventsourcing.utils import get_topic
@@ -110,6 +110,8 @@ class Sweeper:
         self.policy = policy
         self.interval = interval
         self.workflows = OpenWorkflows(steps.ledger)
+        self.not_due_before: dict[str, datetime] = {}
+        """Open workflows a look found too young to be due, and the soonest each can be."""
 
     async def run(self) -> None:
         while True:
@@ -122,7 +124,12 @@ class Sweeper:
     async def sweep(self) -> list[str]:
         """Act on every running workflow past its deadline or its step lease; return their ids."""
         acted = []
-        for workflow_id in await self.steps.in_ledger_thread(self.workflows.refresh):
+        open_ids = await self.steps.in_ledger_thread(self.workflows.refresh)
+        known, now = self.not_due_before, datetime.now(UTC)
+        self.not_due_before = {w: known[w] for w in open_ids if w in known and now <= known[w]}
+        for workflow_id in open_ids:
+            if workflow_id in self.not_due_before:
+                continue
             overdue = await self.steps.in_ledger_thread(self.look, workflow_id)
             if overdue is None:
                 continue
@@ -135,22 +142,35 @@ class Sweeper:
 
         With thousands of open workflows, most are out of the aggregate cache: loading each
         one every sweep kept the ledger thread busy and steps waited behind it. A workflow
-        not cached whose start and last event are too recent for any deadline or the step
-        lease cannot be due; its stored first and last events say so without loading it.
+        whose start and last event are too recent for any deadline or the step lease cannot
+        be due; its first and last events say so (the stored ones, when it is not cached),
+        and the sweeps skip it until it may be (:attr:`not_due_before`): what it records
+        meanwhile only makes it due later. Asking the store for each open workflow on every
+        sweep took 4% of a busy runtime with 12,000 of them open.
         """
         ledger = self.steps.ledger
-        times = (
-            None if is_cached(ledger, workflow_id) else first_and_last_times(ledger, workflow_id)
-        )
+        if is_cached(ledger, workflow_id):
+            times = ledger.read(
+                workflow_id, lambda workflow: (workflow.created_on, workflow.modified_on)
+            )
+        else:
+            times = first_and_last_times(ledger, workflow_id)
         if times is not None:
-            started, last = times
-            now = datetime.now(UTC)
-            deadlines = self.policy.deadlines
-            shortest = min([deadlines.default_task_seconds, *deadlines.tasks.values()])
-            young = (now - started).total_seconds() <= shortest
-            if young and (now - last).total_seconds() <= deadlines.step_lease_seconds:
+            due = self.soonest_due(*times)
+            if datetime.now(UTC) <= due:
+                self.not_due_before[workflow_id] = due
                 return None
         return ledger.read(workflow_id, self.finding)
+
+    def soonest_due(self, started: datetime, last: datetime) -> datetime:
+        """When a workflow that started and last moved at these times may first be due: at
+        the shortest deadline of any task, or when its step lease runs out."""
+        deadlines = self.policy.deadlines
+        shortest = min([deadlines.default_task_seconds, *deadlines.tasks.values()])
+        return min(
+            started + timedelta(seconds=shortest),
+            last + timedelta(seconds=deadlines.step_lease_seconds),
+        )
 
     def finding(self, workflow: Workflow) -> tuple[str, str] | None:
         """``(kind, detail)`` when the sweeper must act on ``workflow`` now, else ``None``."""

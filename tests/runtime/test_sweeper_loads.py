@@ -4,10 +4,16 @@ PostgreSQL)."""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import datetime
+
+import pytest
+
 from bus.ledger import Ledger
+from bus.runtime import sweeper
 from bus.runtime.policy import Deadlines, Policy
 from bus.runtime.steps import Steps
-from bus.runtime.sweeper import Sweeper, is_cached
+from bus.runtime.sweeper import Sweeper, first_and_last_times, is_cached
 
 
 def started(ledger: Ledger, count: int) -> list[str]:
@@ -41,6 +47,33 @@ async def test_a_sweep_loads_no_workflow_too_young_to_be_due(
 
         stalled = Policy(deadlines=Deadlines(step_lease_seconds=0.001))
         assert sorted(await Sweeper(steps, stalled, 60).sweep()) == sorted(workflow_ids)
+    finally:
+        steps.close()
+        fresh.close()
+
+
+async def test_a_sweep_skips_what_an_earlier_one_found_too_young_until_it_may_be_due(
+    ledger_url: str, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workflow_ids = started(ledger, 5)
+    fresh = Ledger.from_url(ledger_url)
+    steps = Steps(fresh, lambda: None)
+    asked: list[str] = []
+
+    def counted(ledger: Ledger, workflow_id: str) -> tuple[datetime, datetime] | None:
+        asked.append(workflow_id)
+        return first_and_last_times(ledger, workflow_id)
+
+    monkeypatch.setattr(sweeper, "first_and_last_times", counted)
+    lease = Policy(deadlines=Deadlines(step_lease_seconds=1.0))
+    watch = Sweeper(steps, lease, 60)
+    try:
+        assert await watch.sweep() == []
+        assert sorted(asked) == sorted(workflow_ids)
+        assert await watch.sweep() == []
+        assert len(asked) == len(workflow_ids)  # the second sweep asked the store nothing
+        await asyncio.sleep(1.1)  # the step lease runs out: due now, not a sweep later
+        assert sorted(await watch.sweep()) == sorted(workflow_ids)
     finally:
         steps.close()
         fresh.close()
