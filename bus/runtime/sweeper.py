@@ -26,9 +26,11 @@ import logging
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
+from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 
 from bus.ledger import Ledger, Workflow
+from bus.ledger.scan import EnvelopeReader
 from bus.ledger.workflow import LEGACY_TOPIC
 from bus.runtime.governance import after_failure
 from bus.runtime.policy import Policy
@@ -77,7 +79,8 @@ def first_and_last_times(ledger: Ledger, workflow_id: str) -> tuple[datetime, da
 
 
 class OpenWorkflows:
-    """Which workflows have started and not closed, followed along the notification log.
+    """Which workflows have started and not closed, and when each started, followed along
+    the notification log.
 
     Only the opening and closing events are read (a topic filter), so a sweep costs
     little however long the workflows' histories are.
@@ -86,22 +89,34 @@ class OpenWorkflows:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self.position = 0
-        self.open: set[str] = set()
+        self.open: dict[str, datetime | None] = {}
+        self._reader = EnvelopeReader(ledger)
+        self._started = set(topics(("WorkflowStarted",)))
         self._opening = set(topics(OPENING))
         self._topics = [*self._opening, *topics(CLOSING)]
 
-    def refresh(self) -> list[str]:
+    def refresh(self) -> dict[str, datetime | None]:
+        """Each open workflow and when it started; None for one an operator's retry reopened
+        (its deadline counts from its first start)."""
         while batch := self.ledger.recorder.select_notifications(
             self.position + 1, 1000, topics=self._topics
         ):
             for notification in batch:
                 workflow_id = str(notification.originator_id)
-                if notification.topic in self._opening:
-                    self.open.add(workflow_id)
+                if notification.topic in self._started:
+                    self.open[workflow_id] = self._started_at(notification)
+                elif notification.topic in self._opening:
+                    self.open[workflow_id] = None
                 else:
-                    self.open.discard(workflow_id)
+                    self.open.pop(workflow_id, None)
             self.position = batch[-1].id
-        return sorted(self.open)
+        return dict(sorted(self.open.items()))
+
+    def _started_at(self, notification: Notification) -> datetime | None:
+        try:
+            return self._reader.envelope(notification).timestamp
+        except Exception:  # a start today's code cannot read: the sweeper looks at it instead
+            return None
 
 
 class Sweeper:
@@ -111,7 +126,8 @@ class Sweeper:
         self.interval = interval
         self.workflows = OpenWorkflows(steps.ledger)
         self.not_due_before: dict[str, datetime] = {}
-        """Open workflows a look found too young to be due, and the soonest each can be."""
+        """Open workflows too young to be due, and the soonest each can be: from its start
+        until a first look, then from what that look found."""
 
     async def run(self) -> None:
         while True:
@@ -124,10 +140,14 @@ class Sweeper:
     async def sweep(self) -> list[str]:
         """Act on every running workflow past its deadline or its step lease; return their ids."""
         acted = []
-        open_ids = await self.steps.in_ledger_thread(self.workflows.refresh)
+        opened = await self.steps.in_ledger_thread(self.workflows.refresh)
         known, now = self.not_due_before, datetime.now(UTC)
-        self.not_due_before = {w: known[w] for w in open_ids if w in known and now <= known[w]}
-        for workflow_id in open_ids:
+        self.not_due_before = {}
+        for workflow_id, started in opened.items():
+            due = known.get(workflow_id) or (started and self.soonest_due(started, started))
+            if due and now <= due:
+                self.not_due_before[workflow_id] = due
+        for workflow_id in opened:
             if workflow_id in self.not_due_before:
                 continue
             overdue = await self.steps.in_ledger_thread(self.look, workflow_id)

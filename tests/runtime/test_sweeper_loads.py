@@ -52,7 +52,7 @@ async def test_a_sweep_loads_no_workflow_too_young_to_be_due(
         fresh.close()
 
 
-async def test_a_sweep_skips_what_an_earlier_one_found_too_young_until_it_may_be_due(
+async def test_a_sweep_asks_the_store_only_about_workflows_that_may_be_due(
     ledger_url: str, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     workflow_ids = started(ledger, 5)
@@ -65,14 +65,21 @@ async def test_a_sweep_skips_what_an_earlier_one_found_too_young_until_it_may_be
         return first_and_last_times(ledger, workflow_id)
 
     monkeypatch.setattr(sweeper, "first_and_last_times", counted)
-    lease = Policy(deadlines=Deadlines(step_lease_seconds=1.0))
-    watch = Sweeper(steps, lease, 60)
+    watch = Sweeper(steps, Policy(deadlines=Deadlines(step_lease_seconds=2.0)), 60)
     try:
+        assert await watch.sweep() == []
+        assert asked == []  # too young to be due, as their starts' own times say
+        await asyncio.sleep(1.0)
+        for n, workflow_id in enumerate(workflow_ids):  # a step: the lease runs from it now
+            ledger.command(
+                workflow_id, lambda w, n=n: w.resolve_intent("triage", f"ho-{n}", "t", f"ho-{n}/1")
+            )
+        await asyncio.sleep(1.1)  # due by their starts, so each is asked about once
         assert await watch.sweep() == []
         assert sorted(asked) == sorted(workflow_ids)
         assert await watch.sweep() == []
-        assert len(asked) == len(workflow_ids)  # the second sweep asked the store nothing
-        await asyncio.sleep(1.1)  # the step lease runs out: due now, not a sweep later
+        assert len(asked) == len(workflow_ids)  # and not again until its step's lease runs out
+        await asyncio.sleep(1.2)
         assert sorted(await watch.sweep()) == sorted(workflow_ids)
     finally:
         steps.close()
