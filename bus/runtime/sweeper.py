@@ -169,18 +169,24 @@ class Sweeper:
         sweep took 4% of a busy runtime with 12,000 of them open.
         """
         ledger = self.steps.ledger
-        if is_cached(ledger, workflow_id):
-            times = ledger.read(
-                workflow_id, lambda workflow: (workflow.created_on, workflow.modified_on)
+        if is_cached(ledger, workflow_id):  # in memory: its times and the finding in one read
+            started, last, found = ledger.read(
+                workflow_id, lambda w: (w.created_on, w.modified_on, self.finding(w))
             )
-        else:
-            times = first_and_last_times(ledger, workflow_id)
-        if times is not None:
-            due = self.soonest_due(*times)
-            if datetime.now(UTC) <= due:
-                self.not_due_before[workflow_id] = due
-                return None
+            self._skipped_while_young(workflow_id, started, last)
+            return found
+        times = first_and_last_times(ledger, workflow_id)
+        if times is not None and self._skipped_while_young(workflow_id, *times):
+            return None
         return ledger.read(workflow_id, self.finding)
+
+    def _skipped_while_young(self, workflow_id: str, started: datetime, last: datetime) -> bool:
+        """Whether the workflow is too young to be due; if so, sweeps skip it until it may be."""
+        due = self.soonest_due(started, last)
+        if datetime.now(UTC) > due:
+            return False
+        self.not_due_before[workflow_id] = due
+        return True
 
     def soonest_due(self, started: datetime, last: datetime) -> datetime:
         """When a workflow that started and last moved at these times may first be due: at

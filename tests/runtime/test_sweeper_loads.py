@@ -84,3 +84,29 @@ async def test_a_sweep_asks_the_store_only_about_workflows_that_may_be_due(
     finally:
         steps.close()
         fresh.close()
+
+
+async def test_a_start_the_sweeper_cannot_read_is_looked_at_as_before(
+    ledger_url: str, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workflow_ids = started(ledger, 3)
+    fresh = Ledger.from_url(ledger_url)
+    steps = Steps(fresh, lambda: None)
+    asked: list[str] = []
+
+    def counted(ledger: Ledger, workflow_id: str) -> tuple[datetime, datetime] | None:
+        asked.append(workflow_id)
+        return first_and_last_times(ledger, workflow_id)
+
+    def unreadable(notification: object) -> None:
+        raise ValueError("bytes today's code cannot read")
+
+    monkeypatch.setattr(sweeper, "first_and_last_times", counted)
+    watch = Sweeper(steps, Policy(), 60)
+    monkeypatch.setattr(watch.workflows._reader, "envelope", unreadable)
+    try:
+        assert await watch.sweep() == []
+        assert sorted(asked) == sorted(workflow_ids)  # no start time: each is looked at
+    finally:
+        steps.close()
+        fresh.close()
