@@ -5,6 +5,7 @@ PostgreSQL)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
@@ -35,29 +36,19 @@ def started(ledger: Ledger, count: int) -> list[str]:
     return [str(workflow.id) for workflow in workflows]
 
 
-async def test_a_sweep_loads_no_workflow_too_young_to_be_due(
-    ledger_url: str, ledger: Ledger
-) -> None:
-    workflow_ids = started(ledger, 5)
-    fresh = Ledger.from_url(ledger_url)  # nothing cached
-    steps = Steps(fresh, lambda: None)
-    try:
-        assert await Sweeper(steps, Policy(), 60).sweep() == []
-        assert not any(is_cached(fresh, workflow_id) for workflow_id in workflow_ids)
-
-        stalled = Policy(deadlines=Deadlines(step_lease_seconds=0.001))
-        assert sorted(await Sweeper(steps, stalled, 60).sweep()) == sorted(workflow_ids)
-    finally:
-        steps.close()
-        fresh.close()
-
-
-async def test_a_sweep_asks_the_store_only_about_workflows_that_may_be_due(
-    ledger_url: str, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    workflow_ids = started(ledger, 5)
+@pytest.fixture
+def fresh_steps(ledger_url: str) -> Iterator[Steps]:
+    """Steps over a second ledger on the same store: nothing the test wrote is cached."""
     fresh = Ledger.from_url(ledger_url)
     steps = Steps(fresh, lambda: None)
+    yield steps
+    steps.close()
+    fresh.close()
+
+
+@pytest.fixture
+def store_asked(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The workflows a sweeper asks the store about, in order."""
     asked: list[str] = []
 
     def counted(ledger: Ledger, workflow_id: str) -> tuple[datetime, datetime] | None:
@@ -65,48 +56,50 @@ async def test_a_sweep_asks_the_store_only_about_workflows_that_may_be_due(
         return first_and_last_times(ledger, workflow_id)
 
     monkeypatch.setattr(sweeper, "first_and_last_times", counted)
-    watch = Sweeper(steps, Policy(deadlines=Deadlines(step_lease_seconds=2.0)), 60)
-    try:
-        assert await watch.sweep() == []
-        assert asked == []  # too young to be due, as their starts' own times say
-        await asyncio.sleep(1.0)
-        for n, workflow_id in enumerate(workflow_ids):  # a step: the lease runs from it now
-            ledger.command(
-                workflow_id, lambda w, n=n: w.resolve_intent("triage", f"ho-{n}", "t", f"ho-{n}/1")
-            )
-        await asyncio.sleep(1.1)  # due by their starts, so each is asked about once
-        assert await watch.sweep() == []
-        assert sorted(asked) == sorted(workflow_ids)
-        assert await watch.sweep() == []
-        assert len(asked) == len(workflow_ids)  # and not again until its step's lease runs out
-        await asyncio.sleep(1.2)
-        assert sorted(await watch.sweep()) == sorted(workflow_ids)
-    finally:
-        steps.close()
-        fresh.close()
+    return asked
+
+
+async def test_a_sweep_loads_no_workflow_too_young_to_be_due(
+    ledger: Ledger, fresh_steps: Steps
+) -> None:
+    workflow_ids = started(ledger, 5)
+    assert await Sweeper(fresh_steps, Policy(), 60).sweep() == []
+    assert not any(is_cached(fresh_steps.ledger, workflow_id) for workflow_id in workflow_ids)
+
+    stalled = Policy(deadlines=Deadlines(step_lease_seconds=0.001))
+    assert sorted(await Sweeper(fresh_steps, stalled, 60).sweep()) == sorted(workflow_ids)
+
+
+async def test_a_sweep_asks_the_store_only_about_workflows_that_may_be_due(
+    ledger: Ledger, fresh_steps: Steps, store_asked: list[str]
+) -> None:
+    workflow_ids = started(ledger, 5)
+    watch = Sweeper(fresh_steps, Policy(deadlines=Deadlines(step_lease_seconds=2.0)), 60)
+    assert await watch.sweep() == []
+    assert store_asked == []  # too young to be due, as their starts' own times say
+    await asyncio.sleep(1.0)
+    for n, workflow_id in enumerate(workflow_ids):  # a step: the lease runs from it now
+        ledger.command(
+            workflow_id, lambda w, n=n: w.resolve_intent("triage", f"ho-{n}", "t", f"ho-{n}/1")
+        )
+    await asyncio.sleep(1.1)  # due by their starts, so each is asked about once
+    assert await watch.sweep() == []
+    assert sorted(store_asked) == sorted(workflow_ids)
+    assert await watch.sweep() == []
+    assert len(store_asked) == len(workflow_ids)  # and not again until its step's lease runs out
+    await asyncio.sleep(1.2)
+    assert sorted(await watch.sweep()) == sorted(workflow_ids)
 
 
 async def test_a_start_the_sweeper_cannot_read_is_looked_at_as_before(
-    ledger_url: str, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+    ledger: Ledger, fresh_steps: Steps, store_asked: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     workflow_ids = started(ledger, 3)
-    fresh = Ledger.from_url(ledger_url)
-    steps = Steps(fresh, lambda: None)
-    asked: list[str] = []
-
-    def counted(ledger: Ledger, workflow_id: str) -> tuple[datetime, datetime] | None:
-        asked.append(workflow_id)
-        return first_and_last_times(ledger, workflow_id)
 
     def unreadable(notification: object) -> None:
         raise ValueError("bytes today's code cannot read")
 
-    monkeypatch.setattr(sweeper, "first_and_last_times", counted)
-    watch = Sweeper(steps, Policy(), 60)
+    watch = Sweeper(fresh_steps, Policy(), 60)
     monkeypatch.setattr(watch.workflows._reader, "envelope", unreadable)
-    try:
-        assert await watch.sweep() == []
-        assert sorted(asked) == sorted(workflow_ids)  # no start time: each is looked at
-    finally:
-        steps.close()
-        fresh.close()
+    assert await watch.sweep() == []
+    assert sorted(store_asked) == sorted(workflow_ids)  # no start time: each is looked at
