@@ -49,10 +49,31 @@ async def serve_until_stopped(service: Service, grace: float = STOP_GRACE_SECOND
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()
-    try:
-        await asyncio.wait_for(running, grace)
-    except TimeoutError:
-        log.warning("stopped without a clean shutdown: it took longer than %ss", grace)
+    await asyncio.wait({running}, timeout=grace)
+    if running.done():
+        running.result()  # what the service raised, its caller reports
+        return
+    log.warning("stopped without a clean shutdown: it took longer than %ss", grace)
+    await cancel_until_done(running)
+
+
+CANCEL_AGAIN_SECONDS = 0.1
+"""How long a cancelled service has to end before it is cancelled again."""
+
+
+async def cancel_until_done(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` until it has ended, not just once.
+
+    Python 3.11's ``asyncio.wait_for`` turns a cancellation that arrives just as its inner
+    future completes into that future's result. nats-py's connect loop awaits a refused
+    connection that way and retries what it raised, so a service still connecting to an
+    unreachable server can lose one cancellation and would otherwise never stop.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=CANCEL_AGAIN_SECONDS)
+    if not task.cancelled():
+        task.exception()  # retrieved: it ended on its way out, past caring
 
 
 async def run_runtime(settings: Settings, policy: Policy, stop: asyncio.Event) -> None:
