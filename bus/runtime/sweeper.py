@@ -128,6 +128,8 @@ class Sweeper:
         self.not_due_before: dict[str, datetime] = {}
         """Open workflows too young to be due, and the soonest each can be: from its start
         until a first look, then from what that look found."""
+        self.unreadable: set[str] = set()
+        """Open workflows a sweep could not read or act on, already reported."""
 
     async def run(self) -> None:
         while True:
@@ -150,12 +152,26 @@ class Sweeper:
         for workflow_id in opened:
             if workflow_id in self.not_due_before:
                 continue
-            overdue = await self.steps.in_ledger_thread(self.look, workflow_id)
-            if overdue is None:
-                continue
-            if await self.steps.command(workflow_id, self.act):
-                acted.append(workflow_id)
+            try:
+                if await self.acted_on(workflow_id):
+                    acted.append(workflow_id)
+            except Exception:  # this one only: the workflows after it are still swept
+                self._report_unreadable(workflow_id)
+            else:
+                self.unreadable.discard(workflow_id)  # repaired: a new failure is said again
         return acted
+
+    async def acted_on(self, workflow_id: str) -> bool:
+        """Look at the workflow and, if it is overdue, act on it; whether it acted."""
+        overdue = await self.steps.in_ledger_thread(self.look, workflow_id)
+        return overdue is not None and await self.steps.command(workflow_id, self.act)
+
+    def _report_unreadable(self, workflow_id: str) -> None:
+        """Say once (not every sweep) that a workflow could not be swept; each sweep tries
+        it again, so a repaired workflow is swept."""
+        if workflow_id not in self.unreadable:
+            self.unreadable.add(workflow_id)
+            log.exception("workflow %s could not be swept; the others were", workflow_id)
 
     def look(self, workflow_id: str) -> tuple[str, str] | None:
         """:meth:`finding` for one workflow, loading it only when it may be due.

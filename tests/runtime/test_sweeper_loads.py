@@ -1,14 +1,17 @@
 """A sweep loads only the workflows that may be due: with thousands open, loading each one
 every sweep kept the ledger thread busy and steps waited behind it (on SQLite and
-PostgreSQL)."""
+PostgreSQL). A workflow it cannot read holds up no other."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from datetime import datetime
+from uuid import UUID
 
 import pytest
+from eventsourcing.persistence import StoredEvent
 
 from bus.ledger import Ledger
 from bus.runtime import sweeper
@@ -103,3 +106,22 @@ async def test_a_start_the_sweeper_cannot_read_is_looked_at_as_before(
     monkeypatch.setattr(watch.workflows._reader, "envelope", unreadable)
     assert await watch.sweep() == []
     assert sorted(store_asked) == sorted(workflow_ids)  # no start time: each is looked at
+
+
+async def test_a_workflow_the_sweeper_cannot_read_holds_up_no_other(
+    ledger: Ledger, fresh_steps: Steps, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Workflows are swept in order: one that raised used to end the sweep there, every
+    sweep, and no workflow after it ever failed or was delivered again."""
+    first, *others = sorted(started(ledger, 4))
+    (last,) = ledger.recorder.select_events(UUID(first), desc=True, limit=1)
+    topic = "bus.ledger.workflow:Workflow.CheckpointReached"
+    corrupt = StoredEvent(UUID(first), last.originator_version + 1, topic, b"\0not json")
+    ledger.recorder.insert_events([corrupt])
+    watch = Sweeper(fresh_steps, Policy(deadlines=Deadlines(step_lease_seconds=0.001)), 60)
+    await asyncio.sleep(0.01)
+    with caplog.at_level(logging.ERROR, logger=sweeper.__name__):
+        assert sorted(await watch.sweep()) == others
+        assert first not in await watch.sweep()
+    (said,) = [record.getMessage() for record in caplog.records]  # once, not every sweep
+    assert first in said
