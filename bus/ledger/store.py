@@ -119,6 +119,34 @@ def sqlite_notifications(
         return [Notification(*row) for row in rows.fetchall()]
 
 
+def sqlite_moved(recorder: SQLiteApplicationRecorder, after: int, upto: int) -> set[str]:
+    """:meth:`Ledger.moved` on SQLite."""
+    with recorder.datastore.transaction(commit=False) as cursor:
+        rows = cursor.sqlite_cursor
+        rows.row_factory = None
+        rows.execute(
+            f"SELECT DISTINCT originator_id FROM {recorder.events_table_name} "
+            "WHERE rowid > ? AND rowid <= ?",
+            (after, upto),
+        )
+        return {str(UUID(row[0])) for row in rows.fetchall()}  # hex or text, as it is kept
+
+
+@retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)  # as eventsourcing's read
+def postgres_moved(recorder: Any, after: int, upto: int) -> set[str]:
+    """:meth:`Ledger.moved` on PostgreSQL."""
+    from psycopg.rows import tuple_row
+    from psycopg.sql import SQL, Identifier
+
+    query = SQL(
+        "SELECT DISTINCT originator_id::text FROM {}.{} "
+        "WHERE notification_id > %s AND notification_id <= %s"
+    ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+    with recorder.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as rows:
+        rows.execute(query, (after, upto), prepare=True)
+        return {row[0] for row in rows.fetchall()}
+
+
 @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)  # as eventsourcing's read
 def postgres_notifications(recorder: Any, after: int, limit: int) -> list[Notification]:
     """:meth:`Ledger.notifications` on PostgreSQL (psycopg is there only for such a ledger)."""
@@ -378,6 +406,14 @@ class Ledger(GroupCommit, Application[UUID]):
             ids.extend(str(notification.originator_id) for notification in batch)
             after = batch[-1].id
         return ids
+
+    def moved(self, after: int, upto: int) -> set[str]:
+        """The workflows that recorded an event at a position after ``after``, up to ``upto``:
+        the ids alone, read by the database, for the sweeper's watch on workflows only an
+        event can wake."""
+        if isinstance(self.recorder, SQLiteApplicationRecorder):
+            return sqlite_moved(self.recorder, after, upto)
+        return postgres_moved(self.recorder, after, upto)  # the only other store a ledger has
 
     def notifications(self, after: int, limit: int = 500) -> list[Notification]:
         """Up to ``limit`` notifications after position ``after``, for the relay, ``verify``

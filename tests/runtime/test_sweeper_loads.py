@@ -125,3 +125,35 @@ async def test_a_workflow_the_sweeper_cannot_read_holds_up_no_other(
         assert first not in await watch.sweep()
     (said,) = [record.getMessage() for record in caplog.records]  # once, not every sweep
     assert first in said
+
+
+async def test_a_workflow_waiting_on_a_human_is_read_again_only_once_it_records_something(
+    ledger: Ledger, fresh_steps: Steps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An escalated workflow has nothing for the sweeper until a human answers: loaded on
+    every sweep, 5,000 of them kept the ledger thread busy 2.7 s a sweep."""
+    workflow_ids = started(ledger, 3)
+    escalations = [
+        ledger.command(
+            workflow_id,
+            lambda w, n=n: w.raise_escalation("human_review", "check", "triage", f"ho-{n}/1"),
+        )
+        for n, workflow_id in enumerate(workflow_ids)
+    ]
+    read: list[str] = []
+    reading = fresh_steps.ledger.read
+    monkeypatch.setattr(
+        fresh_steps.ledger, "read", lambda w, view: read.append(w) or reading(w, view)
+    )
+    watch = Sweeper(fresh_steps, Policy(deadlines=Deadlines(step_lease_seconds=0.001)), 60)
+    await asyncio.sleep(0.01)
+    assert await watch.sweep() == []
+    assert sorted(read) == sorted(workflow_ids)
+    assert await watch.sweep() == []
+    assert len(read) == len(workflow_ids)  # not read again: nothing it recorded since
+
+    answered = workflow_ids[0]
+    ledger.command(answered, lambda w: w.resolve_escalation(escalations[0], "approve", "ann", "ok"))
+    await asyncio.sleep(0.01)
+    assert await watch.sweep() == [answered]  # running again: its step lease ran out at once
+    assert read[len(workflow_ids) :] == [answered]  # the others are still not read
