@@ -157,3 +157,22 @@ async def test_a_workflow_waiting_on_a_human_is_read_again_only_once_it_records_
     await asyncio.sleep(0.01)
     assert await watch.sweep() == [answered]  # running again: its step lease ran out at once
     assert read[len(workflow_ids) :] == [answered]  # the others are still not read
+
+
+async def test_a_workflow_a_signal_sets_running_is_found_stalled_before_its_deadline(
+    ledger: Ledger, fresh_steps: Steps
+) -> None:
+    """Waiting for a signal, only its deadline can make it due; once a signal wakes it, the
+    step lease counts again, long before that deadline."""
+    (workflow_id,) = started(ledger, 1)
+    ledger.command(workflow_id, lambda w: w.await_signal("triage", "approval", "ho-0/1"))
+    policy = Policy(deadlines=Deadlines(step_lease_seconds=0.001, default_task_seconds=3600))
+    watch = Sweeper(fresh_steps, policy, 60)
+    await asyncio.sleep(0.01)
+    assert await watch.sweep() == []  # waiting: no step is leased
+
+    ledger.command(
+        workflow_id, lambda w: w.receive_signal("approval", {}, "ann", "operator", "ok", "sig-1")
+    )
+    await asyncio.sleep(0.01)
+    assert await watch.sweep() == [workflow_id]
