@@ -55,6 +55,7 @@ from bus.runtime.sweeper import Sweeper
 from bus.runtime.workflows import WorkflowHandlers
 from bus.settings import Settings
 from bus.transport.artifacts import ArtifactStore
+from bus.transport.connection import flushed
 from bus.transport.retry import TRANSIENT, UNAVAILABLE, WORKING_HEADER, WORKING_INTERVAL
 from bus.transport.signing import runtime_signer
 from bus.transport.subjects import Subjects
@@ -119,7 +120,7 @@ class Runtime:
             queue="runtime",
             cb=self._on_dead_letter,
         )
-        await self.nc.flush()
+        await flushed(self.nc)  # subscribed before it says it serves
         self._sweeping = asyncio.create_task(self.sweeper.run())
 
     def close(self) -> None:

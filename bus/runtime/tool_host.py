@@ -29,6 +29,7 @@ from bus.runtime.confirmation import check, tool_of
 from bus.runtime.journal import SharedJournal
 from bus.runtime.registry import register
 from bus.settings import Settings
+from bus.transport.connection import flushed
 from bus.transport.signing import Verifier, runtime_verifier, signed_bytes
 from bus.transport.subjects import Subjects
 from handoff_schemas import (
@@ -73,7 +74,7 @@ class ToolHost:
             if spec.confirm is not None:
                 subject = self.subjects.tool_confirm(name)
                 await nc.subscribe(subject, queue="tool-hosts", cb=self._on_confirm)
-        await nc.flush()
+        await flushed(nc)  # subscribed before it says it serves
 
     async def _on_confirm(self, msg: Msg) -> None:
         """Whether a recorded side effect exists as recorded (``verify --external``); read-only,

@@ -99,6 +99,19 @@ def require_named(settings: Settings) -> None:
         )
 
 
+async def flushed(nc: Client) -> None:
+    """Return once the server has processed everything sent on ``nc`` before the call.
+
+    nats-py's ``flush`` writes its PING straight to the socket, ahead of what its flusher
+    task has not yet written (a SUB just made, a publish): its PONG can come back before
+    the server has them, and a request another client sends at once then finds no
+    responders (1 in 40 tries here). The second PING is written after the first kicked
+    the flusher, so its PONG vouches for everything before it.
+    """
+    await nc.flush()
+    await nc.flush()
+
+
 async def _check_identity(nc: Client, settings: Settings) -> None:
     """Refuse a server other than the one ``claimcheck up`` recorded (a stale ``nats.url``)."""
     expected = settings.nats_server_name

@@ -16,6 +16,7 @@ import pytest
 from nats.aio.msg import Msg
 
 from agents import RuntimeClient, RuntimeRefused
+from bus.transport.connection import flushed
 from bus.transport.retry import SILENCE, WORKING_HEADER
 from bus.transport.subjects import Subjects
 from handoff_schemas import Reply, StateRequest, StepsReply, encode
@@ -35,7 +36,7 @@ async def test_a_silent_replica_is_given_up_within_seconds(bus: Bus) -> None:
             closing.append(asyncio.create_task(dying.close()))
 
     await dying.subscribe(bus.subjects.runtime_all, queue="runtime", cb=dead_replica)
-    await dying.flush()
+    await flushed(dying)
     client = RuntimeClient(bus.nc, bus.subjects, "triage", timeout=30.0)
 
     async def ask() -> float:

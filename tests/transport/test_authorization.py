@@ -19,7 +19,7 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from bus.settings import Settings
 from bus.transport.auth import Credentials, authorization_config, ensure_credentials
-from bus.transport.connection import connect, ensure_inbox_consumer, ensure_streams
+from bus.transport.connection import connect, ensure_inbox_consumer, ensure_streams, flushed
 from bus.transport.identities import AUTH_CONFIG, Identities
 from bus.transport.server import EmbeddedNats, nats_server_binary
 from bus.transport.subjects import Subjects
@@ -192,7 +192,7 @@ async def test_an_agent_may_ask_the_runtime_under_its_own_name(
         await msg.respond(msg.subject.encode())
 
     await runtime.nc.subscribe("cc.rt.>", cb=answer)
-    await runtime.nc.flush()
+    await flushed(runtime.nc)
     agent = await session(secured, "agent-triage")
     assert agent.nc is not None
     reply = await agent.nc.request("cc.rt.triage.state", b"{}", timeout=2)
@@ -215,7 +215,7 @@ async def test_an_agent_cannot_read_another_agents_inbox(
             SUBJECTS.inbox("notifier"), durable="agent-triage", stream=SUBJECTS.stream("handoff")
         )
     await agent.nc.subscribe(SUBJECTS.inbox("notifier"))  # nor listen to the subject itself
-    await agent.nc.flush()
+    await flushed(agent.nc)
     refused = len(await agent.settle())
     assert refused >= 3
     # its own inbox consumer, which the runtime makes, it may fetch from (empty here)

@@ -19,6 +19,7 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
+from bus.transport.connection import flushed
 from bus.transport.retry import WORKING_HEADER, Replies, request_while_working
 from bus.transport.server import EmbeddedNats
 
@@ -43,7 +44,7 @@ async def test_concurrent_requests_get_their_own_answers_on_one_subscription(
 
     try:
         await replica.subscribe("svc.echo", cb=on_request)
-        await replica.flush()
+        await flushed(replica)
         subscriptions_before = len(caller._subs)
         held: list[int] = []
 
@@ -82,7 +83,7 @@ async def test_a_late_answer_reaches_no_later_request(nats_server: EmbeddedNats)
     try:
         await replica.subscribe("svc.slow", cb=on_slow)
         await replica.subscribe("svc.quick", cb=on_quick)
-        await replica.flush()
+        await flushed(replica)
         with pytest.raises(NatsTimeout):
             await request_while_working(caller, "svc.slow", b"", timeout=10, silence=0.3)
         answer = await request_while_working(caller, "svc.quick", b"", timeout=10)
@@ -114,3 +115,24 @@ async def test_a_dropped_connection_is_not_kept_alive_by_its_replies(
     del caller
     gc.collect()
     assert dropped() is None
+
+
+async def test_a_subscription_flushed_is_served_to_the_next_request(
+    nats_server: EmbeddedNats,
+) -> None:
+    """nats-py's own ``flush`` can return before the server has the SUB (1 in 40 here):
+    its PING overtakes what the flusher task has yet to write."""
+    replica = await nats.connect(nats_server.url)
+    caller = await nats.connect(nats_server.url)
+
+    async def answer(msg: Msg) -> None:
+        await msg.respond(b"here")
+
+    try:
+        for n in range(200):
+            await replica.subscribe(f"svc.fresh.{n}", cb=answer)
+            await flushed(replica)
+            assert (await caller.request(f"svc.fresh.{n}", b"", timeout=5)).data == b"here"
+    finally:
+        await caller.close()
+        await replica.close()
