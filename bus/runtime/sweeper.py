@@ -126,14 +126,14 @@ class Sweeper:
         self.interval = interval
         self.workflows = OpenWorkflows(steps.ledger)
         self.not_due_before: dict[str, datetime] = {}
-        """Open workflows too young to be due, and the soonest each can be: from its start
-        until a first look, then from what that look found."""
+        """Open workflows not yet due, and the soonest each can be: from its start until a
+        first look, then from what that look found."""
         self.quiet: dict[str, datetime | None] = {}
         """Open workflows that are not running (escalated, or waiting for a signal), and
         their deadline if it is still to come: sweeps skip each until then, or until it
         records an event (which may set it running, under a step lease)."""
         self.watched_to = 0
-        """The ledger's position up to which events have been checked against :attr:`quiet`."""
+        """The ledger's position up to which :meth:`_moved` has looked."""
         self.unreadable: set[str] = set()
         """Open workflows a sweep could not read or act on, already reported."""
 
@@ -214,8 +214,8 @@ class Sweeper:
         return found
 
     def _moved(self) -> set[str]:
-        """The workflows that recorded an event since the last sweep (read only while some
-        are quiet, and nothing else needs it)."""
+        """The workflows that recorded an event since the last sweep: read only while some
+        are quiet, the only ones an event is looked for to wake."""
         ledger = self.steps.ledger
         upto = ledger.recorder.max_notification_id() or 0
         moved = ledger.moved(self.watched_to, upto) if self.quiet else set()
