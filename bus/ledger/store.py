@@ -104,62 +104,26 @@ DASHED_ID = (
 """A stored UUID's hex (how eventsourcing keeps it) as ``str(UUID)`` writes it, in SQL."""
 
 
-def sqlite_notifications(
-    recorder: SQLiteApplicationRecorder, after: int, limit: int
-) -> list[Notification]:
-    """:meth:`Ledger.notifications` on SQLite, the dashed id made by SQLite."""
-    with recorder.datastore.transaction(commit=False) as cursor:
-        rows = cursor.sqlite_cursor
-        rows.row_factory = None  # plain tuples, in Notification's field order
-        rows.execute(
-            f"SELECT {DASHED_ID}, originator_version, topic, state, rowid "
-            f"FROM {recorder.events_table_name} WHERE rowid > ? ORDER BY rowid LIMIT ?",
-            (after, limit),
-        )
-        return [Notification(*row) for row in rows.fetchall()]
-
-
-def sqlite_moved(recorder: SQLiteApplicationRecorder, after: int, upto: int) -> set[str]:
-    """:meth:`Ledger.moved` on SQLite."""
+def sqlite_rows(recorder: SQLiteApplicationRecorder, query: str, params: tuple) -> list[tuple]:
+    """Plain tuples from the events table (``{events}`` in ``query``), no row objects."""
     with recorder.datastore.transaction(commit=False) as cursor:
         rows = cursor.sqlite_cursor
         rows.row_factory = None
-        rows.execute(
-            f"SELECT DISTINCT originator_id FROM {recorder.events_table_name} "
-            "WHERE rowid > ? AND rowid <= ?",
-            (after, upto),
-        )
-        return {str(UUID(row[0])) for row in rows.fetchall()}  # hex or text, as it is kept
+        rows.execute(query.format(events=recorder.events_table_name), params)
+        return rows.fetchall()
 
 
 @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)  # as eventsourcing's read
-def postgres_moved(recorder: Any, after: int, upto: int) -> set[str]:
-    """:meth:`Ledger.moved` on PostgreSQL."""
+def postgres_rows(recorder: Any, query: str, params: tuple) -> list[tuple]:
+    """Plain tuples from the events table (``{events}`` in ``query``), as a prepared statement
+    (psycopg is there only for a PostgreSQL ledger)."""
     from psycopg.rows import tuple_row
     from psycopg.sql import SQL, Identifier
 
-    query = SQL(
-        "SELECT DISTINCT originator_id::text FROM {}.{} "
-        "WHERE notification_id > %s AND notification_id <= %s"
-    ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+    events = Identifier(recorder.datastore.schema, recorder.events_table_name)
     with recorder.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as rows:
-        rows.execute(query, (after, upto), prepare=True)
-        return {row[0] for row in rows.fetchall()}
-
-
-@retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)  # as eventsourcing's read
-def postgres_notifications(recorder: Any, after: int, limit: int) -> list[Notification]:
-    """:meth:`Ledger.notifications` on PostgreSQL (psycopg is there only for such a ledger)."""
-    from psycopg.rows import tuple_row
-    from psycopg.sql import SQL, Identifier
-
-    query = SQL(
-        "SELECT originator_id::text, originator_version, topic, state, notification_id "
-        "FROM {}.{} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
-    ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
-    with recorder.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as rows:
-        rows.execute(query, (after, limit), prepare=True)
-        return [Notification(*row) for row in rows.fetchall()]
+        rows.execute(SQL(query).format(events=events), params, prepare=True)
+        return rows.fetchall()
 
 
 class Ledger(GroupCommit, Application[UUID]):
@@ -412,8 +376,14 @@ class Ledger(GroupCommit, Application[UUID]):
         the ids alone, read by the database, for the sweeper's watch on workflows only an
         event can wake."""
         if isinstance(self.recorder, SQLiteApplicationRecorder):
-            return sqlite_moved(self.recorder, after, upto)
-        return postgres_moved(self.recorder, after, upto)  # the only other store a ledger has
+            query = "SELECT DISTINCT originator_id FROM {events} WHERE rowid > ? AND rowid <= ?"
+            rows = sqlite_rows(self.recorder, query, (after, upto))
+            return {str(UUID(row[0])) for row in rows}  # hex or text, as it is kept
+        query = (  # the only other store a ledger has
+            "SELECT DISTINCT originator_id::text FROM {events} "
+            "WHERE notification_id > %s AND notification_id <= %s"
+        )
+        return {row[0] for row in postgres_rows(self.recorder, query, (after, upto))}
 
     def notifications(self, after: int, limit: int = 500) -> list[Notification]:
         """Up to ``limit`` notifications after position ``after``, for the relay, ``verify``
@@ -426,10 +396,18 @@ class Ledger(GroupCommit, Application[UUID]):
             isinstance(recorder, SQLiteApplicationRecorder)
             and recorder.datastore.originator_id_type == "uuid"
         ):
-            return sqlite_notifications(recorder, after, limit)
+            query = (  # the dashed id made by SQLite
+                f"SELECT {DASHED_ID}, originator_version, topic, state, rowid "
+                "FROM {events} WHERE rowid > ? ORDER BY rowid LIMIT ?"
+            )
+            return [Notification(*row) for row in sqlite_rows(recorder, query, (after, limit))]
         postgres = sys.modules.get("eventsourcing.postgres")  # loaded for a PostgreSQL ledger
         if postgres is not None and isinstance(recorder, postgres.PostgresApplicationRecorder):
-            return postgres_notifications(recorder, after, limit)
+            query = (
+                "SELECT originator_id::text, originator_version, topic, state, notification_id "
+                "FROM {events} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+            )
+            return [Notification(*row) for row in postgres_rows(recorder, query, (after, limit))]
         return list(recorder.select_notifications(after + 1, limit))
 
     def envelope(self, domain_event: Any, position: int | None = None) -> EventEnvelope:
