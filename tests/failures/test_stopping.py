@@ -72,16 +72,16 @@ async def test_a_service_still_connecting_stops_though_nats_py_loses_a_cancellat
 
     Retrying a refused connection without a pause, it loses about every other one; the
     services' 0.2 s pause makes that rarer, and it once kept an agent running after
-    SIGINT. Every connect here must still end, and some must have needed more than one
-    cancellation, or the test did not meet the loss it is about.
+    SIGINT. Every connect here must still end; it goes on until three needed more than
+    one cancellation, or the test did not meet the loss it is about.
     """
     nowhere = f"nats://127.0.0.1:{free_port()}"
 
     async def quiet(error: Exception) -> None:
         pass
 
-    cancellations: list[int] = []
-    for _ in range(30):
+    lost = 0
+    for _ in range(300):  # until a few cancellations were lost: how often varies with load
         connecting = asyncio.create_task(
             nats.connect(
                 servers=[nowhere],
@@ -94,8 +94,10 @@ async def test_a_service_still_connecting_stops_though_nats_py_loses_a_cancellat
         async with asyncio.timeout(5):
             await cancel_until_done(connecting)
         assert connecting.cancelled()
-        cancellations.append(connecting.cancelling())
-    assert max(cancellations) > 1, "no cancellation was lost: the test proved nothing"
+        lost += connecting.cancelling() > 1
+        if lost == 3:
+            break
+    assert lost, "no cancellation was lost: the test proved nothing"
 
 
 def wait_for_line(log: Path, text: str, process: subprocess.Popen[bytes]) -> None:
