@@ -72,16 +72,16 @@ async def test_a_service_still_connecting_stops_though_nats_py_loses_a_cancellat
 
     Retrying a refused connection without a pause, it loses about every other one; the
     services' 0.2 s pause makes that rarer, and it once kept an agent running after
-    SIGINT. Every connect here must still end; it goes on until three needed more than
-    one cancellation, or the test did not meet the loss it is about.
+    SIGINT. Every connect here must still end; it goes on until one needed more than one
+    cancellation, or the test did not meet the loss it is about.
     """
     nowhere = f"nats://127.0.0.1:{free_port()}"
 
     async def quiet(error: Exception) -> None:
         pass
 
-    lost = 0
-    for _ in range(300):  # until a few cancellations were lost: how often varies with load
+    lost = False
+    for _ in range(300):  # until one cancellation was lost: how often varies with load
         connecting = asyncio.create_task(
             nats.connect(
                 servers=[nowhere],
@@ -94,8 +94,8 @@ async def test_a_service_still_connecting_stops_though_nats_py_loses_a_cancellat
         async with asyncio.timeout(5):
             await cancel_until_done(connecting)
         assert connecting.cancelled()
-        lost += connecting.cancelling() > 1
-        if lost == 3:
+        lost = connecting.cancelling() > 1
+        if lost:
             break
     assert lost, "no cancellation was lost: the test proved nothing"
 
