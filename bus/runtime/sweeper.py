@@ -209,7 +209,7 @@ class Sweeper:
         )
         if found is None and running and due is not None:  # its events only make it due later
             self.not_due_before[workflow_id] = due
-        elif found is None:
+        elif found is None:  # what it records next may set it running, under a step lease
             self.quiet[workflow_id] = due
         return found
 
@@ -245,18 +245,23 @@ class Sweeper:
         its step lease, whichever is sooner; None if only a new event of its own can."""
         if workflow.status not in ("running", "waiting"):  # escalated: a human's answer
             return None
-        deadlines = self.policy.deadlines
-        times = [workflow.modified_on + timedelta(seconds=deadlines.step_lease_seconds)]
-        if workflow.status == "waiting":  # for a signal: no step is leased, the deadline holds
-            times = []
-        if not self._passed_deadline_before(workflow):
-            deadline = deadlines.for_task(workflow.task)
-            times.append(workflow.created_on + timedelta(seconds=deadline))
-        return min(times, default=None)
+        times = (self.deadline_at(workflow), self.lease_ends_at(workflow))
+        return min((time for time in times if time is not None), default=None)
 
-    @staticmethod
-    def _passed_deadline_before(workflow: Workflow) -> bool:
-        return any(f["kind"] == "deadline_exceeded" for f in workflow.failures)
+    def deadline_at(self, workflow: Workflow) -> datetime | None:
+        """When its task's deadline passes; None once that passing is recorded."""
+        if any(f["kind"] == "deadline_exceeded" for f in workflow.failures):
+            return None
+        deadline = self.policy.deadlines.for_task(workflow.task)
+        return workflow.created_on + timedelta(seconds=deadline)
+
+    def lease_ends_at(self, workflow: Workflow) -> datetime | None:
+        """When its step lease runs out; None while it waits for a signal (no step is
+        leased, the deadline holds)."""
+        if workflow.status == "waiting":
+            return None
+        lease = self.policy.deadlines.step_lease_seconds
+        return workflow.modified_on + timedelta(seconds=lease)
 
     def finding(self, workflow: Workflow) -> tuple[str, str] | None:
         """``(kind, detail)`` when the sweeper must act on ``workflow`` now, else ``None``."""
@@ -264,18 +269,17 @@ class Sweeper:
             return None
         now = datetime.now(UTC)
         deadlines = self.policy.deadlines
-        deadline = deadlines.for_task(workflow.task)
-        age = (now - workflow.created_on).total_seconds()
-        if age > deadline and not self._passed_deadline_before(workflow):
+        deadline_at = self.deadline_at(workflow)
+        if deadline_at is not None and now > deadline_at:
             return (
                 "deadline_exceeded",
-                f"task {workflow.task!r} passed its deadline of {deadline:g} s "
+                f"task {workflow.task!r} passed its deadline of "
+                f"{deadlines.for_task(workflow.task):g} s "
                 f"(started {workflow.created_on.isoformat(timespec='seconds')})",
             )
-        if workflow.status == "waiting":
-            return None
-        idle = (now - workflow.modified_on).total_seconds()
-        if idle > deadlines.step_lease_seconds:
+        lease_ends_at = self.lease_ends_at(workflow)
+        if lease_ends_at is not None and now > lease_ends_at:
+            idle = (now - workflow.modified_on).total_seconds()
             handoff = waiting_on(workflow)
             who = f"{handoff['to']} (handoff {handoff['handoffId']})" if handoff else "nobody"
             return (
