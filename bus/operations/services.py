@@ -140,5 +140,8 @@ async def run_tool_host(
     try:
         await stop.wait()
     finally:
-        await nc.drain()
-        telemetry.shutdown()
+        try:
+            await host.stop()
+        finally:
+            await nc.drain()
+            telemetry.shutdown()

@@ -11,8 +11,12 @@ change to an entry is a compare-and-set (``create`` fails when the key exists;
 2. Another host that finds a live claim waits for the result or for the lease
    to expire; it never runs the effect beside the owner.
 3. The result is stored under the key and returned to every later call.
-   A transient failure releases the key instead: nothing happened, so a retry
-   may act.
+   The host answers its own call as soon as the result is known, while it stores
+   it: an answer waiting for the store would make no crash safer (a host that dies
+   before storing the result leaves the same unknown outcome either way), only
+   every tool step slower.
+   A transient failure releases the key instead, before the answer: nothing
+   happened, so a retry may act at once.
 4. A claim whose lease expired without a result means its owner died
    mid-effect: the outcome is *unknown*. The next host takes the claim over
    (compare-and-set, so exactly one does), notes the unknown attempt in the
@@ -90,6 +94,7 @@ class SharedJournal:
         self.owner = owner
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
+        self._recording: set[asyncio.Task[ToolResult | None]] = set()
 
     @classmethod
     async def open(cls, js: JetStreamContext, bucket: str, lease_seconds: float) -> SharedJournal:
@@ -162,7 +167,8 @@ class SharedJournal:
         return msgspec.json.decode(found.value, type=Entry), found.revision
 
     async def _act(self, name: str, claim: Entry, revision: int, effect: Effect) -> ToolResult:
-        """Run the effect under our claim, renewing its lease, then record what happened."""
+        """Run the effect under our claim, renewing its lease; return its result once it is
+        known, and record it (a final one in the background, see :meth:`recorded`)."""
         reconciling = ""
         if claim.unknown:
             reconciling = (
@@ -174,28 +180,62 @@ class SharedJournal:
         renewing = asyncio.create_task(lease.renew())
         try:
             result = await effect(reconciling)
-            if reconciling:
-                result = msgspec.structs.replace(result, reconciled=reconciling)
-            transient = result.status == "failed" and result.transient
-            final = msgspec.structs.replace(
-                lease.claim,
-                state="released" if transient else "done",
-                result=None if transient else result,
-            )
-            recorded = await lease.finish(final)  # still renewing while NATS is away
-        finally:
-            renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewing
-        if not recorded:
+        except BaseException:
+            await _stopped(renewing)
+            raise
+        if reconciling:
+            result = msgspec.structs.replace(result, reconciled=reconciling)
+        transient = result.status == "failed" and result.transient
+        final = msgspec.structs.replace(
+            lease.claim,
+            state="released" if transient else "done",
+            result=None if transient else result,
+        )
+        recording = asyncio.create_task(self._record(lease, renewing, final))
+        if transient:  # released first, so the caller's retry finds the key free
+            return await recording or result
+        self._recording.add(recording)
+        recording.add_done_callback(self._recording.discard)
+        return result
+
+    async def _record(
+        self, lease: _Lease, renewing: asyncio.Task[None], final: Entry
+    ) -> ToolResult | None:
+        """Store ``final`` over our claim; the journal's own result if another host's
+        stands there instead. Never raises: the answer may already be on its way."""
+        try:
+            try:
+                recorded = await lease.finish(final)  # still renewing while NATS is away
+            finally:
+                await _stopped(renewing)
+            if recorded:
+                return None
             # Our lease lapsed (this process stalled) and another host took the key over:
             # both ran the effect. Keep the journal's first answer; say so loudly.
-            log.error("%s: lost the claim while acting; another host ran it too", claim.key)
-            current, _ = await self._read(name)
+            log.error("%s: lost the claim while acting; another host ran it too", final.key)
+            current, _ = await self._read(lease.name)
             if current is not None and current.state == "done" and current.result is not None:
                 return current.result
-            await self.kv.put(name, msgspec.json.encode(final))
-        return result
+            await self.kv.put(lease.name, msgspec.json.encode(final))
+        except Exception:
+            log.exception(
+                "%s: could not record the result; the next call of this key will find its "
+                "outcome unknown and reconcile it",
+                final.key,
+            )
+        return None
+
+    async def recorded(self) -> None:
+        """Wait until every result this host has answered with is in the journal (a host
+        stopping calls this before it closes its connection)."""
+        while self._recording:
+            await asyncio.gather(*self._recording)
+
+
+async def _stopped(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 class _Lease:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from pydantic import BaseModel, ValidationError
 
 from bus import telemetry
@@ -60,6 +61,7 @@ class ToolHost:
         self.tools = {spec.name: spec for catalogue in catalogues for spec in catalogue}
         self.journal: SharedJournal | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._subscriptions: list[Subscription] = []
         self._verifier: Verifier | None = None
 
     async def serve(self, nc: Client) -> None:
@@ -70,11 +72,25 @@ class ToolHost:
         descriptions = [spec.describe(c.name) for c in self.catalogues for spec in c]
         await register(nc.jetstream(), self.subjects, descriptions)
         for name, spec in self.tools.items():
-            await nc.subscribe(self.subjects.tool(name), queue="tool-hosts", cb=self._on_call)
+            subject = self.subjects.tool(name)
+            calls = await nc.subscribe(subject, queue="tool-hosts", cb=self._on_call)
+            self._subscriptions.append(calls)
             if spec.confirm is not None:
                 subject = self.subjects.tool_confirm(name)
-                await nc.subscribe(subject, queue="tool-hosts", cb=self._on_confirm)
+                confirms = await nc.subscribe(subject, queue="tool-hosts", cb=self._on_confirm)
+                self._subscriptions.append(confirms)
         await flushed(nc)  # subscribed before it says it serves
+
+    async def stop(self) -> None:
+        """Take no more calls, then finish the ones under way and record their results in
+        the journal, so a host stopped between answering and recording leaves no unknown
+        outcome behind."""
+        for subscription in self._subscriptions:
+            await subscription.unsubscribe()
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.journal is not None:
+            await self.journal.recorded()
 
     async def _on_confirm(self, msg: Msg) -> None:
         """Whether a recorded side effect exists as recorded (``verify --external``); read-only,

@@ -1,0 +1,126 @@
+"""When a tool host answers a call against when the journal has its result.
+
+A final result is answered at once and stored meanwhile: waiting for the store would
+make no crash safer, since a host that dies before storing leaves the same unknown
+outcome whether or not it answered. A transient failure is released first, so the
+caller's retry finds the key free. A host that stops stores what it answered first.
+
+Each test holds the journal's writes of results at a gate, on a real nats-server with
+the bucket the runtime creates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import msgspec
+import pytest
+from nats.aio.client import Client
+from nats.js.kv import KeyValue
+
+from bus.runtime.journal import Entry, SharedJournal, bucket_key
+from bus.runtime.tool_host import ToolHost
+from bus.settings import Settings
+from bus.tools import complaints
+from bus.transport.connection import connect, ensure_streams
+from bus.transport.server import EmbeddedNats
+from bus.transport.subjects import Subjects
+from handoff_schemas import ToolCall, ToolResult
+
+SUBJECTS = Subjects("cc")
+SUCCEEDED = ToolResult(status="succeeded", output={"ticketId": "T-1"}, refs={"ticketId": "T-1"})
+TRANSIENT = ToolResult(status="failed", error="smtp busy", transient=True)
+
+
+class GatedKeyValue:
+    """The real bucket, with its compare-and-set updates (the results) held until opened."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+        self.gate = asyncio.Event()
+
+    async def update(self, *args: Any, **kwargs: Any) -> int:
+        await self.gate.wait()
+        return await self.kv.update(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.kv, name)
+
+
+@pytest.fixture
+async def nc(tmp_path: Path, nats_server: EmbeddedNats) -> AsyncIterator[Client]:
+    client = await connect(Settings(state_dir=tmp_path, nats_url=nats_server.url), "test")
+    await ensure_streams(client.jetstream(), SUBJECTS)
+    yield client
+    await client.close()
+
+
+async def gated_journal(nc: Client) -> tuple[SharedJournal, GatedKeyValue]:
+    kv = GatedKeyValue(await nc.jetstream().key_value(SUBJECTS.journal_bucket))
+    return SharedJournal(kv, "host-1", lease_seconds=5), kv  # type: ignore[arg-type]
+
+
+async def entry(kv: GatedKeyValue, key: str) -> Entry:
+    found = await kv.kv.get(bucket_key(key))
+    return msgspec.json.decode(found.value or b"", type=Entry)
+
+
+async def test_a_final_result_is_answered_before_the_journal_has_stored_it(nc: Client) -> None:
+    journal, kv = await gated_journal(nc)
+    key = f"wf/{uuid4().hex}/1"
+
+    async def effect(reconciling: str) -> ToolResult:
+        return SUCCEEDED
+
+    answered = await asyncio.wait_for(journal.once(key, effect), 5)  # the gate is shut
+
+    assert answered == SUCCEEDED
+    assert (await entry(kv, key)).state == "claimed"
+    kv.gate.set()
+    await asyncio.wait_for(journal.recorded(), 5)
+    stored = await entry(kv, key)
+    assert stored.state == "done" and stored.result == SUCCEEDED
+    ran_again = await journal.once(key, effect)  # later calls get the stored result
+    assert ran_again == SUCCEEDED
+
+
+async def test_a_transient_failure_is_released_before_it_is_answered(nc: Client) -> None:
+    journal, kv = await gated_journal(nc)
+    key = f"wf/{uuid4().hex}/1"
+
+    async def effect(reconciling: str) -> ToolResult:
+        return TRANSIENT
+
+    answer = asyncio.create_task(journal.once(key, effect))
+    await asyncio.sleep(0.5)
+    assert not answer.done(), "answered while the key was still claimed"
+    kv.gate.set()
+    assert await asyncio.wait_for(answer, 5) == TRANSIENT
+    assert (await entry(kv, key)).state == "released"
+
+
+async def test_a_stopping_host_stores_what_it_answered_before_it_ends(
+    nc: Client, tmp_path: Path, nats_server: EmbeddedNats
+) -> None:
+    host = ToolHost(Settings(state_dir=tmp_path, nats_url=nats_server.url), [complaints])
+    await host.serve(nc)
+    assert host.journal is not None
+    kv = GatedKeyValue(host.journal.kv)
+    host.journal.kv = kv  # type: ignore[assignment]
+    key = f"wf/{uuid4().hex}/1"
+    payload = {"customer": "contoso", "title": "outage", "severity": "high"}
+    call = ToolCall(idempotency_key=key, workflow_id="wf", actor="triage", payload=payload)
+
+    answered = await asyncio.wait_for(host.call(host.tools["create_ticket"], call), 5)
+
+    assert b"succeeded" in answered
+    stopping = asyncio.create_task(host.stop())
+    await asyncio.sleep(0.5)
+    assert not stopping.done(), "stopped with an answered result not yet stored"
+    kv.gate.set()
+    await asyncio.wait_for(stopping, 5)
+    assert (await entry(kv, key)).state == "done"
