@@ -13,7 +13,7 @@ import asyncio
 import nats
 import pytest
 from nats.js.api import StreamConfig
-from nats.js.errors import APIError
+from nats.js.errors import APIError, NoStreamResponseError
 
 from bus.ledger.relay import is_duplicate_in_process, publish_all
 from bus.transport.publishing import BulkPublisher
@@ -33,6 +33,24 @@ async def replicated_stream(nc: nats.NATS) -> None:
         except APIError:  # the cluster is still electing
             await asyncio.sleep(0.2)
     raise AssertionError("no replicated stream")
+
+
+async def served_from_every_node(clients: list[nats.NATS]) -> None:
+    """Wait until each node routes the stream's subjects to it, then empty the stream.
+
+    ``add_stream`` returns once the stream exists; the other nodes may learn of its
+    subjects a moment later, and a publish there meanwhile finds no stream to answer.
+    """
+    for nc in clients:
+        for _ in range(100):
+            try:
+                await nc.jetstream().publish("race.probe", b"")
+                break
+            except NoStreamResponseError:
+                await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"{nc.connected_url} never reached the stream")
+    await clients[0].jetstream().purge_stream("RACE")
 
 
 async def race(clients: list[nats.NATS], publish, prefix: str) -> list[BaseException]:  # type: ignore[no-untyped-def]
@@ -61,6 +79,7 @@ async def test_duplicate_in_process_is_success(nats_cluster: list[EmbeddedNats])
     clients = [await nats.connect(node.url) for node in nats_cluster]
     try:
         await replicated_stream(clients[0])
+        await served_from_every_node(clients)
         raw_errors = await race(clients, raw, "raw")
         conflicts = [
             e for e in raw_errors if isinstance(e, APIError) and is_duplicate_in_process(e)
