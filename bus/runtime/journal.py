@@ -191,9 +191,9 @@ class SharedJournal:
             state="released" if transient else "done",
             result=None if transient else result,
         )
-        recording = asyncio.create_task(self._record(lease, renewing, final))
         if transient:  # released first, so the caller's retry finds the key free
-            return await recording or result
+            return await self._record(lease, renewing, final) or result
+        recording = asyncio.create_task(self._record(lease, renewing, final))
         self._recording.add(recording)
         recording.add_done_callback(self._recording.discard)
         return result
