@@ -3,7 +3,9 @@
 A final result is answered at once and stored meanwhile: waiting for the store would
 make no crash safer, since a host that dies before storing leaves the same unknown
 outcome whether or not it answered. A transient failure is released first, so the
-caller's retry finds the key free. A host that stops stores what it answered first.
+caller's retry finds the key free. A host that stops stores what it answered first, and
+one lost between its answer and the store leaves an outcome the next host reconciles to
+what was answered.
 
 Each test holds the journal's writes of results at a gate, on a real nats-server with
 the bucket the runtime creates.
@@ -12,12 +14,14 @@ the bucket the runtime creates.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
 import msgspec
+import nats
 import pytest
 from nats.aio.client import Client
 from nats.js.kv import KeyValue
@@ -29,7 +33,7 @@ from bus.tools import complaints
 from bus.transport.connection import connect, ensure_streams
 from bus.transport.server import EmbeddedNats
 from bus.transport.subjects import Subjects
-from handoff_schemas import ToolCall, ToolResult
+from handoff_schemas import ToolCall, ToolResult, decode
 
 SUBJECTS = Subjects("cc")
 SUCCEEDED = ToolResult(status="succeeded", output={"ticketId": "T-1"}, refs={"ticketId": "T-1"})
@@ -124,3 +128,46 @@ async def test_a_stopping_host_stores_what_it_answered_before_it_ends(
     kv.gate.set()
     await asyncio.wait_for(stopping, 5)
     assert (await entry(kv, key)).state == "done"
+
+
+async def test_a_host_lost_between_its_answer_and_the_store_is_reconciled_to_that_answer(
+    tmp_path: Path, nats_server: EmbeddedNats
+) -> None:
+    """The window the early answer opens: the caller has the result, the journal only the
+    claim. Held at the gate, the first host's writes (the result and every renewal) never
+    land, as a dead host's would not; the second host finds the lease lapsed and the
+    ticket store's key gives back the ticket already answered, not a second one."""
+    settings = Settings(state_dir=tmp_path, nats_url=nats_server.url, tool_lease=0.5)
+    key = f"wf/{uuid4().hex}/1"
+    payload = {"customer": "contoso", "title": "outage", "severity": "high"}
+    call = ToolCall(idempotency_key=key, workflow_id="wf", actor="triage", payload=payload)
+    first_nc = await nats.connect(nats_server.url)
+    second_nc = await nats.connect(nats_server.url)
+    try:
+        await ensure_streams(first_nc.jetstream(), SUBJECTS)
+        first, second = ToolHost(settings, [complaints]), ToolHost(settings, [complaints])
+        await first.serve(first_nc)
+        await second.serve(second_nc)
+        assert first.journal is not None
+        held = GatedKeyValue(first.journal.kv)
+        first.journal.kv = held  # type: ignore[assignment]
+        tool = first.tools["create_ticket"]
+
+        answered = decode(await asyncio.wait_for(first.call(tool, call), 5), ToolResult)
+        assert (await entry(held, key)).state == "claimed"  # answered, not stored
+        await asyncio.sleep(settings.tool_lease * 1.5)  # no renewal lands: the lease lapses
+        reconciled = decode(await second.call(second.tools["create_ticket"], call), ToolResult)
+
+        assert answered.status == reconciled.status == "succeeded"
+        assert reconciled.refs == answered.refs  # the ticket the caller was told of
+        assert first.journal.owner in reconciled.reconciled
+        with sqlite3.connect(settings.tickets_path()) as db:
+            assert db.execute("SELECT count(*) FROM tickets").fetchone() == (1,)
+        held.gate.set()  # the first host comes back: it finds the key taken over
+        await asyncio.wait_for(first.stop(), 5)
+        stored = await entry(held, key)
+        assert stored.state == "done" and stored.result == reconciled
+        assert stored.unknown == [first.journal.owner]
+    finally:
+        await first_nc.close()
+        await second_nc.close()
