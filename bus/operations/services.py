@@ -40,20 +40,29 @@ Service = Callable[[asyncio.Event], Awaitable[None]]
 """A service runs until the event is set, then cleans up."""
 
 
-def freeze_loaded_objects() -> None:
-    """Leave what the process has loaded so far out of every later garbage collection.
+YOUNG_COLLECTION_EVERY = 10_000
+"""Container objects a process may gain on balance before its youngest generation is
+collected (Python's default is 700)."""
+
+
+def tune_garbage_collection() -> None:
+    """Collect garbage for a long-running process: less often, and without what it loaded.
 
     Its modules, classes and functions (about 70,000 objects) live as long as the process,
     yet each full collection walked them all: 40 ms on a 2-core machine, a pause of a
     service's event loop, and a tenth of a views rebuild's time. :func:`gc.freeze` moves
-    them to the permanent generation; reference counting still frees any that is dropped.
+    them to the permanent generation (reference counting still frees any that is dropped).
+    With 200 workflows in flight the runtime's objects come and go by the thousand, so at
+    Python's default it collected its youngest generation about 90 times a second, and the
+    stack's collections took 7-8% of its CPU; collected every 10,000 objects, 2-3%.
     """
     gc.freeze()
+    gc.set_threshold(YOUNG_COLLECTION_EVERY, *gc.get_threshold()[1:])
 
 
 async def serve_until_stopped(service: Service, grace: float = STOP_GRACE_SECONDS) -> None:
     """Run ``service`` until SIGTERM or SIGINT, and cancel it if it overstays ``grace``."""
-    freeze_loaded_objects()
+    tune_garbage_collection()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -179,10 +179,10 @@ def measure(state: Path, url: str, read: str) -> dict[str, float]:
     from bus.ledger.ledger_check import verify_offline
     from bus.ledger.scan import pages
     from bus.ledger.view_runner import rebuild_views
-    from bus.operations.services import freeze_loaded_objects
+    from bus.operations.services import tune_garbage_collection
     from bus.transport.signing import Verifier
 
-    freeze_loaded_objects()  # as the commands do
+    tune_garbage_collection()  # as the commands do
     ledger = Ledger.from_url(url)
     try:
         started, cpu = time.perf_counter(), time.process_time()

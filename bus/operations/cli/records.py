@@ -84,10 +84,10 @@ def verify(
     the running runtime records each answer in its workflow (``claims`` and ``status`` show
     it beside the claimed items); with the stack down the answers are only printed."""
     from bus.ledger.ledger_check import verify_offline, verify_online
-    from bus.operations.services import freeze_loaded_objects
+    from bus.operations.services import tune_garbage_collection
     from bus.transport.signing import runtime_verifier
 
-    freeze_loaded_objects()  # it may read every event
+    tune_garbage_collection()  # it may read every event
     settings = settings_for(state_dir)
     verifier = runtime_verifier(settings)  # with the runtime's key, only signed evidence
     ledger = open_ledger(settings)
@@ -393,9 +393,9 @@ def audit_follow(
 def views_rebuild(state_dir: StateDir = None) -> None:
     """Drop the read models and rebuild them from the first event."""
     from bus.ledger.view_runner import rebuild_views
-    from bus.operations.services import freeze_loaded_objects
+    from bus.operations.services import tune_garbage_collection
 
-    freeze_loaded_objects()  # it reads every event
+    tune_garbage_collection()  # it reads every event
     settings = settings_for(state_dir)
     ledger = open_ledger(settings)
     try:
