@@ -2,7 +2,8 @@
 on a SQLite file and, given a PostgreSQL URL, in a fresh schema of it.
 
 Both stream the notification log in pages, so their rate should stay near the bare
-recorder's reading the same notifications, and their memory should not grow with N. The
+recorder's reading the same notifications, and their memory should not grow with N. Each
+read, the recorder's too, runs three times and keeps its fastest run. The
 ledger is written here directly through the ``Workflow`` aggregate (no runtime, no NATS),
 many workflows per commit, with the same events a governed workflow records: a start and
 its handoff, intent, context, reasoning, two tool steps each with its permission, run and
@@ -18,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import nkeys
@@ -37,6 +39,10 @@ LEDGER_EVENTS = 20_000
 
 READS = ("recorder", "verify --offline", "views rebuild")
 """What a child process measures: the bare recorder's read (the baseline), then ours."""
+
+RUNS = 3
+"""Runs of each read, the fastest kept (as ``timeit`` does): a read is one process on one
+core, and on a shared 2-core machine the same read varied by half from run to run."""
 
 
 def governed_workflow(signer: Signer) -> Workflow:
@@ -130,7 +136,7 @@ async def on_ledger(events: int, postgres: str, progress: ProgressLine) -> list[
             figures = {}
             for read in READS:
                 progress(f"ledger scale{where}: {read} over {written:,} events")
-                figures[read] = await measured_in_child(state, url, read)
+                figures[read] = await fastest(state, url, read)
     base = figures["recorder"]
     return [
         Measurement(
@@ -147,6 +153,8 @@ async def on_ledger(events: int, postgres: str, progress: ProgressLine) -> list[
             ),
             unit="events/s",
             detail={
+                "rates": figures[read]["rates"],
+                "baseline_rates": base["rates"],
                 "peak_mb": figures[read]["peak_mb"],
                 "baseline_peak_mb": base["peak_mb"],
                 "events": written,
@@ -155,6 +163,15 @@ async def on_ledger(events: int, postgres: str, progress: ProgressLine) -> list[
         )
         for read in READS[1:]
     ]
+
+
+async def fastest(state: Path, url: str, read: str) -> dict[str, Any]:
+    """The fastest of :data:`RUNS` runs of ``read``, with the largest peak memory of any and
+    every run's rate."""
+    runs = [await measured_in_child(state, url, read) for _ in range(RUNS)]
+    best = max(runs, key=lambda run: run["rate"])
+    peak = max(run["peak_mb"] for run in runs)
+    return {**best, "peak_mb": peak, "rates": [round(run["rate"]) for run in runs]}
 
 
 async def measured_in_child(state: Path, url: str, read: str) -> dict[str, float]:
