@@ -31,7 +31,7 @@ from bus.ledger.setup import private_file
 from bus.ledger.store import Ledger, sqlite_or_postgres_env
 from bus.settings import Settings
 from handoff_schemas import EventEnvelope
-from projections.ledger_views import LedgerViews, statements
+from projections.ledger_views import VIEWED_EVENTS, LedgerViews, statements
 from projections.views import (
     INDEXES,
     VIEW_TABLES,
@@ -57,6 +57,9 @@ GIL and the disk from the requests in flight: A/B, whole workflows on SQLite, 4 
 
 REBUILD_BATCH = 5000
 """Events per transaction in a rebuild: few commits, and a batch's statements in memory."""
+
+VIEWED_OR_UNNAMED = VIEWED_EVENTS | {None}
+"""What a runner decodes: the events a view reads, and any the fast reader cannot name."""
 
 
 def open_views(settings: Settings, create: bool = True) -> ViewStore:
@@ -185,9 +188,15 @@ class ViewRunner:
         return reached
 
     def _statements(self, batch: list[Notification]) -> list[Statement] | None:
-        """A batch's SQL, or None when an event in it cannot become SQL."""
+        """A batch's SQL, or None when an event in it cannot become SQL. An event no view
+        reads is not decoded (as ``verify`` reads only the evidence)."""
         try:
-            return [statement for n in batch for statement in statements(self.envelope(n))]
+            return [
+                statement
+                for n in batch
+                if self.reader.event_name(n.topic) in VIEWED_OR_UNNAMED
+                for statement in statements(self.envelope(n))
+            ]
         except Exception:
             return None
 

@@ -51,6 +51,9 @@ EVENTS: list[tuple[str, dict[str, Any]]] = [
     ("ClaimMade", claim("c-3", "verified")),
     ("EscalationResolved", {"resolution": {"escalationId": "esc-1", "decision": "approve",
                                            "approver": "dana", "reason": ""}}),
+    ("SignalAwaited", {"name": "go", "agent": "notifier", "step_key": "h/5"}),
+    ("SignalReceived", {"name": "go", "woke": True}),
+    ("WorkflowResumed", {"handoff": {"from": "runtime", "to": "triage"}, "escalation_id": "e"}),
 ]  # fmt: skip
 
 EXPECTED = [  # status, agent, cost, unverified, contradicted, denied, open escalations
@@ -63,6 +66,9 @@ EXPECTED = [  # status, agent, cost, unverified, contradicted, denied, open esca
     ("escalated", "notifier", 0.25, 1, 1, 1, 1),
     ("escalated", "notifier", 0.25, 1, 1, 1, 1),
     ("running", "notifier", 0.25, 1, 1, 1, 0),
+    ("waiting", "notifier", 0.25, 1, 1, 1, 0),
+    ("running", "notifier", 0.25, 1, 1, 1, 0),
+    ("running", "triage", 0.25, 1, 1, 1, 0),
 ]
 
 

@@ -8,14 +8,21 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.persistence import IntegrityError, Notification, Tracking
 from pydantic import BaseModel
 
 from agents import Context, ScriptedModel
 from bus.ledger.view_runner import ViewRunner, open_views, rebuild_views
 from bus.operations.operators import ask_runtime
-from handoff_schemas import ConfirmReply, ConfirmRequest, Usage
-from projections.ledger_views import claims, costs, dump, open_escalations, workflow_states
+from handoff_schemas import ConfirmReply, ConfirmRequest, EventEnvelope, Usage
+from projections.ledger_views import (
+    VIEWED_EVENTS,
+    claims,
+    costs,
+    dump,
+    open_escalations,
+    workflow_states,
+)
 from projections.views import SQLiteViews, ViewsBusy, ViewStore
 from tests.conftest import Bus, run_workflow
 
@@ -115,6 +122,27 @@ async def test_a_rebuild_from_position_zero_gives_the_live_view(
     rebuilt = open_views(bus.settings, create=False)
     assert dump(rebuilt) == live
     assert index_names(rebuilt) >= CONSOLE_INDEXES
+
+
+async def test_a_runner_decodes_only_the_events_a_view_reads(bus: Bus) -> None:
+    await run_some_workflows(bus)
+    runner = ViewRunner(bus.ledger, open_views(bus.settings))
+    decoded: list[str] = []
+    envelope = runner.envelope
+
+    def counted(notification: Notification) -> EventEnvelope:
+        read = envelope(notification)
+        decoded.append(read.type)
+        return read
+
+    runner.envelope = counted  # type: ignore[method-assign]
+    try:
+        runner.catch_up()
+    finally:
+        runner.shutdown()
+    recorded = {n.topic.rsplit(".", 1)[-1] for n in bus.ledger.notifications(0, 10_000)}
+    assert {"EvidenceRecorded", "ActionRequested"} <= recorded - set(decoded)
+    assert set(decoded) == recorded & VIEWED_EVENTS
 
 
 async def test_a_runner_builds_the_indexes_a_killed_rebuild_left_missing(bus: Bus) -> None:
