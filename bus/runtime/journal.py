@@ -80,6 +80,10 @@ def bucket_key(idempotency_key: str) -> str:
     return hashlib.sha256(idempotency_key.encode()).hexdigest()
 
 
+STOPPING = ToolResult(status="failed", error="the tool host is stopping", transient=True)
+"""A stopping host's answer to a call it has not begun: it runs nothing new, and waits on
+no other claim (one renewed through a long effect held the host's stop as long)."""
+
 Effect = Callable[[str], Awaitable[ToolResult]]
 """Runs the side effect; its argument says why it runs again ("" on a first attempt)."""
 
@@ -94,6 +98,8 @@ class SharedJournal:
         self.owner = owner
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
+        self.stopping = False
+        """Set by a stopping host: calls not begun are answered :data:`STOPPING`."""
         self._recording: set[asyncio.Task[ToolResult | None]] = set()
 
     @classmethod
@@ -126,6 +132,8 @@ class SharedJournal:
         while True:
             now = time.time()
             if entry is None:
+                if self.stopping:
+                    return STOPPING
                 claim = Entry(idempotency_key, "claimed", self.owner, now + self.lease_seconds)
                 try:
                     revision = await self.kv.create(name, msgspec.json.encode(claim))
@@ -136,6 +144,8 @@ class SharedJournal:
             if entry.state == "done" and entry.result is not None:
                 log.info("%s answered from the journal (run by %s)", idempotency_key, entry.owner)
                 return entry.result
+            if self.stopping:  # nothing starts or waits here now: the caller asks again
+                return STOPPING
             if entry.state == "claimed" and entry.lease_until > now:
                 if entry.owner != self.owner:
                     log.info("%s in flight on %s; waiting", idempotency_key, entry.owner)

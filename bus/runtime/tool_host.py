@@ -84,9 +84,12 @@ class ToolHost:
     async def stop(self) -> None:
         """Take no more calls, then finish the ones under way and record their results in
         the journal, so a host stopped between answering and recording leaves no unknown
-        outcome behind."""
+        outcome behind. Calls waiting on another claim are answered as transient failures
+        at once (:data:`~bus.runtime.journal.STOPPING`)."""
         for subscription in self._subscriptions:
             await subscription.unsubscribe()
+        if self.journal is not None:
+            self.journal.stopping = True
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.journal is not None:

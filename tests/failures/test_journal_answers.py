@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -26,14 +27,15 @@ import pytest
 from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
-from bus.runtime.journal import Entry, SharedJournal, bucket_key
+from bus.runtime.journal import STOPPING, Entry, SharedJournal, bucket_key
 from bus.runtime.tool_host import ToolHost
 from bus.settings import Settings
 from bus.tools import complaints
 from bus.transport.connection import connect, ensure_streams
 from bus.transport.server import EmbeddedNats
+from bus.transport.signing import runtime_signer, signed_bytes
 from bus.transport.subjects import Subjects
-from handoff_schemas import ToolCall, ToolResult, decode
+from handoff_schemas import ToolCall, ToolResult, decode, encode
 
 SUBJECTS = Subjects("cc")
 SUCCEEDED = ToolResult(status="succeeded", output={"ticketId": "T-1"}, refs={"ticketId": "T-1"})
@@ -128,6 +130,47 @@ async def test_a_stopping_host_stores_what_it_answered_before_it_ends(
     kv.gate.set()
     await asyncio.wait_for(stopping, 5)
     assert (await entry(kv, key)).state == "done"
+
+
+async def test_a_stopping_host_answers_a_call_another_host_holds_at_once(
+    nc: Client, tmp_path: Path, nats_server: EmbeddedNats
+) -> None:
+    """Another host's claim, renewed through a long effect, held this host's stop as long
+    as the effect ran: the waiting call is answered as a transient failure (the runtime
+    asks again), and the effect runs once, on the host that holds it."""
+    settings = Settings(state_dir=tmp_path, nats_url=nats_server.url)
+    signer = runtime_signer(settings)  # the key the host checks calls against
+    host = ToolHost(settings, [complaints])
+    await host.serve(nc)
+    other = SharedJournal(
+        await nc.jetstream().key_value(SUBJECTS.journal_bucket), "host-2", lease_seconds=1
+    )
+    release, runs = asyncio.Event(), []
+
+    async def long_effect(reconciling: str) -> ToolResult:
+        runs.append(reconciling)
+        await release.wait()
+        return SUCCEEDED
+
+    key = f"wf/{uuid4().hex}/1"
+    holding = asyncio.create_task(other.once(key, long_effect))
+    payload = {"customer": "contoso", "title": "outage", "severity": "high"}
+    call = ToolCall(idempotency_key=key, workflow_id="wf", actor="triage", payload=payload)
+    call.expires_at = datetime.now(UTC) + timedelta(seconds=60)
+    call.signature = signer.sign(signed_bytes(msgspec.to_builtins(call)))
+    asked = asyncio.create_task(
+        nc.request(SUBJECTS.tool("create_ticket"), encode(call), timeout=10)
+    )
+    await asyncio.sleep(1.5)  # past the first lease: the other host renewed its claim
+    assert runs == [""] and not asked.done()
+
+    await asyncio.wait_for(host.stop(), 2)
+
+    assert decode((await asked).data, ToolResult) == STOPPING
+    release.set()
+    assert await holding == SUCCEEDED
+    assert runs == [""]
+    assert not settings.tickets_path().exists()  # this host filed no ticket
 
 
 async def test_a_host_lost_between_its_answer_and_the_store_is_reconciled_to_that_answer(
