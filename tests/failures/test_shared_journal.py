@@ -72,6 +72,13 @@ class Hosts:
         assert found.value is not None
         return msgspec.json.decode(found.value, type=Entry)
 
+    async def recorded(self, key: str) -> Entry:
+        """The entry once its result is stored: a host answers first and stores meanwhile."""
+        async with asyncio.timeout(10):
+            while (entry := await self.journal(key)).state == "claimed":  # noqa: ASYNC110 (polls the bucket)
+                await asyncio.sleep(0.05)
+        return entry
+
 
 async def start_host(
     tmp_path: Path, index: int, environment: dict[str, str]
@@ -166,7 +173,7 @@ async def test_the_same_call_on_two_hosts_at_once_has_one_effect(hosts: Hosts) -
         assert email_key in log.read_text()
     executed = [log.read_text().count(f"send_email executed for {email_key}") for log in hosts.logs]
     assert sorted(executed) == [0, 1]
-    entry = await hosts.journal(email_key)
+    entry = await hosts.recorded(email_key)
     assert entry.state == "done" and entry.attempts == 1 and entry.unknown == []
 
 
@@ -189,7 +196,7 @@ async def test_a_host_killed_mid_effect_leaves_an_unknown_outcome_the_next_host_
     assert time.monotonic() - started >= LEASE * 0.5  # waited for the dead owner's lease
     assert result.status == "succeeded"
     assert "outcome unknown" in result.reconciled
-    entry = await hosts.journal(key)
+    entry = await hosts.recorded(key)
     assert entry.state == "done" and entry.unknown == [claim.owner] and entry.attempts == 2
     # The second delivery carries the Message-ID derived from the key, by which a receiver
     # drops a duplicate; here the first exchange never reached DATA, so there is one email.
@@ -231,6 +238,8 @@ async def test_a_ticket_inserted_before_a_crash_is_returned_not_filed_again(
         with sqlite3.connect(settings.tickets_path()) as db:
             rows = db.execute("SELECT idempotency_key FROM tickets").fetchall()
         assert rows == [(key,)]
+        assert host.journal is not None
+        await host.journal.recorded()  # answered first, stored meanwhile
         entry = msgspec.json.decode((await kv.get(bucket_key(key))).value or b"", type=Entry)
         assert entry.unknown == ["dead-host"] and entry.result == result
     finally:
@@ -251,5 +260,5 @@ async def test_a_slow_effect_keeps_its_claim_past_the_lease(hosts: Hosts) -> Non
     assert {r.refs["messageId"] for r in results} == {results[0].refs["messageId"]}
     assert all(r.reconciled == "" for r in results)
     assert len(hosts.mailbox.received) == 1
-    entry = await hosts.journal(key)
+    entry = await hosts.recorded(key)
     assert entry.state == "done" and entry.attempts == 1 and entry.unknown == []
