@@ -84,8 +84,8 @@ class ToolHost:
     async def stop(self) -> None:
         """Take no more calls, then finish the ones under way and record their results in
         the journal, so a host stopped between answering and recording leaves no unknown
-        outcome behind. Calls waiting on another claim are answered as transient failures
-        at once (:data:`~bus.runtime.journal.STOPPING`)."""
+        outcome behind. Calls not yet begun, or waiting on another host's claim, are
+        answered at once as transient failures (:data:`~bus.runtime.journal.STOPPING`)."""
         for subscription in self._subscriptions:
             await subscription.unsubscribe()
         if self.journal is not None:
