@@ -1,12 +1,14 @@
 """The console in a real browser (headless Chromium) against the demo on a real stack: the list,
 the journalist's workflow with its denied email and escalation, an approval through the forms,
-and the email's evidence appearing live on another open page without a reload.
+and the email's evidence appearing live on another open page without a reload; and a live
+page that keeps its newest answer when an older one arrives late.
 
 Set ``CLAIMCHECK_CONSOLE_SCREENSHOTS=DIR`` to save the two main pages as PNGs (the README's
 screenshots in docs/ come from here)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from datetime import datetime
 from pathlib import Path
@@ -94,3 +96,39 @@ async def test_approve_the_journalists_escalation_and_watch_the_email_arrive_liv
         )
         lag = seen_at / 1000 - datetime.fromisoformat(recorded).timestamp()
         print(f"the email's evidence was on the open page {lag * 1000:.0f} ms after recording")
+
+
+async def test_a_live_page_keeps_the_newest_answer_when_an_older_one_arrives_late(
+    tmp_path: Path, browser: Any
+) -> None:
+    """Refreshes overlap (the server reads in a thread pool), and their answers may arrive
+    in any order: the page keeps the newest. The browser's routes play the feed and the
+    answers, so the order is forced, not hoped for: two updates, the first answer slow."""
+    updates, answers = ["retry: 300\ndata: {}\n\n"] * 2, 0
+
+    async def feed(route: Any) -> None:
+        body = updates.pop() if updates else "retry: 60000\n: nothing more\n\n"
+        await route.fulfill(status=200, content_type="text/event-stream", body=body)
+
+    async def answer(route: Any) -> None:
+        nonlocal answers
+        if route.request.headers.get("x-fragment") != "1":
+            await route.continue_()  # the page itself
+            return
+        answers += 1
+        mine = answers
+        if mine == 1:
+            await asyncio.sleep(1.5)
+        await route.fulfill(status=200, content_type="text/html", body=f"<p id=answer>{mine}</p>")
+
+    async with web_console(Settings(state_dir=tmp_path / "state")) as url:
+        context = await browser.new_context()
+        page = await context.new_page()
+        await page.route(f"{url}/api/live", feed)
+        await page.route(f"{url}/", answer)
+        await page.goto(f"{url}/")
+        await page.wait_for_selector("#answer:text-is('2')", timeout=LIVE_TIMEOUT_MS)
+        await asyncio.sleep(2)  # the first answer arrives meanwhile
+        assert answers == 2
+        assert await page.locator("#answer").inner_text() == "2"
+        await context.close()

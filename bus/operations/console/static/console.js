@@ -19,13 +19,19 @@
     return Array.prototype.some.call(live.querySelectorAll("input:not([type=hidden])"),
       function (input) { return input.value && input.defaultValue !== input.value; });
   }
+  // Refreshes may overlap, and their answers arrive in any order (the server reads in a
+  // thread pool): an answer older than the one shown is dropped, or the page would go
+  // back to a state before the last update and stay there.
+  var asked = 0, shown = 0;
   function refresh() {
     if (busy()) { timer = setTimeout(refresh, 1000); return; }
+    var mine = ++asked;
     fetch(location.href, { headers: { "X-Fragment": "1" } }).then(function (response) {
       return response.ok ? response.text() : null;
     }).then(function (html) {
-      if (html === null) return;
+      if (html === null || mine < shown) return;
       if (busy()) { timer = setTimeout(refresh, 1000); return; }
+      shown = mine;
       var live = document.getElementById("live");
       var open = Array.from(live.querySelectorAll("details[open]"), function (d) {
         return Array.prototype.indexOf.call(live.querySelectorAll("details"), d);
