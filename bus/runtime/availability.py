@@ -151,14 +151,6 @@ class ToolCaller:
             return await attempt_once()
         except ToolUnavailable as unavailable:
             first: ToolUnavailable | None = unavailable
-
-        async def again() -> T:
-            nonlocal first
-            if first is not None:
-                failed, first = first, None
-                raise failed
-            return await attempt_once()
-
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(ToolUnavailable),
             stop=stop_before_delay(max(0.0, self.window_ends - time.monotonic())),
@@ -170,7 +162,10 @@ class ToolCaller:
         )
         async for attempt in retrying:
             with attempt:
-                return await again()
+                if first is not None:  # the attempt above, as the loop's first
+                    failed, first = first, None
+                    raise failed
+                return await attempt_once()
         raise AssertionError("unreachable: tenacity re-raises the last ToolUnavailable")
 
     async def _call_once(self, permission: str) -> ToolResult:
