@@ -6,14 +6,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from eventsourcing.persistence import IntegrityError, Notification, Tracking
 from pydantic import BaseModel
 
 from agents import Context, ScriptedModel
+from bus.ledger import Ledger
+from bus.ledger.store import sqlite_or_postgres_env
 from bus.ledger.view_runner import ViewRunner, open_views, rebuild_views
+from bus.operations.bench.ledger_scale import bench_signer, governed_workflow
 from bus.operations.operators import ask_runtime
+from bus.settings import Settings
 from handoff_schemas import ConfirmReply, ConfirmRequest, EventEnvelope, Usage
 from projections.ledger_views import (
     VIEWED_EVENTS,
@@ -40,6 +45,7 @@ input = 10.0
 [tools.create_ticket]
 cost_usd = 0.5
 """
+ZLIB = "eventsourcing.compressor:ZlibCompressor"
 CONSOLE_INDEXES = {"cc_console_started", "cc_console_status", "cc_console_agent"}
 
 
@@ -143,6 +149,27 @@ async def test_a_runner_decodes_only_the_events_a_view_reads(bus: Bus) -> None:
     recorded = {n.topic.rsplit(".", 1)[-1] for n in bus.ledger.notifications(0, 10_000)}
     assert {"EvidenceRecorded", "ActionRequested"} <= recorded - set(decoded)
     assert set(decoded) == recorded & VIEWED_EVENTS
+
+
+def test_a_runner_decodes_every_event_the_fast_reader_cannot_name(tmp_path: Path) -> None:
+    """A compressed ledger is read through eventsourcing's mapper, which names no event
+    before decoding it: none may be skipped, or its views stay empty."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    compressed = {**sqlite_or_postgres_env(url), "COMPRESSOR_TOPIC": ZLIB}
+    ledger = Ledger(env=compressed)
+    try:
+        ledger.save(governed_workflow(bench_signer()))
+        views = open_views(Settings(state_dir=tmp_path, ledger=url))
+        runner = ViewRunner(ledger, views)
+        assert runner.reader.event_name(ledger.notifications(0)[0].topic) is None
+        try:
+            runner.catch_up()
+        finally:
+            runner.shutdown()
+        [state] = workflow_states(views)
+        assert state["checkpoints"] == {"filed": {"tickets": 2}} and len(state["claims"]) == 1
+    finally:
+        ledger.close()
 
 
 async def test_a_runner_builds_the_indexes_a_killed_rebuild_left_missing(bus: Bus) -> None:
