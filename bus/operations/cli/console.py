@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Annotated
 
 import typer
 
-from bus.operations.cli.common import StateDir, app, console, fail, settings_for
+from bus.operations.cli.common import StateDir, app, console, fail, run, settings_for
 from bus.settings import Settings
 
 UiPort = Annotated[int, typer.Option("--port", help="The console's port.")]
@@ -61,4 +60,4 @@ def ui(
         raise fail(f"the console cannot listen on {host}:{port}: {error}") from None
     server = console_server(settings, host, sock.getsockname()[1], embedded=True)
     announce(settings, url_of(host, sock.getsockname()[1]))
-    asyncio.run(serve_until_stopped(lambda stop: serve_console(server, sock, stop)))
+    run(serve_until_stopped(lambda stop: serve_console(server, sock, stop)))

@@ -3,7 +3,6 @@ its services start."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +17,7 @@ from bus.operations.cli.common import (
     configure_logging,
     console,
     fail,
+    run,
     settings_for,
 )
 from bus.settings import redacted
@@ -42,7 +42,7 @@ def init(state_dir: StateDir = None) -> None:
     settings = settings_for(state_dir)
     try:
         require_named(settings)
-        asyncio.run(initialise(settings))
+        run(initialise(settings))
     except NoDeployment as error:
         raise fail(str(error)) from None
     except (NatsError, OSError, TimeoutError) as error:

@@ -24,6 +24,7 @@ from bus.operations.cli.common import (
     current_project,
     fail,
     notes,
+    run,
     schemas_app,
     settings_for,
     tools_app,
@@ -119,7 +120,7 @@ def serve(service: Service, settings: Settings) -> None:
 
     try:
         require_named(settings)
-        asyncio.run(serve_until_stopped(service))
+        run(serve_until_stopped(service))
     except (NoDeployment, NotInitialised) as error:
         raise fail(str(error)) from None
 
@@ -172,7 +173,7 @@ def up(
         mailbox.start()
     try:  # stopping every child may take a while: each gets its own grace
         with stack_refusals():
-            asyncio.run(serve_until_stopped(main, grace=STACK_STOP_SECONDS))
+            run(serve_until_stopped(main, grace=STACK_STOP_SECONDS))
     finally:
         if local_smtp:
             mailbox.stop()
@@ -305,7 +306,7 @@ def bench(
         earlier = None if compare is None else earlier_ratios(compare)
     except NotABenchRun as error:
         raise fail(str(error)) from None
-    results = asyncio.run(
+    results = run(
         run_bench(
             count,
             workflows,
@@ -337,7 +338,7 @@ def demo(state_dir: StateDir = None) -> None:
     from bus.operations.demo import run_demo
 
     with stack_refusals():
-        result = asyncio.run(run_demo(settings_for(state_dir or Path(".claimcheck"))))
+        result = run(run_demo(settings_for(state_dir or Path(".claimcheck"))))
     unsettled = [view.workflow_id for view in result.views if not view.settled]
     if unsettled:
         raise fail(f"workflows did not finish: {unsettled}")

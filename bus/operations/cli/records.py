@@ -23,6 +23,7 @@ from bus.operations.cli.common import (
     ledger_histories,
     ledger_history,
     open_ledger,
+    run,
     settings_for,
     views_app,
 )
@@ -119,8 +120,6 @@ def verify(
 
 def confirm_externally(settings: Settings, histories: dict[str, list]) -> None:
     """Each recorded side effect put to its tool's system; fail if the world contradicts one."""
-    import asyncio
-
     from bus.operations.operators import ask_runtime
     from bus.operations.project import find_project
     from bus.runtime.catalogue import load_catalogue
@@ -145,7 +144,7 @@ def confirm_externally(settings: Settings, histories: dict[str, list]) -> None:
             for event in history
             if event.type == "EvidenceRecorded"
         )
-        return asyncio.run(check_here(tools, settings, records))
+        return run(check_here(tools, settings, records))
 
     checks = from_stack_or_ledger(settings, asked, here)
     label = {
