@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 from uuid import uuid4
 
 import pytest
+import uvloop
 from nats.aio.client import Client
 
 from agents import Agent, Context, Model
@@ -64,6 +65,11 @@ def postgres_connection():  # type: ignore[no-untyped-def]
         if os.environ.get("CI") == "true":
             pytest.fail(f"PostgreSQL at {POSTGRES_URL} is required under CI=true: {error}")
         pytest.skip(f"no PostgreSQL at {POSTGRES_URL}: {error}")
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+    """Every async test runs on uvloop: the loop every ``claimcheck`` process runs on."""
+    return {"uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture(autouse=True)

@@ -35,3 +35,7 @@ def test_no_command_starts_a_standard_loop() -> None:
         and node.func.value.id == "asyncio"
     ]
     assert calls == []  # each command goes through common.run
+
+
+async def test_the_tests_run_on_the_loop_the_services_run_on() -> None:
+    assert isinstance(asyncio.get_running_loop(), uvloop.Loop)  # tests/conftest.py's hook
