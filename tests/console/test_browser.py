@@ -1,7 +1,8 @@
 """The console in a real browser (headless Chromium) against the demo on a real stack: the list,
 the journalist's workflow with its denied email and escalation, an approval through the forms,
-and the email's evidence appearing live on another open page without a reload; and a live
-page that keeps its newest answer when an older one arrives late.
+and the email's evidence appearing live on another open page without a reload; a live page
+that keeps its newest answer when an older one arrives late, and one that keeps the form
+field someone is in.
 
 Set ``CLAIMCHECK_CONSOLE_SCREENSHOTS=DIR`` to save the two main pages as PNGs (the README's
 screenshots in docs/ come from here)."""
@@ -131,4 +132,45 @@ async def test_a_live_page_keeps_the_newest_answer_when_an_older_one_arrives_lat
         await asyncio.sleep(2)  # the first answer arrives meanwhile
         assert answers == 2
         assert await page.locator("#answer").inner_text() == "2"
+        await context.close()
+
+
+async def test_a_live_page_keeps_the_field_someone_is_in(tmp_path: Path, browser: Any) -> None:
+    """An update arriving after someone clicked into a form field, before they typed, must
+    not swap that field out: what they type next would go nowhere (an approval's reason
+    was lost that way). The routes play the feed and the answers; the second update
+    comes only once the field has the focus."""
+    focused, connections, answers = asyncio.Event(), 0, 0
+
+    async def feed(route: Any) -> None:
+        nonlocal connections
+        connections += 1
+        if connections == 2:
+            await focused.wait()
+        body = "retry: 100\ndata: {}\n\n" if connections <= 2 else "retry: 60000\n: no more\n\n"
+        await route.fulfill(status=200, content_type="text/event-stream", body=body)
+
+    async def answer(route: Any) -> None:
+        nonlocal answers
+        if route.request.headers.get("x-fragment") != "1":
+            await route.continue_()  # the page itself
+            return
+        answers += 1
+        form = f"<form><input name=reason data-answer={answers}></form>"
+        await route.fulfill(status=200, content_type="text/html", body=form)
+
+    async with web_console(Settings(state_dir=tmp_path / "state")) as url:
+        context = await browser.new_context()
+        page = await context.new_page()
+        await page.route(f"{url}/api/live", feed)
+        await page.route(f"{url}/", answer)
+        await page.goto(f"{url}/")
+        await page.wait_for_selector("input[data-answer='1']", timeout=LIVE_TIMEOUT_MS)
+        await page.focus("input[name=reason]")
+        focused.set()
+        await asyncio.sleep(1.5)  # the update arrives; a redraw would come 0.1 s after it
+        assert connections >= 2
+        assert await page.evaluate("document.activeElement.dataset.answer") == "1"
+        await page.keyboard.insert_text("a statement is fine")
+        assert await page.input_value("input[name=reason]") == "a statement is fine"
         await context.close()

@@ -12,10 +12,15 @@
     });
   }
   var timer = null;
-  // A form someone has started to fill in is never swapped out under them: the
-  // redraw waits until it is submitted or emptied.
+  // A form someone is in, or has started to fill in, is never swapped out under them:
+  // the redraw waits until they leave the field, or submit or empty the form. (A field
+  // swapped out after a click into it, before the typing, took the typing with it.)
   function busy() {
     var live = document.getElementById("live");
+    var focused = document.activeElement;
+    if (focused && live.contains(focused) && focused.matches("input, textarea, select")) {
+      return true;
+    }
     return Array.prototype.some.call(live.querySelectorAll("input:not([type=hidden])"),
       function (input) { return input.value && input.defaultValue !== input.value; });
   }
