@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -99,48 +101,69 @@ async def test_approve_the_journalists_escalation_and_watch_the_email_arrive_liv
         print(f"the email's evidence was on the open page {lag * 1000:.0f} ms after recording")
 
 
+class Fragments:
+    """A route for the console's page: the page itself as served, and its live part's
+    refreshes (``X-Fragment: 1``) answered with ``html(n)`` for the n-th, counted."""
+
+    def __init__(self, html: Callable[[int], Awaitable[str]]) -> None:
+        self.html, self.asked = html, 0
+
+    async def __call__(self, route: Any) -> None:
+        if route.request.headers.get("x-fragment") != "1":
+            await route.continue_()
+            return
+        self.asked += 1
+        body = await self.html(self.asked)
+        await route.fulfill(status=200, content_type="text/html", body=body)
+
+
+@asynccontextmanager
+async def routed_page(
+    browser: Any, tmp_path: Path, feed: Callable[[Any], Awaitable[None]], fragments: Fragments
+) -> AsyncIterator[Any]:
+    """The console's list page in a browser whose routes play the live feed (``feed``)
+    and the answers to its refreshes, so their order is forced, not hoped for."""
+    async with web_console(Settings(state_dir=tmp_path / "state")) as url:
+        context = await browser.new_context()
+        try:
+            page = await context.new_page()
+            await page.route(f"{url}/api/live", feed)
+            await page.route(f"{url}/", fragments)
+            await page.goto(f"{url}/")
+            yield page
+        finally:
+            await context.close()
+
+
 async def test_a_live_page_keeps_the_newest_answer_when_an_older_one_arrives_late(
     tmp_path: Path, browser: Any
 ) -> None:
     """Refreshes overlap (the server reads in a thread pool), and their answers may arrive
-    in any order: the page keeps the newest. The browser's routes play the feed and the
-    answers, so the order is forced, not hoped for: two updates, the first answer slow."""
-    updates, answers = ["retry: 300\ndata: {}\n\n"] * 2, 0
+    in any order: the page keeps the newest. Two updates, the first answer slow."""
+    updates = ["retry: 300\ndata: {}\n\n"] * 2
 
     async def feed(route: Any) -> None:
         body = updates.pop() if updates else "retry: 60000\n: nothing more\n\n"
         await route.fulfill(status=200, content_type="text/event-stream", body=body)
 
-    async def answer(route: Any) -> None:
-        nonlocal answers
-        if route.request.headers.get("x-fragment") != "1":
-            await route.continue_()  # the page itself
-            return
-        answers += 1
-        mine = answers
-        if mine == 1:
+    async def answer(n: int) -> str:
+        if n == 1:
             await asyncio.sleep(1.5)
-        await route.fulfill(status=200, content_type="text/html", body=f"<p id=answer>{mine}</p>")
+        return f"<p id=answer>{n}</p>"
 
-    async with web_console(Settings(state_dir=tmp_path / "state")) as url:
-        context = await browser.new_context()
-        page = await context.new_page()
-        await page.route(f"{url}/api/live", feed)
-        await page.route(f"{url}/", answer)
-        await page.goto(f"{url}/")
+    fragments = Fragments(answer)
+    async with routed_page(browser, tmp_path, feed, fragments) as page:
         await page.wait_for_selector("#answer:text-is('2')", timeout=LIVE_TIMEOUT_MS)
         await asyncio.sleep(2)  # the first answer arrives meanwhile
-        assert answers == 2
+        assert fragments.asked == 2
         assert await page.locator("#answer").inner_text() == "2"
-        await context.close()
 
 
 async def test_a_live_page_keeps_the_field_someone_is_in(tmp_path: Path, browser: Any) -> None:
     """An update arriving after someone clicked into a form field, before they typed, must
     not swap that field out: what they type next would go nowhere (an approval's reason
-    was lost that way). The routes play the feed and the answers; the second update
-    comes only once the field has the focus."""
-    focused, connections, answers = asyncio.Event(), 0, 0
+    was lost that way). The second update comes only once the field has the focus."""
+    focused, connections = asyncio.Event(), 0
 
     async def feed(route: Any) -> None:
         nonlocal connections
@@ -150,21 +173,10 @@ async def test_a_live_page_keeps_the_field_someone_is_in(tmp_path: Path, browser
         body = "retry: 100\ndata: {}\n\n" if connections <= 2 else "retry: 60000\n: no more\n\n"
         await route.fulfill(status=200, content_type="text/event-stream", body=body)
 
-    async def answer(route: Any) -> None:
-        nonlocal answers
-        if route.request.headers.get("x-fragment") != "1":
-            await route.continue_()  # the page itself
-            return
-        answers += 1
-        form = f"<form><input name=reason data-answer={answers}></form>"
-        await route.fulfill(status=200, content_type="text/html", body=form)
+    async def form(n: int) -> str:
+        return f"<form><input name=reason data-answer={n}></form>"
 
-    async with web_console(Settings(state_dir=tmp_path / "state")) as url:
-        context = await browser.new_context()
-        page = await context.new_page()
-        await page.route(f"{url}/api/live", feed)
-        await page.route(f"{url}/", answer)
-        await page.goto(f"{url}/")
+    async with routed_page(browser, tmp_path, feed, Fragments(form)) as page:
         await page.wait_for_selector("input[data-answer='1']", timeout=LIVE_TIMEOUT_MS)
         await page.focus("input[name=reason]")
         focused.set()
@@ -173,4 +185,3 @@ async def test_a_live_page_keeps_the_field_someone_is_in(tmp_path: Path, browser
         assert await page.evaluate("document.activeElement.dataset.answer") == "1"
         await page.keyboard.insert_text("a statement is fine")
         assert await page.input_value("input[name=reason]") == "a statement is fine"
-        await context.close()
